@@ -1,0 +1,26 @@
+"""Configuration from the environment (see README, "Configuration")."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_HOME = Path(".nnp")
+
+
+def database_url() -> str:
+    """`NNP_DATABASE_URL`, default a SQLite file in ``./.nnp/registry.db``."""
+    url = os.environ.get("NNP_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{DEFAULT_HOME / 'registry.db'}"
+
+
+def artifacts_url() -> str:
+    """`NNP_ARTIFACTS`, default ``./.nnp/artifacts`` (any fsspec URL)."""
+    return os.environ.get("NNP_ARTIFACTS") or str(DEFAULT_HOME / "artifacts")
+
+
+def dask_scheduler() -> str | None:
+    """`NNP_DASK_SCHEDULER`: an address, or None for a local cluster."""
+    return os.environ.get("NNP_DASK_SCHEDULER") or None

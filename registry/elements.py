@@ -1,0 +1,73 @@
+"""Element symbols, compositions and chemical formulas (Hill, reduced, anonymous)."""
+
+from __future__ import annotations
+
+import string
+from functools import lru_cache
+from math import gcd
+
+import numpy as np
+from ase.data import atomic_numbers, chemical_symbols
+
+from .errors import BadInput
+
+MAX_Z = 118
+SYMBOLS = chemical_symbols  # index = Z; 0 is "X"
+
+
+def symbol_to_z(symbol: str) -> int:
+    """Atomic number of ``symbol``; a clear error for unknown elements."""
+    z = atomic_numbers.get(symbol)
+    if not z:
+        raise BadInput(f"unknown element {symbol!r}")
+    return z
+
+
+def composition_matrix(numbers: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(B, MAX_Z+1) int32 matrix of element counts for a ragged batch."""
+    n_struct = len(offsets) - 1
+    owner = np.repeat(np.arange(n_struct), np.diff(offsets))
+    flat = np.bincount(owner * (MAX_Z + 1) + numbers, minlength=n_struct * (MAX_Z + 1))
+    return flat.reshape(n_struct, MAX_Z + 1).astype(np.int32)
+
+
+def _anonymous_names():
+    letters = string.ascii_uppercase
+    for a in letters:
+        yield a
+    for a in letters:
+        for b in string.ascii_lowercase:
+            yield a + b
+
+
+_ANON = list(_anonymous_names())
+
+
+def _fmt(symbol: str, count: int) -> str:
+    return symbol if count == 1 else f"{symbol}{count}"
+
+
+@lru_cache(maxsize=65536)
+def formulas(composition: tuple[tuple[int, int], ...]) -> tuple[str, str, str]:
+    """(hill, reduced, anonymous) formulas of a ((z, count), ...) composition."""
+    counts = {SYMBOLS[z]: c for z, c in composition}
+    if "C" in counts:
+        order = ["C"] + (["H"] if "H" in counts else [])
+        order += sorted(s for s in counts if s not in ("C", "H"))
+    else:
+        order = sorted(counts)
+    hill = "".join(_fmt(s, counts[s]) for s in order)
+    divisor = 0
+    for c in counts.values():
+        divisor = gcd(divisor, c)
+    divisor = divisor or 1
+    reduced = "".join(_fmt(s, counts[s] // divisor) for s in sorted(counts))
+    anon_counts = sorted((c // divisor for c in counts.values()), reverse=True)
+    anonymous = "".join(_fmt(_ANON[i], c) for i, c in enumerate(anon_counts))
+    return hill, reduced, anonymous
+
+
+def composition_of(row: np.ndarray) -> tuple[tuple[int, int], ...]:
+    """((z, count), ...) for a row of :func:`composition_matrix`."""
+    zs = np.flatnonzero(row)
+    return tuple((int(z), int(row[z])) for z in zs)

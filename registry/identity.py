@@ -1,0 +1,91 @@
+"""Structure identity hashing.
+
+Algorithm version 1 (``HASH_VERSION``):
+
+* Positions are rounded to ``TOLERANCE`` Å (integer grid ``rint(x / TOLERANCE)``).
+* Molecules (no periodic axis): the centroid is subtracted first, so a rigid translation
+  does not change the hash.
+* Periodic structures: fractional coordinates along periodic axes are rounded on a grid of
+  ``TOLERANCE`` Å and wrapped into [0, 1), so periodic images of an atom hash alike; the
+  cell (rounded) is part of the hash.
+* Atoms are put in canonical order (by atomic number, then rounded coordinates), so atom
+  order does not matter. Nothing is done about rotation: mirror images and rotated copies
+  get different hashes (near-duplicate search is a separate query).
+* The hash is sha256 over a versioned header (n_atoms, charge, multiplicity, pbc, cell)
+  followed by the sorted atomic numbers and integer coordinates, little-endian.
+
+Everything is vectorised over a ragged batch (``numbers``, ``positions``, ``offsets``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+import numpy as np
+
+HASH_VERSION = 1
+TOLERANCE = 1e-4  # Å
+_HEADER = struct.Struct("<8sIiiB")
+
+
+def canonical_grid(positions, offsets, cells, pbc) -> np.ndarray:
+    """Integer coordinates (int64, shape (N, 3)) used for hashing and ordering."""
+    counts = np.diff(offsets)
+    owner = np.repeat(np.arange(len(counts)), counts)
+    grid = np.empty(positions.shape, dtype=np.int64)
+    periodic = pbc.any(axis=1)
+    mol = ~periodic[owner]
+    if mol.any():
+        sums = np.stack(
+            [np.bincount(owner, weights=positions[:, k], minlength=len(counts)) for k in range(3)],
+            axis=1,
+        )
+        centroid = sums / np.maximum(counts, 1)[:, None]
+        grid[mol] = np.rint((positions[mol] - centroid[owner[mol]]) / TOLERANCE)
+    per = ~mol
+    if per.any():
+        for s in np.flatnonzero(periodic):
+            lo, hi = offsets[s], offsets[s + 1]
+            cell = cells[s]
+            frac = np.linalg.solve(cell.T, positions[lo:hi].T).T
+            lengths = np.linalg.norm(cell, axis=1)
+            steps = np.maximum(np.rint(lengths / TOLERANCE), 1)
+            g = np.rint(frac * steps)
+            for axis in range(3):
+                if pbc[s, axis]:
+                    g[:, axis] = np.mod(g[:, axis], steps[axis])
+                else:
+                    g[:, axis] = np.rint(frac[:, axis] * lengths[axis] / TOLERANCE)
+            grid[lo:hi] = g
+    return grid
+
+
+def canonical_order(numbers, grid, offsets) -> np.ndarray:
+    """Global permutation putting each structure's atoms in canonical order."""
+    owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    return np.lexsort((grid[:, 2], grid[:, 1], grid[:, 0], numbers, owner))
+
+
+def structure_hashes(numbers, positions, offsets, cells, pbc, charges, mults):
+    """Return (hashes, order): hex sha256 per structure and the canonical atom permutation."""
+    numbers = np.asarray(numbers, dtype=np.int64)
+    grid = canonical_grid(positions, offsets, cells, pbc)
+    order = canonical_order(numbers, grid, offsets)
+    z_bytes = numbers[order].astype("<i2").tobytes()
+    g_bytes = grid[order].astype("<i8").tobytes()
+    cell_grid = np.rint(cells / TOLERANCE).astype("<i8")
+    periodic = pbc.any(axis=1)
+    pbc_bits = (pbc * np.array([1, 2, 4])).sum(axis=1)
+    hashes = []
+    for s in range(len(offsets) - 1):
+        lo, hi = int(offsets[s]), int(offsets[s + 1])
+        h = hashlib.sha256(
+            _HEADER.pack(b"nnp-st1\0", hi - lo, int(charges[s]), int(mults[s]), int(pbc_bits[s]))
+        )
+        if periodic[s]:
+            h.update(cell_grid[s].tobytes())
+        h.update(z_bytes[2 * lo : 2 * hi])
+        h.update(g_bytes[24 * lo : 24 * hi])
+        hashes.append(h.hexdigest())
+    return hashes, order

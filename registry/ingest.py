@@ -1,0 +1,130 @@
+"""Deduplicated bulk ingest: validate everything, then write batch by batch.
+
+Bad input is refused before anything is written. Writing happens in batches of
+``batch_size`` structures, each one transaction, so a killed ingest leaves only whole
+batches and re-running it completes the job without duplicates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+from sqlalchemy.exc import DBAPIError
+
+from .frames import FrameBatch
+from .levels import canonical_name
+from .prepare import prepare
+from .runs import RunHandle
+from .schema import utcnow
+from .writers import WRITERS, WriteCounts
+
+Progress = Callable[[int, int], None]
+_RETRIES = 5
+
+
+@dataclass
+class IngestSummary:
+    """What an ingest did (``--json`` prints :meth:`to_dict`)."""
+
+    structures_new: int = 0
+    structures_existing: int = 0
+    labels_new: int = 0
+    labels_existing: int = 0
+    labels_conflicting: int = 0
+    frames_skipped: int = 0
+    frames_read: int = 0
+    duplicates_in_input: int = 0
+    run_id: int | None = None
+    seconds: float = 0.0
+    conflicts: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class IngestMixin:
+    def ingest(self, frames, level: str | None = None, *, units: str = "eV",
+               energy_key: str | None = None, forces_key: str | None = None,
+               dipole_key: str | None = None, charges_key: str | None = None,
+               skip_missing: bool = False, source: str | None = None,
+               batch_size: int = 20000, on_progress: Progress | None = None) -> IngestSummary:
+        """Ingest ASE ``Atoms`` (any iterable) or a :class:`FrameBatch`.
+
+        With ``level``, labels are read from each frame (``energy_key`` etc., default the
+        attached calculator's results or ``info['energy']`` / ``arrays['forces']``) and
+        converted from ``units`` to eV. Without it, structures are stored unlabelled.
+        """
+        if isinstance(frames, FrameBatch):
+            batch, skipped = frames, 0
+        else:
+            from .io.atoms import atoms_to_batch
+
+            batch, skipped = atoms_to_batch(
+                frames, level, units=units, energy_key=energy_key, forces_key=forces_key,
+                dipole_key=dipole_key, charges_key=charges_key, skip_missing=skip_missing,
+                source=source)
+        return self.ingest_batch(batch, frames_skipped=skipped, batch_size=batch_size,
+                                 on_progress=on_progress, params={"level": level,
+                                                                   "units": units,
+                                                                   "source": source})
+
+    def ingest_batch(self, batch: FrameBatch, *, batch_size: int = 20000,
+                     on_progress: Progress | None = None, params: dict | None = None,
+                     inputs: Iterable[dict] = (), frames_skipped: int = 0,
+                     kind: str = "ingest") -> IngestSummary:
+        """Validate, hash and write a columnar batch; one run in provenance."""
+        t0 = time.perf_counter()
+        batch.validate()
+        batch.labels = {canonical_name(k): v for k, v in batch.labels.items()}
+        pb = prepare(batch)
+        level_ids = {lv: self.ensure_level(lv)["id"] for lv in batch.labels}
+        handle = self.start_run(kind, params)
+        for item in inputs:
+            handle.consumed(**item)
+        for lv, lid in level_ids.items():
+            handle.consumed("level", lid, ref=lv)
+        summary = IngestSummary(frames_read=len(batch), frames_skipped=frames_skipped,
+                                duplicates_in_input=pb.duplicates_in_input, run_id=handle.id)
+        totals = WriteCounts()
+        try:
+            for lo in range(0, len(pb), batch_size):
+                part = pb.slice(lo, min(lo + batch_size, len(pb)))
+                totals.add(self._write_part(part, level_ids, handle))
+                if on_progress:
+                    on_progress(min(lo + batch_size, len(pb)), len(pb))
+        except BaseException as exc:
+            self._finish(handle, summary, totals, t0, error=exc)
+            raise
+        return self._finish(handle, summary, totals, t0)
+
+    def _write_part(self, part, level_ids, handle: RunHandle) -> WriteCounts:
+        writer = WRITERS[self.dialect]
+        for attempt in range(_RETRIES):
+            try:
+                with self.engine.begin() as conn:
+                    return writer(conn, part, level_ids, handle.id, utcnow())
+            except DBAPIError as exc:  # deadlock / serialization failure: retry the batch
+                code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+                if code not in ("40P01", "40001") or attempt == _RETRIES - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _finish(self, handle, summary, totals, t0, error=None) -> IngestSummary:
+        for k in ("structures_new", "structures_existing", "labels_new", "labels_existing",
+                  "labels_conflicting"):
+            setattr(summary, k, getattr(totals, k))
+        summary.conflicts = totals.conflicts
+        summary.seconds = round(time.perf_counter() - t0, 4)
+        handle.result = {k: v for k, v in summary.to_dict().items() if k != "conflicts"}
+        handle.result["conflicts_sample"] = totals.conflicts[:20]
+        status = "ok" if error is None else "failed"
+        msg = None if error is None else f"{type(error).__name__}: {error}"
+        try:
+            self.finish_run(handle, status, error=msg)
+        except Exception:
+            if error is None:
+                raise
+        return summary

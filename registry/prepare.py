@@ -1,0 +1,218 @@
+"""Turn a validated :class:`FrameBatch` into rows: identity hashes, canonical atom order,
+compositions, formulas, packed arrays and label hashes. Pure numpy; no database."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from .elements import composition_matrix, composition_of, formulas
+from .errors import BadInput
+from .frames import FrameBatch, LabelColumns
+from .identity import HASH_VERSION, structure_hashes
+
+_PBC_BITS = np.array([1, 2, 4])
+
+
+@dataclass
+class LabelRows:
+    """Labels of one level for the unique structures of a batch (index into structures)."""
+
+    level: str
+    index: np.ndarray  # (L,) index into PreparedBatch structures
+    hashes: list[str]
+    energy: list[float | None]
+    forces: list[bytes | None]
+    dipole: list[bytes | None]
+    charges: list[bytes | None]
+    stress: list[bytes | None]
+    status: str
+    source_unit: str
+
+
+@dataclass
+class PreparedBatch:
+    """Unique structures of a batch as column lists ready for insertion."""
+
+    hashes: list[str]
+    n_atoms: np.ndarray
+    nelements: np.ndarray
+    numbers: list[bytes]
+    positions: list[bytes]
+    cells: list[bytes | None]
+    pbc: np.ndarray
+    nperiodic: np.ndarray
+    charge: np.ndarray
+    multiplicity: np.ndarray
+    hill: list[str]
+    reduced: list[str]
+    anonymous: list[str]
+    sources: list[str | None]
+    infos: list[str | None]  # JSON text
+    elem_index: np.ndarray  # (E,) structure index of each structure_elements row
+    elem_z: np.ndarray
+    elem_count: np.ndarray
+    labels: list[LabelRows]
+    frames_in: int
+    duplicates_in_input: int
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def slice(self, lo: int, hi: int) -> PreparedBatch:
+        """Structures lo:hi with their elements and labels (indices rebased)."""
+        e = (self.elem_index >= lo) & (self.elem_index < hi)
+        labels = []
+        for lr in self.labels:
+            m = (lr.index >= lo) & (lr.index < hi)
+            pick = np.flatnonzero(m)
+            labels.append(LabelRows(
+                lr.level, lr.index[m] - lo, *[[col[i] for i in pick] for col in (
+                    lr.hashes, lr.energy, lr.forces, lr.dipole, lr.charges, lr.stress)],
+                status=lr.status, source_unit=lr.source_unit))
+        cut = slice(lo, hi)
+        return PreparedBatch(
+            self.hashes[cut], self.n_atoms[cut], self.nelements[cut], self.numbers[cut],
+            self.positions[cut], self.cells[cut], self.pbc[cut], self.nperiodic[cut],
+            self.charge[cut], self.multiplicity[cut], self.hill[cut], self.reduced[cut],
+            self.anonymous[cut], self.sources[cut], self.infos[cut], self.elem_index[e] - lo,
+            self.elem_z[e], self.elem_count[e], labels, hi - lo, 0)
+
+
+def _split_bytes(arr: np.ndarray, offsets: np.ndarray, width: int) -> list[bytes]:
+    """Per-structure byte strings of a (N, ...) float64 array laid out by ``offsets``."""
+    buf = np.ascontiguousarray(arr, dtype="<f8").tobytes()
+    step = 8 * width
+    return [buf[step * lo: step * hi] for lo, hi in zip(offsets[:-1], offsets[1:], strict=True)]
+
+
+def _per_frame_bytes(arr: np.ndarray | None, b: int) -> list[bytes | None]:
+    if arr is None:
+        return [None] * b
+    buf = np.ascontiguousarray(arr, dtype="<f8")
+    return [row.tobytes() for row in buf]
+
+
+def prepare(batch: FrameBatch) -> PreparedBatch:
+    """Hash, canonicalise and pack a validated batch; merges duplicate frames.
+
+    Two frames of one structure carrying different labels for one level is bad input.
+    """
+    b = len(batch)
+    offsets = batch.offsets.astype(np.int64)
+    numbers = batch.numbers.astype(np.int64)
+    cells = batch.cells.astype(np.float64)
+    pbc = batch.pbc.astype(bool)
+    hashes, order = structure_hashes(numbers, batch.positions, offsets, cells, pbc,
+                                     batch.charge, batch.multiplicity)
+    numbers = numbers[order]
+    positions = batch.positions[order]
+    first: dict[str, int] = {}
+    keep = []
+    dup_of = np.arange(b)
+    for i, h in enumerate(hashes):
+        j = first.setdefault(h, i)
+        if j == i:
+            keep.append(i)
+        else:
+            dup_of[i] = j
+    keep = np.asarray(keep, dtype=np.int64)
+    slot = np.full(b, -1, dtype=np.int64)
+    slot[keep] = np.arange(len(keep))
+    unique_slot = slot[dup_of]  # structure slot of every frame
+
+    comp = composition_matrix(numbers, offsets)[keep]
+    elem_index, elem_z = np.nonzero(comp)
+    elem_count = comp[elem_index, elem_z]
+    hill, reduced, anon = [], [], []
+    for row in comp:
+        f = formulas(composition_of(row))
+        hill.append(f[0])
+        reduced.append(f[1])
+        anon.append(f[2])
+
+    numbers_u8 = numbers.astype("<u1")
+    nb = numbers_u8.tobytes()
+    all_pos = _split_bytes(positions, offsets, 3)
+    periodic = pbc.any(axis=1)
+    cell_bytes = [cells[i].astype("<f8").tobytes() if (periodic[i] or cells[i].any()) else None
+                  for i in keep]
+    labels = [
+        _label_rows(level, cols, batch, order, offsets, hashes, dup_of, unique_slot,
+                    level)
+        for level, cols in batch.labels.items()
+    ]
+    sources = batch.sources or [None] * b
+    infos = batch.infos or [None] * b
+    return PreparedBatch(
+        hashes=[hashes[i] for i in keep],
+        n_atoms=np.diff(offsets)[keep],
+        nelements=(comp > 0).sum(axis=1),
+        numbers=[nb[offsets[i]: offsets[i + 1]] for i in keep],
+        positions=[all_pos[i] for i in keep],
+        cells=cell_bytes,
+        pbc=(pbc * _PBC_BITS).sum(axis=1)[keep],
+        nperiodic=pbc.sum(axis=1)[keep],
+        charge=np.asarray(batch.charge)[keep],
+        multiplicity=np.asarray(batch.multiplicity)[keep],
+        hill=hill, reduced=reduced, anonymous=anon,
+        sources=[sources[i] for i in keep],
+        infos=[json.dumps(infos[i], sort_keys=True, default=str) if infos[i] else None
+               for i in keep],
+        elem_index=elem_index, elem_z=elem_z, elem_count=elem_count,
+        labels=labels, frames_in=b, duplicates_in_input=b - len(keep),
+    )
+
+
+def _label_rows(level, c: LabelColumns, batch, order, offsets, hashes, dup_of, unique_slot,
+                level_name) -> LabelRows:
+    """Label hash: sha256 over level name, structure hash and the packed values present."""
+    b = len(batch)
+    forces = c.forces[order] if c.forces is not None else None
+    charges = c.charges[order] if c.charges is not None else None
+    f_bytes = _split_bytes(forces, offsets, 3) if forces is not None else [None] * b
+    q_bytes = _split_bytes(charges, offsets, 1) if charges is not None else [None] * b
+    d_bytes = _per_frame_bytes(c.dipole, b)
+    s_bytes = _per_frame_bytes(c.stress, b)
+    energy = c.energy
+    e_bytes = energy.astype("<f8").tobytes() if energy is not None else None
+    chosen: dict[int, int] = {}
+    lhash: dict[int, str] = {}
+    for i in np.flatnonzero(c.present):
+        h = hashlib.sha256(level_name.encode() + b"\0")
+        h.update(hashes[i].encode())
+        for tag, part in ((b"E", e_bytes[8 * i: 8 * i + 8] if e_bytes else None),
+                          (b"F", f_bytes[i]), (b"D", d_bytes[i]), (b"Q", q_bytes[i]),
+                          (b"S", s_bytes[i])):
+            if part is not None:
+                h.update(tag)
+                h.update(part)
+        digest = h.hexdigest()
+        root = int(dup_of[i])
+        if root in chosen:
+            if lhash[root] != digest:
+                raise BadInput(
+                    f"conflicting {level} labels for one structure inside the input: "
+                    f"{batch.name(chosen[root])} and {batch.name(i)} are the same structure "
+                    f"with different values")
+            continue
+        chosen[root] = i
+        lhash[root] = digest
+    frames = np.fromiter(chosen.values(), dtype=np.int64, count=len(chosen))
+    return LabelRows(
+        level=level,
+        index=unique_slot[frames],
+        hashes=[lhash[r] for r in chosen],
+        energy=[float(energy[i]) for i in frames] if energy is not None else [None] * len(frames),
+        forces=[f_bytes[i] for i in frames],
+        dipole=[d_bytes[i] for i in frames],
+        charges=[q_bytes[i] for i in frames],
+        stress=[s_bytes[i] for i in frames],
+        status=c.status, source_unit=c.source_unit,
+    )
+
+
+__all__ = ["HASH_VERSION", "LabelRows", "PreparedBatch", "prepare"]

@@ -1,0 +1,312 @@
+"""The tables (SQLAlchemy 2 typed ORM). Alembic migrations in ``migrations/`` own the schema.
+
+Arrays are packed little-endian bytes (see :mod:`registry.arrays`); times are UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# BIGINT keys on PostgreSQL; INTEGER (the rowid alias) on SQLite.
+BigID = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict: JSON, list: JSON}
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+
+
+class Run(Base):
+    """A provenance run: ingest, dataset creation, training, labeling, analysis..."""
+
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running/ok/failed
+    params: Mapped[dict | None]
+    result: Mapped[dict | None]
+    code_version: Mapped[str | None] = mapped_column(String(64))
+    git_commit: Mapped[str | None] = mapped_column(String(64))
+    git_dirty: Mapped[bool | None] = mapped_column(Boolean)
+    environment: Mapped[dict | None]
+    user: Mapped[str | None] = mapped_column(String(128))
+    started_at: Mapped[datetime] = _created()
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class RunEntity(Base):
+    """A lineage edge: a run consumed (``input``) or produced (``output``) an entity.
+
+    ``entity_type`` is one of file, level, dataset_version, model_version, label, structure,
+    run; ``entity_id`` points into that table, ``ref`` names files/URIs, ``sha256`` pins bytes.
+    """
+
+    __tablename__ = "run_entities"
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(8))
+    entity_type: Mapped[str] = mapped_column(String(32))
+    entity_id: Mapped[int | None] = mapped_column(BigInteger)
+    ref: Mapped[str | None] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    meta: Mapped[dict | None]
+    __table_args__ = (Index(None, "entity_type", "entity_id"),)
+
+
+class Structure(Base):
+    __tablename__ = "structures"
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash_version: Mapped[int] = mapped_column(SmallInteger)
+    n_atoms: Mapped[int] = mapped_column(Integer, index=True)
+    nelements: Mapped[int] = mapped_column(SmallInteger)
+    numbers: Mapped[bytes] = mapped_column(LargeBinary)  # <u1 (n,), canonical atom order
+    positions: Mapped[bytes] = mapped_column(LargeBinary)  # <f8 (n, 3) Å
+    cell: Mapped[bytes | None] = mapped_column(LargeBinary)  # <f8 (3, 3) Å; NULL: no cell
+    pbc: Mapped[int] = mapped_column(SmallInteger)  # bit 0: x, 1: y, 2: z
+    nperiodic: Mapped[int] = mapped_column(SmallInteger)
+    charge: Mapped[int] = mapped_column(SmallInteger, default=0)
+    multiplicity: Mapped[int] = mapped_column(SmallInteger, default=1)
+    formula_hill: Mapped[str] = mapped_column(String(255))
+    formula_reduced: Mapped[str] = mapped_column(String(255), index=True)
+    formula_anonymous: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str | None] = mapped_column(Text)
+    info: Mapped[dict | None]
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+    created_at: Mapped[datetime] = _created()
+
+
+class StructureElement(Base):
+    """Per-element composition, for element filters (index on (z, structure_id))."""
+
+    __tablename__ = "structure_elements"
+    structure_id: Mapped[int] = mapped_column(
+        ForeignKey("structures.id", ondelete="CASCADE"), primary_key=True
+    )
+    z: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    __table_args__ = (Index(None, "z", "structure_id"),)
+
+
+class LevelOfTheory(Base):
+    __tablename__ = "levels_of_theory"
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)  # canonical, lower case
+    method: Mapped[str] = mapped_column(String(128))
+    basis: Mapped[str | None] = mapped_column(String(128))
+    program: Mapped[str | None] = mapped_column(String(128))
+    program_version: Mapped[str | None] = mapped_column(String(64))
+    keywords: Mapped[dict | None]
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    fidelity_rank: Mapped[int] = mapped_column(Integer, default=0)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+
+
+class ReferenceEnergy(Base):
+    """Per-element atomic reference (self) energy of a level, eV."""
+
+    __tablename__ = "reference_energies"
+    level_id: Mapped[int] = mapped_column(
+        ForeignKey("levels_of_theory.id", ondelete="CASCADE"), primary_key=True
+    )
+    z: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    energy: Mapped[float] = mapped_column(Float)
+    method: Mapped[str] = mapped_column(String(16))  # "set" or "fit"
+    dataset_version_id: Mapped[int | None] = mapped_column(ForeignKey("dataset_versions.id"))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+
+
+class Label(Base):
+    """One computed result for (structure, level). Immutable but for status.
+
+    At most one ``ok`` label per (structure, level) (a partial unique index); a correction
+    retracts the old row and adds a new one that ``supersedes`` it.
+    """
+
+    __tablename__ = "labels"
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    structure_id: Mapped[int] = mapped_column(ForeignKey("structures.id"))
+    level_id: Mapped[int] = mapped_column(ForeignKey("levels_of_theory.id"))
+    hash: Mapped[str] = mapped_column(String(64))
+    energy: Mapped[float | None] = mapped_column(Float)  # eV
+    forces: Mapped[bytes | None] = mapped_column(LargeBinary)  # <f8 (n, 3) eV/Å
+    dipole: Mapped[bytes | None] = mapped_column(LargeBinary)  # <f8 (3,) e·Å
+    charges: Mapped[bytes | None] = mapped_column(LargeBinary)  # <f8 (n,) e
+    stress: Mapped[bytes | None] = mapped_column(LargeBinary)  # <f8 (6,) eV/Å³, Voigt
+    status: Mapped[str] = mapped_column(String(16), default="ok")  # ok / failed / retracted
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    source_unit: Mapped[str | None] = mapped_column(String(16))
+    supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id"))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+    created_at: Mapped[datetime] = _created()
+    __table_args__ = (
+        Index(
+            "uq_labels_ok",
+            "structure_id",
+            "level_id",
+            unique=True,
+            sqlite_where=text("status = 'ok'"),
+            postgresql_where=text("status = 'ok'"),
+        ),
+        Index(None, "level_id", "status", "structure_id"),
+        Index(None, "structure_id"),
+    )
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+
+
+class DatasetVersion(Base):
+    """An immutable dataset version: pinned labels, splits and a content hash."""
+
+    __tablename__ = "dataset_versions"
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64), index=True)
+    filter: Mapped[str | None] = mapped_column(Text)
+    levels: Mapped[list]  # canonical level names, in fidelity order
+    params: Mapped[dict | None]  # split fractions, group_by, seed, delta...
+    note: Mapped[str | None] = mapped_column(Text)
+    n_structures: Mapped[int] = mapped_column(Integer)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    created_at: Mapped[datetime] = _created()
+    __table_args__ = (UniqueConstraint("dataset_id", "version"),)
+
+
+class DatasetMember(Base):
+    """A pinned label in a version. split: 0 train, 1 validation, 2 test."""
+
+    __tablename__ = "dataset_members"
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("dataset_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    label_id: Mapped[int] = mapped_column(ForeignKey("labels.id"), primary_key=True)
+    structure_id: Mapped[int] = mapped_column(ForeignKey("structures.id"))
+    split: Mapped[int] = mapped_column(SmallInteger)
+    __table_args__ = (Index(None, "label_id"), Index(None, "version_id", "structure_id"))
+
+
+class DatasetAlias(Base):
+    __tablename__ = "dataset_aliases"
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"))
+    updated_at: Mapped[datetime] = _created()
+
+
+class Model(Base):
+    __tablename__ = "models"
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    architecture: Mapped[str] = mapped_column(String(128))
+    config: Mapped[dict | None]
+    elements: Mapped[list | None]
+    cutoff: Mapped[float | None] = mapped_column(Float)
+    units: Mapped[dict | None]
+    level_id: Mapped[int | None] = mapped_column(ForeignKey("levels_of_theory.id"))
+    dataset_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("dataset_versions.id"), index=True
+    )
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    frozen: Mapped[list | None]
+    metrics: Mapped[dict | None]
+    n_members: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16), default="ready")  # ready / retracted
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    created_at: Mapped[datetime] = _created()
+    __table_args__ = (UniqueConstraint("model_id", "version"),)
+
+
+class ModelFile(Base):
+    """A file of a model version in the artifact store (weights of member k, extras)."""
+
+    __tablename__ = "model_files"
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))  # weights / extra
+    member_index: Mapped[int | None] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    uri: Mapped[str] = mapped_column(Text)
+    __table_args__ = (UniqueConstraint("model_version_id", "name"),)
+
+
+class ModelAlias(Base):
+    __tablename__ = "model_aliases"
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    updated_at: Mapped[datetime] = _created()
+    updated_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class ALSelection(Base):
+    """An active-learning candidate: its uncertainty, the threshold and the MD that made it."""
+
+    __tablename__ = "al_selections"
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    structure_id: Mapped[int] = mapped_column(ForeignKey("structures.id"))
+    iteration: Mapped[int] = mapped_column(Integer)
+    uncertainty: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    selected: Mapped[bool] = mapped_column(Boolean)
+    temperature: Mapped[float | None] = mapped_column(Float)
+    seed: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _created()

@@ -1,0 +1,207 @@
+"""Backend fast paths for writing a prepared batch in the caller's transaction.
+
+Both backends share one contract: insert the batch's new structures (+ elements), map every
+structure to its id, insert labels whose (structure, level) has no ``ok`` label yet, and count
+labels that already exist with equal or conflicting values. SQLite holds the write lock for
+the whole transaction (BEGIN IMMEDIATE), so it checks then inserts with executemany;
+PostgreSQL stages rows with binary COPY and inserts with ON CONFLICT DO NOTHING, in hash order,
+so concurrent ingests of overlapping data never duplicate or deadlock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from .identity import HASH_VERSION
+from .prepare import PreparedBatch
+
+
+@dataclass
+class WriteCounts:
+    structures_new: int = 0
+    structures_existing: int = 0
+    labels_new: int = 0
+    labels_existing: int = 0
+    labels_conflicting: int = 0
+    conflicts: list[dict] = field(default_factory=list)
+
+    def add(self, other: WriteCounts) -> None:
+        for k in ("structures_new", "structures_existing", "labels_new", "labels_existing",
+                  "labels_conflicting"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        self.conflicts.extend(other.conflicts[: max(0, 100 - len(self.conflicts))])
+
+
+def _structure_rows(pb: PreparedBatch, idx, run_id, now):
+    for i in idx:
+        yield (pb.hashes[i], HASH_VERSION, int(pb.n_atoms[i]), int(pb.nelements[i]),
+               pb.numbers[i], pb.positions[i], pb.cells[i], int(pb.pbc[i]),
+               int(pb.nperiodic[i]), int(pb.charge[i]), int(pb.multiplicity[i]), pb.hill[i],
+               pb.reduced[i], pb.anonymous[i], pb.sources[i], pb.infos[i], run_id, now)
+
+
+_S_COLS = ("hash, hash_version, n_atoms, nelements, numbers, positions, cell, pbc, nperiodic, "
+           "charge, multiplicity, formula_hill, formula_reduced, formula_anonymous, source, "
+           "info, run_id, created_at")
+_L_COLS = ("structure_id, level_id, hash, energy, forces, dipole, charges, stress, status, "
+           "source_unit, run_id, created_at")
+
+
+def _conflict(pb, lr, k):
+    return {"structure": pb.hashes[int(lr.index[k])], "level": lr.level}
+
+
+# --------------------------------------------------------------------------- SQLite
+def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int,
+                 now: datetime) -> WriteCounts:
+    """Write ``pb`` on a SQLite connection inside BEGIN IMMEDIATE."""
+    out = WriteCounts()
+    stamp = now.strftime("%Y-%m-%d %H:%M:%S.%f")
+    existing: dict[str, int] = {}
+    for lo in range(0, len(pb), 10000):
+        chunk = pb.hashes[lo: lo + 10000]
+        marks = ",".join("?" * len(chunk))
+        existing.update(conn.exec_driver_sql(
+            f"SELECT hash, id FROM structures WHERE hash IN ({marks})", tuple(chunk)).all())
+    ids = np.zeros(len(pb), dtype=np.int64)
+    is_new = np.ones(len(pb), dtype=bool)
+    for i, h in enumerate(pb.hashes):
+        sid = existing.get(h)
+        if sid is not None:
+            ids[i], is_new[i] = sid, False
+    new_idx = np.flatnonzero(is_new)
+    start = conn.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM structures").scalar()
+    ids[new_idx] = start + 1 + np.arange(len(new_idx))
+    if len(new_idx):
+        rows = [(int(ids[i]), *r) for i, r in zip(new_idx, _structure_rows(pb, new_idx, run_id,
+                                                                            stamp), strict=True)]
+        conn.exec_driver_sql(
+            f"INSERT INTO structures (id, {_S_COLS}) VALUES ({','.join('?' * 19)})", rows)
+        e = is_new[pb.elem_index]
+        conn.exec_driver_sql(
+            "INSERT INTO structure_elements (structure_id, z, count) VALUES (?, ?, ?)",
+            list(zip(ids[pb.elem_index[e]].tolist(), pb.elem_z[e].tolist(),
+                     pb.elem_count[e].tolist(), strict=True)))
+    out.structures_new = len(new_idx)
+    out.structures_existing = len(pb) - len(new_idx)
+    for lr in pb.labels:
+        level_id = level_ids[lr.level]
+        sids = ids[lr.index]
+        old = {}
+        check = [int(s) for s, k in zip(sids, lr.index, strict=True) if not is_new[k]]
+        for lo in range(0, len(check), 10000):
+            chunk = check[lo: lo + 10000]
+            old.update(conn.exec_driver_sql(
+                "SELECT structure_id, hash FROM labels WHERE status = 'ok' AND level_id = ? "
+                f"AND structure_id IN ({','.join('?' * len(chunk))})",
+                (level_id, *chunk)).all())
+        rows = []
+        for k, sid in enumerate(sids.tolist()):
+            prev = old.get(sid)
+            if prev is None or lr.status != "ok":
+                rows.append((sid, level_id, lr.hashes[k], lr.energy[k], lr.forces[k],
+                             lr.dipole[k], lr.charges[k], lr.stress[k], lr.status,
+                             lr.source_unit, run_id, stamp))
+            elif prev == lr.hashes[k]:
+                out.labels_existing += 1
+            else:
+                out.labels_conflicting += 1
+                if len(out.conflicts) < 100:
+                    out.conflicts.append(_conflict(pb, lr, k))
+        if rows:
+            conn.exec_driver_sql(
+                f"INSERT INTO labels ({_L_COLS}) VALUES ({','.join('?' * 12)})", rows)
+        out.labels_new += len(rows)
+    return out
+
+
+# ----------------------------------------------------------------------- PostgreSQL
+_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS nnp_stage_s (
+  idx int4, hash text, hash_version int2, n_atoms int4, nelements int2, numbers bytea,
+  positions bytea, cell bytea, pbc int2, nperiodic int2, charge int2, multiplicity int2,
+  formula_hill text, formula_reduced text, formula_anonymous text, source text, info json,
+  zs int2[], counts int4[]) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS nnp_stage_l (
+  sidx int4, level_id int8, hash text, energy float8, forces bytea, dipole bytea,
+  charges bytea, stress bytea, status text, source_unit text) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS nnp_map (idx int4 PRIMARY KEY, id int8, run_id int8)
+  ON COMMIT DELETE ROWS;
+"""
+_S_TYPES = ["int4", "text", "int2", "int4", "int2", "bytea", "bytea", "bytea", "int2", "int2",
+            "int2", "int2", "text", "text", "text", "text", "json", "int2[]", "int4[]"]
+_L_TYPES = ["int4", "int8", "text", "float8", "bytea", "bytea", "bytea", "bytea", "text",
+            "text"]
+
+
+def write_postgres(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int,
+                   now: datetime) -> WriteCounts:
+    """Write ``pb`` on a PostgreSQL (psycopg 3) connection inside its transaction."""
+    out = WriteCounts()
+    raw = conn.connection.driver_connection
+    cur = raw.cursor()
+    cur.execute(_STAGE)
+    split = np.searchsorted(pb.elem_index, np.arange(len(pb) + 1))
+    zs, counts = pb.elem_z.tolist(), pb.elem_count.tolist()
+    with cur.copy("COPY nnp_stage_s FROM STDIN (FORMAT BINARY)") as cp:
+        cp.set_types(_S_TYPES)
+        for i in range(len(pb)):
+            lo, hi = split[i], split[i + 1]
+            cp.write_row((i, pb.hashes[i], HASH_VERSION, int(pb.n_atoms[i]),
+                          int(pb.nelements[i]), pb.numbers[i], pb.positions[i], pb.cells[i],
+                          int(pb.pbc[i]), int(pb.nperiodic[i]), int(pb.charge[i]),
+                          int(pb.multiplicity[i]), pb.hill[i], pb.reduced[i],
+                          pb.anonymous[i], pb.sources[i], pb.infos[i], zs[lo:hi],
+                          counts[lo:hi]))
+    cur.execute(
+        f"""WITH ins AS (
+              INSERT INTO structures ({_S_COLS})
+              SELECT hash, hash_version, n_atoms, nelements, numbers, positions, cell, pbc,
+                     nperiodic, charge, multiplicity, formula_hill, formula_reduced,
+                     formula_anonymous, source, info, %(run)s, %(now)s
+              FROM nnp_stage_s ORDER BY hash
+              ON CONFLICT (hash) DO NOTHING RETURNING id, hash)
+            INSERT INTO structure_elements (structure_id, z, count)
+            SELECT ins.id, u.z, u.c FROM ins JOIN nnp_stage_s st USING (hash)
+            CROSS JOIN LATERAL unnest(st.zs, st.counts) AS u(z, c)""",
+        {"run": run_id, "now": now})
+    cur.execute("INSERT INTO nnp_map SELECT st.idx, s.id, s.run_id FROM nnp_stage_s st "
+                "JOIN structures s ON s.hash = st.hash")
+    out.structures_new = cur.execute(
+        "SELECT count(*) FROM nnp_map WHERE run_id = %s", (run_id,)).fetchone()[0]
+    out.structures_existing = len(pb) - out.structures_new
+    if pb.labels:
+        with cur.copy("COPY nnp_stage_l FROM STDIN (FORMAT BINARY)") as cp:
+            cp.set_types(_L_TYPES)
+            for lr in pb.labels:
+                lid = level_ids[lr.level]
+                for k, idx in enumerate(lr.index.tolist()):
+                    cp.write_row((idx, lid, lr.hashes[k], lr.energy[k], lr.forces[k],
+                                  lr.dipole[k], lr.charges[k], lr.stress[k], lr.status,
+                                  lr.source_unit))
+        cur.execute(
+            f"""INSERT INTO labels ({_L_COLS})
+                SELECT m.id, l.level_id, l.hash, l.energy, l.forces, l.dipole, l.charges,
+                       l.stress, l.status, l.source_unit, %(run)s, %(now)s
+                FROM nnp_stage_l l JOIN nnp_map m ON m.idx = l.sidx
+                ORDER BY m.id, l.level_id
+                ON CONFLICT (structure_id, level_id) WHERE status = 'ok' DO NOTHING""",
+            {"run": run_id, "now": now})
+        out.labels_new = cur.rowcount
+        bad = cur.execute(
+            """SELECT l.sidx, l.level_id FROM nnp_stage_l l JOIN nnp_map m ON m.idx = l.sidx
+               JOIN labels x ON x.structure_id = m.id AND x.level_id = l.level_id
+                            AND x.status = 'ok'
+               WHERE x.hash <> l.hash AND l.status = 'ok'""").fetchall()
+        names = {v: k for k, v in level_ids.items()}
+        out.labels_conflicting = len(bad)
+        out.conflicts = [{"structure": pb.hashes[i], "level": names[lv]} for i, lv in bad[:100]]
+        total = sum(len(lr.index) for lr in pb.labels)
+        out.labels_existing = total - out.labels_new - out.labels_conflicting
+    return out
+
+
+WRITERS = {"sqlite": write_sqlite, "postgresql": write_postgres}

@@ -1,0 +1,37 @@
+"""Small data built by the tests themselves (nothing downloaded)."""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+from ase.build import bulk, molecule
+
+
+def labelled_molecules(names=("H2O", "CH4", "NH3", "C2H6", "CH3OH"), seed=0, level_suffix=""):
+    """Small molecules with random energies in info['energy'] and forces in arrays."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for name in names:
+        a = molecule(name)
+        a.positions += rng.normal(scale=0.01, size=a.positions.shape)
+        a.info["energy" + level_suffix] = float(rng.normal(-100, 10))
+        a.arrays["forces" + level_suffix] = rng.normal(size=(len(a), 3))
+        out.append(a)
+    return out
+
+
+def crystal(seed=0) -> Atoms:
+    a = bulk("Cu", "fcc", a=3.6, cubic=True)
+    a.positions += np.random.default_rng(seed).normal(scale=0.02, size=a.positions.shape)
+    return a
+
+
+def counts(reg) -> tuple[int, int]:
+    """(structures, labels) row counts."""
+    from sqlalchemy import func, select
+
+    from registry.schema import Label, Structure
+
+    with reg.session() as s:
+        return (s.scalar(select(func.count()).select_from(Structure)),
+                s.scalar(select(func.count()).select_from(Label)))
