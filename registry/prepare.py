@@ -29,6 +29,7 @@ class LabelRows:
     dipole: list[bytes | None]
     charges: list[bytes | None]
     stress: list[bytes | None]
+    max_force: list[float | None]  # max per-atom force norm, eV/Å
     status: str
     source_unit: str
 
@@ -71,7 +72,8 @@ class PreparedBatch:
             pick = np.flatnonzero(m)
             labels.append(LabelRows(
                 lr.level, lr.index[m] - lo, *[[col[i] for i in pick] for col in (
-                    lr.hashes, lr.energy, lr.forces, lr.dipole, lr.charges, lr.stress)],
+                    lr.hashes, lr.energy, lr.forces, lr.dipole, lr.charges, lr.stress,
+                    lr.max_force)],
                 status=lr.status, source_unit=lr.source_unit))
         cut = slice(lo, hi)
         return PreparedBatch(
@@ -202,6 +204,8 @@ def _label_rows(level, c: LabelColumns, batch, order, offsets, hashes, dup_of, u
         chosen[root] = i
         lhash[root] = digest
     frames = np.fromiter(chosen.values(), dtype=np.int64, count=len(chosen))
+    fmax = (np.maximum.reduceat(np.linalg.norm(forces, axis=1), offsets[:-1])
+            if forces is not None and len(forces) else None)
     return LabelRows(
         level=level,
         index=unique_slot[frames],
@@ -211,6 +215,7 @@ def _label_rows(level, c: LabelColumns, batch, order, offsets, hashes, dup_of, u
         dipole=[d_bytes[i] for i in frames],
         charges=[q_bytes[i] for i in frames],
         stress=[s_bytes[i] for i in frames],
+        max_force=[float(fmax[i]) for i in frames] if fmax is not None else [None] * len(frames),
         status=c.status, source_unit=c.source_unit,
     )
 

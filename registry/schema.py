@@ -170,6 +170,7 @@ class Label(Base):
     dipole: Mapped[bytes | None] = mapped_column(LargeBinary)  # <f8 (3,) e·Å
     charges: Mapped[bytes | None] = mapped_column(LargeBinary)  # <f8 (n,) e
     stress: Mapped[bytes | None] = mapped_column(LargeBinary)  # <f8 (6,) eV/Å³, Voigt
+    max_force: Mapped[float | None] = mapped_column(Float)  # eV/Å, max |F_i|, set at ingest
     status: Mapped[str] = mapped_column(String(16), default="ok")  # ok / failed / retracted
     status_reason: Mapped[str | None] = mapped_column(Text)
     source_unit: Mapped[str | None] = mapped_column(String(16))

@@ -46,8 +46,8 @@ def _structure_rows(pb: PreparedBatch, idx, run_id, now):
 _S_COLS = ("hash, hash_version, n_atoms, nelements, numbers, positions, cell, pbc, nperiodic, "
            "charge, multiplicity, formula_hill, formula_reduced, formula_anonymous, source, "
            "info, run_id, created_at")
-_L_COLS = ("structure_id, level_id, hash, energy, forces, dipole, charges, stress, status, "
-           "source_unit, run_id, created_at")
+_L_COLS = ("structure_id, level_id, hash, energy, forces, dipole, charges, stress, max_force, "
+           "status, source_unit, run_id, created_at")
 
 
 def _conflict(pb, lr, k):
@@ -103,8 +103,8 @@ def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int
             prev = old.get(sid)
             if prev is None or lr.status != "ok":
                 rows.append((sid, level_id, lr.hashes[k], lr.energy[k], lr.forces[k],
-                             lr.dipole[k], lr.charges[k], lr.stress[k], lr.status,
-                             lr.source_unit, run_id, stamp))
+                             lr.dipole[k], lr.charges[k], lr.stress[k], lr.max_force[k],
+                             lr.status, lr.source_unit, run_id, stamp))
             elif prev == lr.hashes[k]:
                 out.labels_existing += 1
             else:
@@ -113,7 +113,7 @@ def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int
                     out.conflicts.append(_conflict(pb, lr, k))
         if rows:
             conn.exec_driver_sql(
-                f"INSERT INTO labels ({_L_COLS}) VALUES ({','.join('?' * 12)})", rows)
+                f"INSERT INTO labels ({_L_COLS}) VALUES ({','.join('?' * 13)})", rows)
         out.labels_new += len(rows)
     return out
 
@@ -127,14 +127,15 @@ CREATE TEMP TABLE IF NOT EXISTS nnp_stage_s (
   zs int2[], counts int4[]) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS nnp_stage_l (
   sidx int4, level_id int8, hash text, energy float8, forces bytea, dipole bytea,
-  charges bytea, stress bytea, status text, source_unit text) ON COMMIT DELETE ROWS;
+  charges bytea, stress bytea, max_force float8, status text, source_unit text)
+  ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS nnp_map (idx int4 PRIMARY KEY, id int8, run_id int8)
   ON COMMIT DELETE ROWS;
 """
 _S_TYPES = ["int4", "text", "int2", "int4", "int2", "bytea", "bytea", "bytea", "int2", "int2",
             "int2", "int2", "text", "text", "text", "text", "json", "int2[]", "int4[]"]
-_L_TYPES = ["int4", "int8", "text", "float8", "bytea", "bytea", "bytea", "bytea", "text",
-            "text"]
+_L_TYPES = ["int4", "int8", "text", "float8", "bytea", "bytea", "bytea", "bytea", "float8",
+            "text", "text"]
 
 
 def write_postgres(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int,
@@ -180,12 +181,12 @@ def write_postgres(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: i
                 lid = level_ids[lr.level]
                 for k, idx in enumerate(lr.index.tolist()):
                     cp.write_row((idx, lid, lr.hashes[k], lr.energy[k], lr.forces[k],
-                                  lr.dipole[k], lr.charges[k], lr.stress[k], lr.status,
-                                  lr.source_unit))
+                                  lr.dipole[k], lr.charges[k], lr.stress[k],
+                                  lr.max_force[k], lr.status, lr.source_unit))
         cur.execute(
             f"""INSERT INTO labels ({_L_COLS})
                 SELECT m.id, l.level_id, l.hash, l.energy, l.forces, l.dipole, l.charges,
-                       l.stress, l.status, l.source_unit, %(run)s, %(now)s
+                       l.stress, l.max_force, l.status, l.source_unit, %(run)s, %(now)s
                 FROM nnp_stage_l l JOIN nnp_map m ON m.idx = l.sidx
                 ORDER BY m.id, l.level_id
                 ON CONFLICT (structure_id, level_id) WHERE status = 'ok' DO NOTHING""",

@@ -214,6 +214,7 @@ def upgrade() -> None:
         sa.Column("dipole", sa.LargeBinary(), nullable=True),
         sa.Column("charges", sa.LargeBinary(), nullable=True),
         sa.Column("stress", sa.LargeBinary(), nullable=True),
+        sa.Column("max_force", sa.Float(), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("status_reason", sa.Text(), nullable=True),
         sa.Column("source_unit", sa.String(length=16), nullable=True),
