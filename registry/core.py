@@ -14,11 +14,15 @@ from . import config
 from .db import check_reachable, make_engine, require_schema
 from .ingest import IngestMixin
 from .levels_api import LevelsMixin
+from .lineage import LineageMixin
+from .models_api import ModelsMixin
+from .query.api import QueryMixin
 from .read import ReadMixin
 from .runs import RunsMixin
 
 
-class Registry(RunsMixin, LevelsMixin, IngestMixin, ReadMixin):
+class Registry(RunsMixin, LevelsMixin, IngestMixin, ReadMixin, QueryMixin, ModelsMixin,
+               LineageMixin):
     """A registry at a database URL (default: ``NNP_DATABASE_URL`` or the embedded SQLite).
 
     ``check_schema`` (default on) refuses a database whose schema is missing or old, with a

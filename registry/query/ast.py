@@ -1,0 +1,255 @@
+"""Filter expressions as small immutable trees, and the :data:`Q` builder that makes them.
+
+The OPTIMADE text parser and the Python builder both produce these nodes, so a filter written
+either way compiles to the same SQL. ``str(node)`` renders it back as OPTIMADE filter text.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from .fields import FIELDS, check_has, check_op
+
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "=", "!=": "!="}
+Value = str | int | float
+
+
+def _lit(v: Value) -> str:
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    return repr(v)
+
+
+class Cond:
+    """A boolean filter expression; combine with ``&``, ``|`` and ``~``."""
+
+    def __and__(self, other: Cond) -> Cond:
+        return And((*_items(self, And), *_items(_cond(other), And)))
+
+    def __or__(self, other: Cond) -> Cond:
+        return Or((*_items(self, Or), *_items(_cond(other), Or)))
+
+    def __invert__(self) -> Cond:
+        return Not(self)
+
+    def __bool__(self):
+        raise TypeError("a filter has no truth value: combine filters with &, | and ~, "
+                        "not `and`, `or`, `not` or chained comparisons")
+
+
+def _cond(x) -> Cond:
+    if not isinstance(x, Cond):
+        raise TypeError(f"expected a filter expression, got {type(x).__name__}")
+    return x
+
+
+def _items(c: Cond, kind) -> tuple[Cond, ...]:
+    return c.items if isinstance(c, kind) else (c,)
+
+
+@dataclass(frozen=True, eq=True)
+class Everything(Cond):
+    """The empty filter: every structure."""
+
+    def __str__(self) -> str:
+        return ""
+
+
+@dataclass(frozen=True)
+class Cmp(Cond):
+    """``field OP value`` with OP one of = != < <= > >=."""
+
+    field: str
+    op: str
+    value: Value
+
+    def __str__(self) -> str:
+        return f"{self.field} {self.op} {_lit(self.value)}"
+
+
+@dataclass(frozen=True)
+class Fuzzy(Cond):
+    """``field CONTAINS | STARTS WITH | ENDS WITH "text"``."""
+
+    field: str
+    op: str  # CONTAINS, STARTS WITH, ENDS WITH
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.field} {self.op} {_lit(self.value)}"
+
+
+@dataclass(frozen=True)
+class Has(Cond):
+    """``field HAS v`` (mode ""), ``HAS ALL``, ``HAS ANY`` or ``HAS ONLY`` a list."""
+
+    field: str
+    mode: str  # "", ALL, ANY, ONLY
+    values: tuple[Value, ...]
+
+    def __str__(self) -> str:
+        mode = f" {self.mode}" if self.mode else ""
+        return f"{self.field} HAS{mode} " + ", ".join(_lit(v) for v in self.values)
+
+
+@dataclass(frozen=True)
+class Known(Cond):
+    """``field IS KNOWN`` (known=True) or ``IS UNKNOWN``."""
+
+    field: str
+    known: bool
+
+    def __str__(self) -> str:
+        return f"{self.field} IS {'KNOWN' if self.known else 'UNKNOWN'}"
+
+
+@dataclass(frozen=True)
+class Length(Cond):
+    """``field LENGTH [OP] n`` (number of entries of a list field)."""
+
+    field: str
+    op: str
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.field} LENGTH {self.op} {self.n}"
+
+
+@dataclass(frozen=True)
+class And(Cond):
+    items: tuple[Cond, ...]
+
+    def __str__(self) -> str:
+        return " AND ".join(_wrap(i, Or) for i in self.items)
+
+
+@dataclass(frozen=True)
+class Or(Cond):
+    items: tuple[Cond, ...]
+
+    def __str__(self) -> str:
+        return " OR ".join(str(i) for i in self.items)
+
+
+@dataclass(frozen=True)
+class Not(Cond):
+    item: Cond
+
+    def __str__(self) -> str:
+        return "NOT " + _wrap(self.item, (And, Or, Not))
+
+
+def _wrap(c: Cond, kinds) -> str:
+    return f"({c})" if isinstance(c, kinds) else str(c)
+
+
+# ------------------------------------------------------------------------ builders
+def make_cmp(name: str, op: str, value, pos=None) -> Cond:
+    return Cmp(name, op, check_op(name, "cmp", value, pos, op=op))
+
+
+def make_fuzzy(name: str, op: str, value, pos=None) -> Cond:
+    return Fuzzy(name, op, check_op(name, "fuzzy", value, pos, op=op))
+
+
+def make_has(name: str, mode: str, values, pos=None) -> Cond:
+    return Has(name, mode, check_has(name, mode, tuple(values), pos))
+
+
+def make_known(name: str, known: bool, pos=None) -> Cond:
+    check_op(name, "known", None, pos)
+    return Known(name, known)
+
+
+def make_length(name: str, op: str, n, pos=None) -> Cond:
+    return Length(name, op, check_op(name, "length", n, pos, op=op))
+
+
+def flip(op: str) -> str:
+    """The operator with its sides swapped: ``3 < nsites`` is ``nsites > 3``."""
+    return _FLIP[op]
+
+
+@dataclass(frozen=True, eq=False)
+class Field:
+    """One field in the builder: ``Q.nsites <= 12``, ``Q.elements.has_all("C", "N")``."""
+
+    name: str
+    _spec: object = field(repr=False, default=None)
+
+    __hash__ = None  # == builds a filter
+
+    def __eq__(self, v):  # type: ignore[override]
+        return make_cmp(self.name, "=", v)
+
+    def __ne__(self, v):  # type: ignore[override]
+        return make_cmp(self.name, "!=", v)
+
+    def __lt__(self, v):
+        return make_cmp(self.name, "<", v)
+
+    def __le__(self, v):
+        return make_cmp(self.name, "<=", v)
+
+    def __gt__(self, v):
+        return make_cmp(self.name, ">", v)
+
+    def __ge__(self, v):
+        return make_cmp(self.name, ">=", v)
+
+    def has(self, value) -> Cond:
+        return make_has(self.name, "", (value,))
+
+    def has_all(self, *values) -> Cond:
+        return make_has(self.name, "ALL", values)
+
+    def has_any(self, *values) -> Cond:
+        return make_has(self.name, "ANY", values)
+
+    def has_only(self, *values) -> Cond:
+        return make_has(self.name, "ONLY", values)
+
+    def contains(self, text: str) -> Cond:
+        return make_fuzzy(self.name, "CONTAINS", text)
+
+    def startswith(self, text: str) -> Cond:
+        return make_fuzzy(self.name, "STARTS WITH", text)
+
+    def endswith(self, text: str) -> Cond:
+        return make_fuzzy(self.name, "ENDS WITH", text)
+
+    def known(self) -> Cond:
+        return make_known(self.name, True)
+
+    def unknown(self) -> Cond:
+        return make_known(self.name, False)
+
+    def length(self, n: int, op: str = "=") -> Cond:
+        return make_length(self.name, op, n)
+
+
+class _Builder:
+    """``Q.<field>`` or ``Q["<field>"]`` starts a filter; ``Q.all()`` matches everything."""
+
+    def __getattr__(self, name: str) -> Field:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self[name]
+
+    def __getitem__(self, name: str) -> Field:
+        from .fields import unknown_field
+
+        if name not in FIELDS:
+            raise unknown_field(name, None)
+        return Field(name)
+
+    @staticmethod
+    def all() -> Cond:
+        return Everything()
+
+    def __dir__(self):
+        return list(FIELDS)
+
+
+Q = _Builder()

@@ -1,0 +1,277 @@
+"""Filter expressions -> SQLAlchemy boolean clauses over :class:`~registry.schema.Structure`.
+
+Every value becomes a bound parameter. Element and level conditions are ``EXISTS``
+sub-queries on ``structure_elements`` (index ``(z, structure_id)``) and ``labels`` (index
+``(level_id, status, structure_id)``), correlated to ``structures`` only, so the clause also
+works in queries that join labels or dataset members themselves.
+"""
+
+from __future__ import annotations
+
+import operator
+
+from sqlalchemy import Float, Integer, and_, case, cast, exists, func, not_, null, or_, select, true
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import aliased
+from sqlalchemy.sql.functions import FunctionElement
+
+from ..elements import symbol_to_z
+from ..errors import BadInput, NotFound
+from ..schema import (
+    Dataset,
+    DatasetAlias,
+    DatasetMember,
+    DatasetVersion,
+    Label,
+    LevelOfTheory,
+    ReferenceEnergy,
+    Structure,
+    StructureElement,
+)
+from . import ast
+from .fields import FIELDS, parse_time
+
+S = Structure
+_OPS = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+        ">": operator.gt, ">=": operator.ge}
+COLUMNS = {
+    "nelements": S.nelements, "nsites": S.n_atoms, "nperiodic_dimensions": S.nperiodic,
+    "chemical_formula_reduced": S.formula_reduced, "chemical_formula_hill": S.formula_hill,
+    "chemical_formula_anonymous": S.formula_anonymous, "last_modified": S.created_at,
+    "_nnp_source": S.source,
+}
+_NULLABLE = {"_nnp_source"}
+
+
+class strpos(FunctionElement):
+    """1-based position of a substring, case-sensitive (``instr`` on SQLite)."""
+
+    type = Integer()
+    name = "strpos"
+    inherit_cache = True
+
+
+@compiles(strpos)
+def _strpos(element, compiler, **kw):
+    return f"strpos({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(strpos, "sqlite")
+def _instr(element, compiler, **kw):
+    return f"instr({compiler.process(element.clauses, **kw)})"
+
+
+def _sub(*where):
+    """``EXISTS (SELECT 1 ... WHERE ...)`` correlated to structures only."""
+    return exists().where(*where).correlate(S)
+
+
+class Compiler:
+    """Compiles filter nodes; ``level`` serves the ``_nnp_energy``-like fields.
+
+    With a ``session``, level and dataset names are looked up now (unknown ones raise
+    :class:`NotFound`) and bound as ids; without one they become scalar sub-queries.
+    """
+
+    def __init__(self, level: str | None = None, session=None):
+        from ..levels import canonical_name
+
+        self.level = canonical_name(level) if level else None
+        self.session = session
+
+    def __call__(self, node: ast.Cond):
+        kind = type(node).__name__
+        return getattr(self, "_" + kind.lower())(node)
+
+    # ------------------------------------------------------------- boolean structure
+    def _everything(self, node):
+        return true()
+
+    def _and(self, node):
+        return and_(*(self(i) for i in node.items))
+
+    def _or(self, node):
+        return or_(*(self(i) for i in node.items))
+
+    def _not(self, node):
+        return not_(self(node.item))
+
+    # ------------------------------------------------------------------ comparisons
+    def _cmp(self, node: ast.Cmp):
+        f, op, v = node.field, _OPS[node.op], node.value
+        if f in COLUMNS:
+            col = COLUMNS[f]
+            expr = op(col, parse_time(v) if f == "last_modified" else v)
+            return and_(col.isnot(None), expr) if f in _NULLABLE else expr
+        if f == "id":
+            return op(S.hash if isinstance(v, str) else S.id, v)
+        if FIELDS[f].needs_level:
+            lab, value = self._level_value(f)
+            return _sub(*lab, op(value, v))  # NULL compares as not true
+        if f == "_nnp_dataset":
+            member = self._member([self._version_id(v)])
+            return member if node.op == "=" else not_(member)
+        if f == "_nnp_run":
+            made = self._made_by([v])
+            return made if node.op == "=" else not_(made)
+        raise AssertionError(f)  # pragma: no cover - fields.py refuses the rest
+
+    def _fuzzy(self, node: ast.Fuzzy):
+        col = S.hash if node.field == "id" else COLUMNS[node.field]
+        v = node.value
+        if node.op == "CONTAINS":
+            expr = strpos(col, v) > 0
+        elif node.op == "STARTS WITH":
+            expr = func.substr(col, 1, len(v)) == v
+        else:
+            expr = func.substr(col, func.length(col) - len(v) + 1) == v
+        return and_(col.isnot(None), expr) if node.field in _NULLABLE else expr
+
+    def _known(self, node: ast.Known):
+        f = node.field
+        if f in COLUMNS:
+            expr = COLUMNS[f].isnot(None)
+        elif f == "id":
+            expr = S.id.isnot(None)
+        elif f == "elements":
+            expr = _sub(StructureElement.structure_id == S.id)
+        elif f == "_nnp_levels":
+            lab = aliased(Label)
+            expr = _sub(lab.structure_id == S.id, lab.status == "ok")
+        elif FIELDS[f].needs_level:
+            lab, value = self._level_value(f)
+            expr = _sub(*lab, value.isnot(None))
+        elif f == "_nnp_dataset":
+            dm = aliased(DatasetMember)
+            expr = _sub(dm.structure_id == S.id)
+        else:  # _nnp_run
+            lab = aliased(Label)
+            expr = or_(S.run_id.isnot(None),
+                       _sub(lab.structure_id == S.id, lab.run_id.isnot(None)))
+        return expr if node.known else not_(expr)
+
+    def _length(self, node: ast.Length):
+        return _OPS[node.op](S.nelements, node.n)
+
+    def _has(self, node: ast.Has):
+        f, mode, vals = node.field, node.mode, node.values
+        if f == "elements":
+            return self._set(mode, [symbol_to_z(v) for v in vals], self._elements)
+        if f == "_nnp_levels":
+            return self._set(mode, [self._level_id(v) for v in vals], self._labelled)
+        if f == "_nnp_dataset":
+            return self._set(mode, [self._version_id(v) for v in vals], self._member)
+        return self._set(mode, list(vals), self._made_by)
+
+    @staticmethod
+    def _set(mode, keys, test):
+        """HAS / ALL / ANY / ONLY from ``test(keys, negate=False)`` (an EXISTS)."""
+        if mode == "ALL":
+            return and_(*(test([k]) for k in keys))
+        if mode == "ONLY":
+            return not_(test(keys, negate=True))
+        return test(keys)
+
+    # ------------------------------------------------------------------ sub-queries
+    @staticmethod
+    def _elements(zs, negate=False):
+        se = aliased(StructureElement)
+        z = se.z.not_in(zs) if negate else (se.z == zs[0] if len(zs) == 1 else se.z.in_(zs))
+        return _sub(se.structure_id == S.id, z)
+
+    @staticmethod
+    def _labelled(level_ids, negate=False):
+        lab = aliased(Label)
+        if negate:
+            cond = lab.level_id.not_in(level_ids)
+        else:
+            cond = lab.level_id == level_ids[0] if len(level_ids) == 1 else \
+                lab.level_id.in_(level_ids)
+        return _sub(lab.structure_id == S.id, lab.status == "ok", cond)
+
+    @staticmethod
+    def _member(version_ids, negate=False):
+        dm = aliased(DatasetMember)
+        cond = dm.version_id == version_ids[0] if len(version_ids) == 1 else \
+            dm.version_id.in_(version_ids)
+        return _sub(dm.structure_id == S.id, cond)
+
+    @staticmethod
+    def _made_by(run_ids, negate=False):
+        lab = aliased(Label)
+        return or_(S.run_id.in_(run_ids), _sub(lab.structure_id == S.id,
+                                                lab.run_id.in_(run_ids)))
+
+    def _level_value(self, field: str):
+        """(conditions selecting the ok label at ``self.level``, value expression)."""
+        if self.level is None:
+            raise BadInput(f"field {field} needs a level of theory: pass --level LEVEL "
+                           "(Python: level=...)")
+        lab = aliased(Label)
+        lid = self._level_id(self.level)
+        conds = (lab.structure_id == S.id, lab.level_id == lid, lab.status == "ok")
+        if field == "_nnp_energy":
+            return conds, lab.energy
+        if field == "_nnp_max_force":
+            return conds, lab.max_force
+        return conds, per_atom(lab, lid)
+
+    def _level_id(self, name: str):
+        if self.session is None:
+            return (select(LevelOfTheory.id).where(LevelOfTheory.name == name)
+                    .scalar_subquery())
+        lid = self.session.scalar(select(LevelOfTheory.id).where(LevelOfTheory.name == name))
+        if lid is None:
+            known = self.session.scalars(select(LevelOfTheory.name)
+                                         .order_by(LevelOfTheory.name)).all()
+            raise NotFound(f"unknown level of theory {name!r}; known levels: "
+                           f"{', '.join(known) or '(none)'}")
+        return lid
+
+    def _version_id(self, ref_text: str):
+        return resolve_version(ref_text, self.session)
+
+
+def resolve_version(ref_text: str, session=None):
+    """Id of the dataset version ``NAME:N`` / ``NAME@ALIAS`` / ``NAME`` (= ``NAME@latest``).
+
+    With no session, a scalar sub-query (NULL, so no match, when it does not exist).
+    """
+    from ..refs import parse_ref
+
+    ref = parse_ref(ref_text)
+    if ref.version is not None:
+        q = (select(DatasetVersion.id).join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+             .where(Dataset.name == ref.name, DatasetVersion.version == ref.version))
+    else:
+        q = (select(DatasetAlias.version_id).join(Dataset, Dataset.id == DatasetAlias.dataset_id)
+             .where(Dataset.name == ref.name, DatasetAlias.alias == ref.alias))
+    if session is None:
+        return q.scalar_subquery()
+    vid = session.scalar(q)
+    if vid is None:
+        if session.scalar(select(Dataset.id).where(Dataset.name == ref.name)) is None:
+            raise NotFound(f"unknown dataset {ref.name!r}")
+        raise NotFound(f"dataset version {ref_text!r} does not exist")
+    return vid
+
+
+def per_atom(lab, lid):
+    """Energy per atom; minus Σ n_Z·E_ref(Z) when the level has reference energies.
+
+    A structure with an element lacking a reference energy then has no value (no match).
+    """
+    se, re_ = aliased(StructureElement), aliased(ReferenceEnergy)
+    has_refs = exists().where(ReferenceEnergy.level_id == lid)
+    ref_sum = (select(func.sum(se.count * re_.energy))
+               .join(re_, and_(re_.z == se.z, re_.level_id == lid))
+               .where(se.structure_id == S.id).correlate(S).scalar_subquery())
+    se2, re2 = aliased(StructureElement), aliased(ReferenceEnergy)
+    missing = exists().where(se2.structure_id == S.id,
+                             ~exists().where(re2.level_id == lid, re2.z == se2.z)
+                             .correlate(se2)).correlate(S)
+    n = cast(S.n_atoms, Float)
+    return case((~has_refs, lab.energy / n), (missing, null()), else_=(lab.energy - ref_sum) / n)
+
+
+__all__ = ["COLUMNS", "Compiler", "resolve_version"]

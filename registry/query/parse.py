@@ -1,0 +1,181 @@
+"""OPTIMADE filter text -> :mod:`registry.query.ast` nodes.
+
+Parsing uses the ``optimade`` package's Lark grammar and parser; the tree is turned into our
+nodes by the transformer below (optimade's own MongoDB/Elastic transformers are not used).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import NamedTuple
+
+from lark import Token, Transformer
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
+
+from ..errors import BadInput
+from . import ast
+from .fields import at, field_list
+
+_ESC = re.compile(r'\\(["\\])')
+
+
+class _Prop(NamedTuple):
+    name: str
+    pos: tuple[int, int]
+
+
+@lru_cache(maxsize=1)
+def _parser():
+    from optimade.filterparser import LarkParser
+
+    return LarkParser(version=(1, 2, 0))
+
+
+class _ToAst(Transformer):
+    """Bottom-up: values to Python values, properties to names, comparisons to nodes."""
+
+    # ---- values
+    def string(self, c):
+        return _ESC.sub(r"\1", c[0][1:-1])
+
+    def number(self, c):
+        tok = c[0]
+        return int(tok) if tok.type == "SIGNED_INT" else float(tok)
+
+    def signed_int(self, c):
+        return int(c[0])
+
+    def bool(self, c):
+        raise BadInput("boolean values (TRUE/FALSE) are not supported by any field")
+
+    def property(self, c):
+        name = c[0]
+        if len(c) > 1:
+            raise BadInput(f"nested property {'.'.join(c)!r}{at(_pos(name))} is not supported; "
+                           f"valid fields: {field_list()}")
+        return _Prop(str(name), _pos(name))
+
+    def value(self, c):
+        return c[0]
+
+    constant = non_string_value = value
+
+    def not_implemented_string(self, c):
+        return c[0]
+
+    def value_list(self, c):
+        if any(isinstance(x, Token) and x.type == "OPERATOR" for x in c):
+            raise BadInput("operators inside HAS value lists are not supported")
+        return tuple(c)
+
+    # ---- right-hand sides: (kind, ...) tuples
+    def value_op_rhs(self, c):
+        return ("cmp", str(c[0]), c[1])
+
+    def known_op_rhs(self, c):
+        return ("known", c[1].type == "KNOWN")
+
+    def fuzzy_string_op_rhs(self, c):
+        word = {"CONTAINS": "CONTAINS", "STARTS": "STARTS WITH", "ENDS": "ENDS WITH"}
+        return ("fuzzy", word[c[0].type], c[-1])
+
+    def set_op_rhs(self, c):
+        if len(c) == 2:
+            return ("has", "", (c[1],))
+        if c[1].type == "OPERATOR":
+            raise BadInput(f"HAS with an operator (HAS {c[1]} ...) is not supported")
+        return ("has", c[1].type, c[2])
+
+    def length_op_rhs(self, c):
+        op = str(c[1]) if len(c) == 3 else "="
+        return ("length", op, c[-1])
+
+    def set_zip_op_rhs(self, c):
+        raise BadInput("zipped HAS (a:b HAS ...) is not supported")
+
+    # ---- comparisons
+    def property_first_comparison(self, c):
+        prop, rhs = c
+        _no_property_value(rhs[-1], prop)
+        kind = rhs[0]
+        if kind == "cmp":
+            return ast.make_cmp(prop.name, rhs[1], rhs[2], prop.pos)
+        if kind == "fuzzy":
+            return ast.make_fuzzy(prop.name, rhs[1], rhs[2], prop.pos)
+        if kind == "has":
+            for v in rhs[2]:
+                _no_property_value(v, prop)
+            return ast.make_has(prop.name, rhs[1], rhs[2], prop.pos)
+        if kind == "known":
+            return ast.make_known(prop.name, rhs[1], prop.pos)
+        return ast.make_length(prop.name, rhs[1], rhs[2], prop.pos)
+
+    def constant_first_comparison(self, c):
+        const, op, prop = c
+        if not isinstance(prop, _Prop):
+            raise BadInput(f"comparison of two constants ({const!r} {op} {prop!r}) "
+                           "is not supported")
+        return ast.make_cmp(prop.name, ast.flip(str(op)), const, prop.pos)
+
+    def comparison(self, c):
+        return c[0]
+
+    # ---- boolean structure
+    def expression_phrase(self, c):
+        return ast.Not(c[1]) if len(c) == 2 else c[0]
+
+    def expression_clause(self, c):
+        return c[0] if len(c) == 1 else ast.And(tuple(c))
+
+    def expression(self, c):
+        return c[0] if len(c) == 1 else ast.Or(tuple(c))
+
+    def filter(self, c):
+        return c[0] if c else ast.Everything()
+
+
+def _pos(tok: Token) -> tuple[int, int]:
+    return (tok.line, tok.column)
+
+
+def _no_property_value(v, prop: _Prop) -> None:
+    if isinstance(v, _Prop):
+        raise BadInput(f"comparing field {prop.name} with field {v.name}{at(prop.pos)} "
+                       "is not supported; compare with a constant")
+
+
+def _syntax_error(text: str, exc: UnexpectedInput) -> BadInput:
+    line, col = exc.line, exc.column
+    if isinstance(exc, UnexpectedEOF) or line is None or line < 0:
+        lines = text.splitlines() or [""]
+        line, col = len(lines), len(lines[-1]) + 1
+        what = "unexpected end of filter"
+    elif isinstance(exc, UnexpectedCharacters):
+        what = f"unexpected character {text[exc.pos_in_stream]!r}"
+    else:
+        tok = getattr(exc, "token", None)
+        what = f"unexpected {str(tok)!r}" if tok is not None and str(tok) else "unexpected input"
+    context = exc.get_context(text).rstrip("\n") if line == exc.line else ""
+    msg = f"filter syntax error at line {line}, column {col}: {what}"
+    if context:
+        msg += "\n" + context
+    return BadInput(msg + f"\nvalid fields: {field_list()}")
+
+
+def parse(text: str) -> ast.Cond:
+    """Parse OPTIMADE filter text into a filter expression (``""`` matches everything)."""
+    if not isinstance(text, str):
+        raise BadInput(f"a filter must be text, got {type(text).__name__}")
+    try:  # the Lark object of optimade's LarkParser: its errors carry line and column
+        tree = _parser().lark.parse(text) if text.strip() else None
+    except UnexpectedInput as exc:
+        raise _syntax_error(text, exc) from None
+    if tree is None:
+        return ast.Everything()
+    try:
+        return _ToAst().transform(tree)
+    except VisitError as exc:
+        if isinstance(exc.orig_exc, BadInput):
+            raise exc.orig_exc from None
+        raise
