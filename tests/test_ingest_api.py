@@ -1,0 +1,132 @@
+"""Registry.ingest from Python, on both backends: dedup, conflicts, canonical order, runs."""
+
+from __future__ import annotations
+
+import numpy as np
+from helpers import counts, labelled_molecules
+from sqlalchemy import select
+
+from registry.arrays import unpack, unpack_numbers
+from registry.frames import FrameBatch, LabelColumns
+from registry.schema import Label, Structure, StructureElement
+
+
+def two_level_batch(n=12, seed=0, frac_b=0.5) -> FrameBatch:
+    rng = np.random.default_rng(seed)
+    counts_ = rng.integers(3, 9, size=n)
+    offsets = np.concatenate([[0], np.cumsum(counts_)]).astype(np.int64)
+    total = int(offsets[-1])
+    present_b = np.zeros(n, dtype=bool)
+    present_b[: int(n * frac_b)] = True
+    return FrameBatch(
+        numbers=rng.choice([1, 6, 7, 8], size=total), positions=rng.random((total, 3)) * 4,
+        offsets=offsets, cells=np.zeros((n, 3, 3)), pbc=np.zeros((n, 3), bool),
+        charge=np.zeros(n, int), multiplicity=np.ones(n, int),
+        labels={"wb97x/6-31g*": LabelColumns(np.ones(n, bool), energy=rng.normal(size=n),
+                                             forces=rng.normal(size=(total, 3))),
+                "ccsd(t)/cc-pvdz": LabelColumns(present_b, energy=rng.normal(size=n))})
+
+
+def test_ingest_atoms_then_again_adds_nothing(registry):
+    mols = labelled_molecules()
+    s1 = registry.ingest(mols, level="wb97x/6-31g*")
+    assert (s1.structures_new, s1.labels_new) == (5, 5)
+    assert counts(registry) == (5, 5)
+    s2 = registry.ingest(mols, level="wb97x/6-31g*")
+    assert (s2.structures_new, s2.structures_existing) == (0, 5)
+    assert (s2.labels_new, s2.labels_existing, s2.labels_conflicting) == (0, 5, 0)
+    assert counts(registry) == (5, 5)
+
+
+def test_ingest_without_level_stores_structures_only(registry):
+    s = registry.ingest(labelled_molecules())
+    assert (s.structures_new, s.labels_new) == (5, 0)
+    assert counts(registry) == (5, 0)
+
+
+def test_framebatch_two_levels_and_batches(registry):
+    batch = two_level_batch(n=25)
+    s = registry.ingest(batch, batch_size=7)  # 4 transactions
+    assert s.structures_new == 25
+    assert s.labels_new == 25 + 12
+    with registry.session() as db:
+        per_level = dict(db.execute(
+            select(Label.level_id, Label.id).order_by(Label.id)).all())
+        assert len(per_level) == 2
+        n_elem = db.scalar(select(StructureElement.count).limit(1))
+        assert n_elem >= 1
+    run = registry.get_run(s.run_id)
+    assert run["status"] == "ok"
+    assert run["result"]["structures_new"] == 25
+    assert run["result"]["labels_new"] == 37
+    assert {e["ref"] for e in run["inputs"] if e["entity_type"] == "level"} == \
+        {"wb97x/6-31g*", "ccsd(t)/cc-pvdz"}
+    again = registry.ingest(two_level_batch(n=25), batch_size=10)
+    assert (again.structures_new, again.labels_new, again.labels_existing) == (0, 0, 37)
+
+
+def test_duplicates_inside_input_are_merged(registry):
+    mols = labelled_molecules()
+    shifted = [a.copy() for a in mols]
+    for a, m in zip(shifted, mols, strict=True):
+        a.positions += 3.0  # rigid translation: the same structures
+        a.info["energy"] = m.info["energy"]
+        perm = np.arange(len(a))[::-1]
+        a.positions, a.numbers = a.positions[perm], a.numbers[perm]
+        a.arrays["forces"] = m.arrays["forces"][perm]
+    s = registry.ingest(mols + shifted, level="pbe")
+    assert s.frames_read == 10
+    assert s.duplicates_in_input == 5
+    assert (s.structures_new, s.labels_new) == (5, 5)
+    assert counts(registry) == (5, 5)
+
+
+def test_conflicting_label_is_reported_not_written(registry):
+    mols = labelled_molecules()
+    registry.ingest(mols, level="pbe")
+    changed = [a.copy() for a in mols]
+    for a, m in zip(changed, mols, strict=True):
+        a.arrays["forces"] = m.arrays["forces"]
+        a.info["energy"] = m.info["energy"]
+    changed[2].info["energy"] += 0.5
+    s = registry.ingest(changed, level="pbe")
+    assert (s.labels_new, s.labels_existing, s.labels_conflicting) == (0, 4, 1)
+    assert len(s.conflicts) == 1 and s.conflicts[0]["level"] == "pbe"
+    assert counts(registry) == (5, 5)
+    with registry.session() as db:
+        energies = sorted(db.scalars(select(Label.energy)).all())
+    assert energies == sorted(a.info["energy"] for a in mols)
+
+
+def test_forces_follow_canonical_atom_order(registry):
+    mols = labelled_molecules(names=("CH3OH", "C2H6"))
+    for a in mols:  # forces that identify their atom: f = 10 * position
+        a.arrays["forces"] = a.positions * 10.0
+    registry.ingest(mols, level="pbe")
+    with registry.session() as db:
+        rows = db.execute(select(Structure.numbers, Structure.positions, Label.forces)
+                          .join(Label, Label.structure_id == Structure.id)).all()
+    assert len(rows) == 2
+    by_formula = {}
+    for z, pos, f in rows:
+        pos, forces = unpack(pos, (-1, 3)), unpack(f, (-1, 3))
+        np.testing.assert_array_equal(forces, pos * 10.0)
+        zs = unpack_numbers(z)
+        assert list(zs) == sorted(zs)  # canonical order: by element first
+        by_formula[len(zs)] = pos
+    # stored positions are the input positions (permuted), not centred or rounded
+    for a in mols:
+        got = by_formula[len(a)]
+        assert sorted(map(tuple, got)) == sorted(map(tuple, a.positions))
+
+
+def test_batch_size_splits_into_whole_transactions(registry):
+    mols = labelled_molecules(names=("H2O", "CH4", "NH3", "C2H6", "CH3OH", "C6H6", "CO2"))
+    seen = []
+    s = registry.ingest(mols, level="pbe", batch_size=3,
+                        on_progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(3, 7), (6, 7), (7, 7)]
+    assert (s.structures_new, s.labels_new) == (7, 7)
+    with registry.session() as db:
+        run_ids = set(db.scalars(select(Structure.run_id)).all())
+    assert run_ids == {s.run_id}
