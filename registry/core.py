@@ -11,18 +11,24 @@ from contextlib import contextmanager
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import config
+from .datasets import DatasetsMixin
 from .db import check_reachable, make_engine, require_schema
+from .dedup import DedupMixin
+from .errata import ErrataMixin
 from .ingest import IngestMixin
 from .levels_api import LevelsMixin
 from .lineage import LineageMixin
+from .materialize import MaterializeMixin
 from .models_api import ModelsMixin
 from .query.api import QueryMixin
 from .read import ReadMixin
+from .refenergies import ReferenceEnergiesMixin
 from .runs import RunsMixin
 
 
 class Registry(RunsMixin, LevelsMixin, IngestMixin, ReadMixin, QueryMixin, ModelsMixin,
-               LineageMixin):
+               LineageMixin, DatasetsMixin, MaterializeMixin, ReferenceEnergiesMixin,
+               ErrataMixin, DedupMixin):
     """A registry at a database URL (default: ``NNP_DATABASE_URL`` or the embedded SQLite).
 
     ``check_schema`` (default on) refuses a database whose schema is missing or old, with a
