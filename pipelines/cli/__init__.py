@@ -11,6 +11,8 @@ import sys
 from ._app import app, console, err_console
 from . import db as _db  # noqa: F401  (registers commands)
 from . import levels as _levels  # noqa: F401
+from . import dataset as _dataset  # noqa: F401
+from . import curation as _curation  # noqa: F401
 from . import lineage as _lineage  # noqa: F401
 from . import models as _models  # noqa: F401
 
