@@ -16,6 +16,7 @@ from .db import check_reachable, make_engine, require_schema
 from .dedup import DedupMixin
 from .errata import ErrataMixin
 from .ingest import IngestMixin
+from .io.readers import FilesMixin
 from .levels_api import LevelsMixin
 from .lineage import LineageMixin
 from .materialize import MaterializeMixin
@@ -28,7 +29,7 @@ from .runs import RunsMixin
 
 class Registry(RunsMixin, LevelsMixin, IngestMixin, ReadMixin, QueryMixin, ModelsMixin,
                LineageMixin, DatasetsMixin, MaterializeMixin, ReferenceEnergiesMixin,
-               ErrataMixin, DedupMixin):
+               ErrataMixin, DedupMixin, FilesMixin):
     """A registry at a database URL (default: ``NNP_DATABASE_URL`` or the embedded SQLite).
 
     ``check_schema`` (default on) refuses a database whose schema is missing or old, with a

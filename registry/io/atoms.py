@@ -26,19 +26,51 @@ def _value(atoms, key: str | None, default: str, per_atom: bool):
     return results.get(default)
 
 
+_PLURAL = {"forces": "forces", "dipole": "dipoles", "charges": "charges", "stress": "stresses"}
+
+
+def companion_key(energy_key: str | None, quantity: str) -> str | None:
+    """Default key of ``quantity`` given the energy key: ``energy_wb97x`` -> ``forces_wb97x``,
+    ``wb97x.energy`` -> ``wb97x.forces``, ``energies_x`` -> ``forces_x`` (HDF5 plurals).
+
+    None means the plain default (``forces`` in arrays/info or the attached calculator).
+    """
+    if not energy_key:
+        return None
+    if "energies" in energy_key:
+        key = energy_key.replace("energies", _PLURAL[quantity], 1)
+    elif "energy" in energy_key:
+        key = energy_key.replace("energy", quantity, 1)
+    else:
+        return None
+    return None if key == quantity else key
+
+
+def _voigt(value) -> np.ndarray:
+    arr = np.asarray(value, dtype=float)
+    if arr.shape == (3, 3):
+        return arr[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+    return arr
+
+
 def atoms_to_batch(frames: Iterable, level: str | None = None, *, units: str = "eV",
                    energy_key=None, forces_key=None, dipole_key=None, charges_key=None,
-                   skip_missing: bool = False, source: str | None = None,
+                   stress_key=None, skip_missing: bool = False, source: str | None = None,
                    names: Iterable[str] | None = None) -> tuple[FrameBatch, int]:
     """Convert ``Atoms`` frames; returns the batch and the number of skipped frames.
 
-    A frame lacking the energy (or a named key) is an error naming it, or skipped with
-    ``skip_missing``. Energies and forces are multiplied by the ``units`` factor.
+    A frame lacking the energy (or an explicitly named key) is an error naming it, or
+    skipped with ``skip_missing``. Keys not named default to the energy key's companions
+    (:func:`companion_key`), which are optional. Energies, forces and stress are multiplied
+    by the ``units`` factor.
     """
     factor = energy_factor(units) if level else 1.0
     numbers, positions, counts, cells, pbcs, charge, mult = [], [], [], [], [], [], []
-    energies, forces, dipoles, charges, infos, frame_names = [], [], [], [], [], []
-    want = {"forces": forces_key, "dipole": dipole_key, "charges": charges_key}
+    energies, forces, dipoles, charges, stresses = [], [], [], [], []
+    infos, frame_names = [], []
+    explicit = {"forces": forces_key, "dipole": dipole_key, "charges": charges_key,
+                "stress": stress_key}
+    keys = {q: (k if k else companion_key(energy_key, q)) for q, k in explicit.items()}
     skipped = 0
     name_iter = iter(names) if names is not None else None
     for i, atoms in enumerate(frames):
@@ -46,28 +78,27 @@ def atoms_to_batch(frames: Iterable, level: str | None = None, *, units: str = "
         lab = {}
         if level:
             e = _value(atoms, energy_key, "energy", per_atom=False)
-            f = _value(atoms, forces_key, "forces", per_atom=True)
-            d = _value(atoms, dipole_key, "dipole", per_atom=False)
-            q = _value(atoms, charges_key, "charges", per_atom=True)
-            missing = [k for k, v in (("energy", e), *[(k, {"forces": f, "dipole": d,
-                                                           "charges": q}[k])
-                                                      for k, key in want.items() if key])
-                       if v is None]
+            vals = {q: _value(atoms, keys[q], q, per_atom=q in ("forces", "charges"))
+                    for q in explicit}
+            missing = ([energy_key or "energy"] if e is None else []) + [
+                k for q, k in explicit.items() if k and vals[q] is None]
             if missing:
                 if skip_missing:
                     skipped += 1
                     continue
-                keys = {"energy": energy_key or "energy", **{k: v for k, v in want.items()}}
-                raise BadInput(f"{name}: missing {', '.join(repr(keys[m]) for m in missing)} "
+                raise BadInput(f"{name}: missing {', '.join(repr(k) for k in missing)} "
                                f"for level {level!r} (use --skip-missing to skip such frames)")
             try:
                 lab["energy"] = float(np.asarray(e, dtype=float).reshape(())) * factor
             except (TypeError, ValueError):
                 raise BadInput(f"{name}: energy {e!r} is not a number") from None
+            f, d, q, st = (vals[k] for k in ("forces", "dipole", "charges", "stress"))
             lab["forces"] = None if f is None else _arr(f, (len(atoms), 3), name, "forces") \
                 * factor
             lab["dipole"] = None if d is None else _arr(d, (3,), name, "dipole")
             lab["charges"] = None if q is None else _arr(q, (len(atoms),), name, "charges")
+            lab["stress"] = None if st is None else _arr(_voigt(st), (6,), name, "stress") \
+                * factor
         numbers.append(atoms.numbers)
         positions.append(atoms.positions)
         counts.append(len(atoms))
@@ -80,6 +111,7 @@ def atoms_to_batch(frames: Iterable, level: str | None = None, *, units: str = "
         forces.append(lab.get("forces"))
         dipoles.append(lab.get("dipole"))
         charges.append(lab.get("charges"))
+        stresses.append(lab.get("stress"))
         extra = {k: v for k, v in atoms.info.items()
                  if k not in _RESERVED_INFO and not _is_label_key(k)}
         infos.append(_jsonable(extra) or None)
@@ -97,7 +129,8 @@ def atoms_to_batch(frames: Iterable, level: str | None = None, *, units: str = "
     if level:
         cols = {"energy": np.asarray(energies, dtype=float)}
         for key, vals, per_atom in (("forces", forces, True), ("dipole", dipoles, False),
-                                    ("charges", charges, True)):
+                                    ("charges", charges, True),
+                                    ("stress", stresses, False)):
             if all(v is None for v in vals):
                 continue
             if any(v is None for v in vals):

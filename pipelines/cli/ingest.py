@@ -1,0 +1,83 @@
+"""``nnp ingest``: read files (every ASE format, ASE .db, ANI HDF5) into the registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._app import app, console, err_console, open_registry, print_json, progress_bar
+
+
+@app.command("ingest")
+def ingest(
+    files: list[Path] = typer.Argument(..., help="Files: extxyz/xyz, ASE .db, .traj, ANI .h5, "
+                                                 "or anything ASE reads."),
+    level: str = typer.Option(None, "--level", "-l",
+                              help="Level of theory of the labels (created on first use); "
+                                   "without it only structures are stored."),
+    energy_key: str = typer.Option(None, help="Per-frame energy key, e.g. energy_wb97x "
+                                              "(default: energy / the calculator's; HDF5: "
+                                              "energies)."),
+    forces_key: str = typer.Option(None, help="Per-atom forces key (default: the energy key "
+                                              "with 'energy' -> 'forces', e.g. forces_wb97x)."),
+    dipole_key: str = typer.Option(None, help="Dipole key (default follows the energy key)."),
+    charges_key: str = typer.Option(None, help="Partial-charges key (default follows the "
+                                               "energy key)."),
+    stress_key: str = typer.Option(None, help="Stress key (default follows the energy key)."),
+    units: str = typer.Option("eV", help="Energy unit of the file: eV, hartree, kcal/mol or "
+                                         "kJ/mol (forces in that unit per Å)."),
+    skip_missing: bool = typer.Option(False, "--skip-missing",
+                                      help="Skip frames lacking the keys (else: an error)."),
+    source: str = typer.Option(None, help="Source text stored with new structures "
+                                          "(default: the file name)."),
+    batch_size: int = typer.Option(20000, help="Structures per transaction."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+):
+    """Ingest FILES as one run: all files are read and checked first, then written in batches.
+
+    Existing structures and identical labels are counted, not duplicated; a different label
+    for an existing (structure, level) is a conflict: reported, not written.
+    """
+    from registry.errors import BadInput
+    from registry.units import energy_factor
+
+    energy_factor(units)  # unknown units: an error before any reading
+    if batch_size < 1:
+        raise BadInput("--batch-size must be at least 1")
+    with open_registry() as reg:
+        progress, update = progress_bar("reading")
+        with progress:
+            task_files = progress.tasks[0].id
+            summary = reg.ingest_files(
+                [str(f) for f in files], level, units=units, energy_key=energy_key,
+                forces_key=forces_key, dipole_key=dipole_key, charges_key=charges_key,
+                stress_key=stress_key, skip_missing=skip_missing, source=source,
+                batch_size=batch_size, on_file=update,
+                on_progress=lambda done, total: (
+                    progress.update(task_files, description="writing", completed=done,
+                                    total=total)))
+    if as_json:
+        return print_json(summary.to_dict())
+    _print_summary(summary, level)
+
+
+def _print_summary(summary, level) -> None:
+    from rich.table import Table
+
+    table = Table("", "new", "existing", "conflicting", title=f"ingest run {summary.run_id}")
+    table.add_row("structures", str(summary.structures_new), str(summary.structures_existing),
+                  "")
+    if level:
+        table.add_row(f"labels ({level})", str(summary.labels_new), str(summary.labels_existing),
+                      str(summary.labels_conflicting))
+    console.print(table)
+    console.print(f"{summary.frames_read} frames read, {summary.frames_skipped} skipped, "
+                  f"{summary.duplicates_in_input} duplicates within the input, "
+                  f"{summary.seconds:.2f} s", highlight=False)
+    if summary.labels_conflicting:
+        err_console.print(f"[bold yellow]warning:[/] {summary.labels_conflicting} labels differ "
+                          f"from the stored ones and were not written (first: "
+                          f"{summary.conflicts[0]['structure'][:16]} at "
+                          f"{summary.conflicts[0]['level']}); see `nnp lineage` / run "
+                          f"{summary.run_id}", highlight=False)

@@ -1,0 +1,268 @@
+"""The ANI / pyanitools HDF5 layout: read into a :class:`FrameBatch`, write from batches.
+
+A *molecule group* (at any depth) holds conformers of one atom sequence:
+
+| dataset        | shape     | meaning                                                  |
+|----------------|-----------|----------------------------------------------------------|
+| `species`      | (N,)      | symbols (bytes/str) or atomic numbers (or `atomic_numbers`) |
+| `coordinates`  | (C, N, 3) | positions, Å                                             |
+| `energies`     | (C,)      | energy (unit from `--units`, default eV; NaN = no label)   |
+| `forces`       | (C, N, 3) | forces (energy unit / Å), optional                       |
+| `dipoles`      | (C, 3)    | dipole, e·Å, optional                                    |
+| `charges`      | (C, N)    | partial charges, e, optional                             |
+| `stresses`     | (C, 6)    | stress, Voigt (energy unit / Å³), optional                |
+| `cells`, `pbc` | (C, 3, 3), (C, 3) | periodic cell and flags, optional (default none)  |
+| `total_charge`, `multiplicity` | (C,) | default 0 and 1                                |
+
+Other label datasets are chosen with ``--energy-key`` (e.g. ``energies_ccsd_t_cbs`` or
+ANI-1x's ``ccsd(t)_cbs.energy``); forces etc. default to the energy key's companions.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ..elements import SYMBOLS, composition_matrix, composition_of, formulas, symbol_to_z
+from ..errors import BadInput
+from ..frames import FrameBatch, LabelColumns
+from ..units import energy_factor
+from .atoms import companion_key
+
+_DEFAULT = {"forces": "forces", "dipole": "dipoles", "charges": "charges",
+            "stress": "stresses"}
+_LABEL_SHAPES = {"forces": (-1, 3), "dipole": (3,), "charges": (-1,), "stress": (6,)}
+
+
+def read_ani_h5(path: str, opts) -> tuple[FrameBatch, int]:
+    """Read every molecule group of an ANI HDF5 file; (batch, frames skipped)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as fh:
+            return _read(fh, path, opts)
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read HDF5 ({exc}); the file may be truncated or "
+                       f"corrupt") from None
+
+
+def _groups(fh) -> list:
+    import h5py
+
+    found = []
+    if "coordinates" in fh:
+        found.append(fh)
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Group) and "coordinates" in obj:
+            found.append(obj)
+
+    fh.visititems(visit)
+    return found
+
+
+def _species(g, path, n_conf, n_atoms) -> np.ndarray:
+    """(C, N) atomic numbers of a group."""
+    key = "species" if "species" in g else "atomic_numbers" if "atomic_numbers" in g else None
+    if key is None:
+        raise BadInput(f"{path} group {g.name}: no 'species' (or 'atomic_numbers') dataset")
+    raw = g[key][()]
+    if raw.dtype.kind in "SOU":
+        flat = [s.decode() if isinstance(s, bytes) else str(s) for s in raw.reshape(-1)]
+        try:
+            z = np.array([symbol_to_z(s.strip()) for s in flat], dtype=np.int64)
+        except BadInput as exc:
+            raise BadInput(f"{path} group {g.name}: {exc}") from None
+        z = z.reshape(raw.shape)
+    elif raw.dtype.kind in "iu":
+        z = raw.astype(np.int64)
+    else:
+        raise BadInput(f"{path} group {g.name}: {key} has dtype {raw.dtype}, expected "
+                       f"symbols or atomic numbers")
+    if z.shape == (n_atoms,):
+        return np.broadcast_to(z, (n_conf, n_atoms))
+    if z.shape != (n_conf, n_atoms):
+        raise BadInput(f"{path} group {g.name}: {key} has shape {z.shape}, expected "
+                       f"({n_atoms},) for coordinates of shape ({n_conf}, {n_atoms}, 3)")
+    return z
+
+
+def _dataset(g, key, shape, path, what):
+    arr = np.asarray(g[key][()], dtype=np.float64)
+    if what == "stress" and arr.shape[1:] == (3, 3):
+        arr = arr[:, [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+    if arr.shape != shape:
+        raise BadInput(f"{path} group {g.name}: {key} has shape {arr.shape}, expected {shape}")
+    return arr
+
+
+def _read(fh, path: str, opts) -> tuple[FrameBatch, int]:
+    level = opts.level
+    factor = energy_factor(opts.units) if level else 1.0
+    ekey = opts.energy_key or "energies"
+    explicit = {"forces": opts.forces_key, "dipole": opts.dipole_key,
+                "charges": opts.charges_key, "stress": opts.stress_key}
+    keys = {q: k or companion_key(ekey, q) or _DEFAULT[q] for q, k in explicit.items()}
+    parts, skipped, frame = [], 0, 0
+    groups = _groups(fh)
+    if not groups:
+        raise BadInput(f"{path}: no ANI molecule groups (groups with 'coordinates' and "
+                       f"'species') in the file")
+    for g in groups:
+        coords = np.asarray(g["coordinates"][()], dtype=np.float64)
+        if coords.ndim != 3 or coords.shape[2] != 3:
+            raise BadInput(f"{path} group {g.name}: coordinates have shape {coords.shape}, "
+                           f"expected (conformers, atoms, 3)")
+        c, n = coords.shape[:2]
+        names = [f"{path} frame {frame + i} ({g.name}[{i}])" for i in range(c)]
+        frame += c
+        part = {"z": _species(g, path, c, n), "pos": coords, "names": names,
+                "cells": _dataset(g, "cells", (c, 3, 3), path, "cells") if "cells" in g
+                else np.zeros((c, 3, 3)),
+                "pbc": np.asarray(g["pbc"][()], dtype=bool) if "pbc" in g
+                else np.zeros((c, 3), dtype=bool),
+                "charge": np.asarray(g["total_charge"][()]).astype(np.int64)
+                if "total_charge" in g else np.zeros(c, dtype=np.int64),
+                "mult": np.asarray(g["multiplicity"][()]).astype(np.int64)
+                if "multiplicity" in g else np.ones(c, dtype=np.int64)}
+        for k in ("pbc", "charge", "mult"):
+            if len(part[k]) != c:
+                raise BadInput(f"{path} group {g.name}: {k} has {len(part[k])} rows, "
+                               f"expected {c}")
+        keep = np.ones(c, dtype=bool)
+        if level:
+            missing = [ekey] if ekey not in g else []
+            missing += [k for q, k in explicit.items() if k and k not in g]
+            if missing:
+                if not opts.skip_missing:
+                    raise BadInput(f"{path} group {g.name}: missing "
+                                   f"{', '.join(repr(m) for m in missing)} for level "
+                                   f"{level!r} (use --skip-missing to skip such groups)")
+                skipped += c
+                continue
+            part["energy"] = _dataset(g, ekey, (c,), path, "energy") * factor
+            if opts.skip_missing:  # NaN energy: no label at this level for that conformer
+                keep = ~np.isnan(part["energy"])
+            for q, key in keys.items():
+                if key in g:
+                    shape = tuple(n if s == -1 else s for s in _LABEL_SHAPES[q])
+                    arr = _dataset(g, key, (c, *shape), path, q)
+                    part[q] = arr * factor if q in ("forces", "stress") else arr
+        skipped += int((~keep).sum())
+        if keep.any():
+            parts.append(_select(part, keep))
+    if not parts:
+        raise BadInput(f"{path}: no frames to ingest ({skipped} skipped)")
+    return _to_batch(parts, level, opts, path), skipped
+
+
+def _select(part: dict, keep: np.ndarray) -> dict:
+    out = {}
+    for k, v in part.items():
+        out[k] = [x for x, m in zip(v, keep, strict=True) if m] if k == "names" else v[keep]
+    return out
+
+
+def _to_batch(parts: list[dict], level, opts, path: str) -> FrameBatch:
+    counts = np.concatenate([np.full(len(p["pos"]), p["pos"].shape[1]) for p in parts])
+    batch = FrameBatch(
+        numbers=np.concatenate([p["z"].reshape(-1) for p in parts]),
+        positions=np.concatenate([p["pos"].reshape(-1, 3) for p in parts]),
+        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        cells=np.concatenate([p["cells"] for p in parts]),
+        pbc=np.concatenate([p["pbc"] for p in parts]),
+        charge=np.concatenate([p["charge"] for p in parts]),
+        multiplicity=np.concatenate([p["mult"] for p in parts]),
+        frame_names=[s for p in parts for s in p["names"]])
+    batch.sources = [opts.source if opts.source is not None else path] * len(batch)
+    if not level:
+        return batch
+    cols = {"energy": np.concatenate([p["energy"] for p in parts])}
+    for q in ("forces", "dipole", "charges", "stress"):
+        have = [q in p for p in parts]
+        if not any(have):
+            continue
+        if not all(have):
+            bad = parts[have.index(False)]["names"][0]
+            raise BadInput(f"{bad}: has no {q} while other groups do")
+        per_atom = q in ("forces", "charges")
+        cols[q] = np.concatenate([p[q].reshape(-1, *p[q].shape[2:]) if per_atom else p[q]
+                                  for p in parts])
+    batch.labels[level] = LabelColumns(present=np.ones(len(batch), dtype=bool),
+                                       source_unit=opts.units, **cols)
+    return batch
+
+
+class AniH5Writer:
+    """Append FrameBatch chunks to an ANI HDF5 file, one group per Hill formula.
+
+    Atoms are in the registry's canonical order (sorted by element), so every structure of
+    one composition has the same species sequence. ``suffixes`` maps level -> dataset suffix
+    (``energies<suffix>``, ``forces<suffix>``, ``dipoles<suffix>``, ``charges<suffix>``,
+    ``stresses<suffix>``); absent values are NaN.
+    """
+
+    def __init__(self, path: str, suffixes: dict[str, str]):
+        import h5py
+
+        self.fh = h5py.File(path, "w")
+        self.suffixes = suffixes
+        self.fh.attrs["layout"] = "ani"
+        self.fh.attrs["units"] = json.dumps({"energy": "eV", "length": "Angstrom",
+                                             "charge": "e"})
+        self.fh.attrs["levels"] = json.dumps(suffixes)
+        self.rows: dict[str, int] = {}
+
+    def write(self, batch: FrameBatch) -> None:
+        comp = composition_matrix(batch.numbers, batch.offsets)
+        groups: dict[str, list[int]] = {}
+        for i, row in enumerate(comp):
+            groups.setdefault(formulas(composition_of(row))[0], []).append(i)
+        for name, idx in groups.items():
+            self._append(name, batch, np.asarray(idx))
+
+    def _append(self, name: str, batch: FrameBatch, idx: np.ndarray) -> None:
+        off = batch.offsets
+        n = int(off[idx[0] + 1] - off[idx[0]])
+        atoms = (off[idx][:, None] + np.arange(n)).reshape(-1)
+        c = len(idx)
+        data = {"coordinates": batch.positions[atoms].reshape(c, n, 3),
+                "cells": batch.cells[idx], "pbc": batch.pbc[idx],
+                "total_charge": np.asarray(batch.charge)[idx].astype(np.int32),
+                "multiplicity": np.asarray(batch.multiplicity)[idx].astype(np.int32)}
+        for level, sfx in self.suffixes.items():
+            cols = batch.labels.get(level)
+            energy = np.full(c, np.nan)
+            if cols is not None:
+                energy = np.where(cols.present[idx], cols.energy[idx], np.nan)
+                for q, plural in _DEFAULT.items():
+                    arr = getattr(cols, q)
+                    if arr is not None:
+                        data[plural + sfx] = (arr[atoms].reshape(c, n, *arr.shape[1:])
+                                              if q in ("forces", "charges") else arr[idx])
+            data["energies" + sfx] = energy
+        if name not in self.fh:
+            g = self.fh.create_group(name)
+            g.create_dataset("species", data=np.array(
+                [SYMBOLS[z].encode() for z in batch.numbers[atoms[:n]]]))
+            self.rows[name] = 0
+        g, start = self.fh[name], self.rows[name]
+        for key in set(data) | {k for k in g if k != "species"}:
+            if key in g:
+                ds = g[key]
+                ds.resize(start + c, axis=0)
+            else:
+                value = data[key]
+                ds = g.create_dataset(key, shape=(start + c, *value.shape[1:]),
+                                      maxshape=(None, *value.shape[1:]), dtype=value.dtype,
+                                      chunks=True, fillvalue=_fill(value.dtype))
+            ds[start:] = data[key] if key in data else _fill(ds.dtype)
+        self.rows[name] = start + c
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _fill(dtype):
+    return np.nan if np.dtype(dtype).kind == "f" else 0

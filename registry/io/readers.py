@@ -1,0 +1,259 @@
+"""Reading files into :class:`FrameBatch` es: every format ASE reads, ASE ``.db``, and the
+ANI/pyanitools HDF5 layout; plus :class:`FilesMixin` (``Registry.ingest_files``/``export``).
+
+Formats are chosen by extension (``.xyz``/``.extxyz`` extxyz, ``.db`` ASE database,
+``.traj`` ASE trajectory, ``.h5``/``.hdf5`` ANI HDF5; anything else: ASE's own detection).
+Every failure to read becomes :class:`BadInput` naming the file (and frame when known).
+Frames are named ``"FILE frame K"`` (K from 0) in error messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import BadInput
+from ..frames import FrameBatch, concat
+from ..units import energy_factor
+
+_BY_EXTENSION = {".xyz": "extxyz", ".extxyz": "extxyz", ".db": "ase-db", ".traj": "traj",
+                 ".h5": "ani-h5", ".hdf5": "ani-h5"}
+
+
+@dataclass
+class ReadOptions:
+    """How to read labels from files (see ``nnp ingest --help``)."""
+
+    level: str | None = None
+    units: str = "eV"
+    energy_key: str | None = None
+    forces_key: str | None = None
+    dipole_key: str | None = None
+    charges_key: str | None = None
+    stress_key: str | None = None
+    skip_missing: bool = False
+    source: str | None = None
+
+    def keys(self) -> dict:
+        return {k: getattr(self, k) for k in ("energy_key", "forces_key", "dipole_key",
+                                              "charges_key", "stress_key")}
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """Format name by extension; ASE's detection for other extensions."""
+    suffix = Path(path).suffix.lower()
+    if suffix in _BY_EXTENSION:
+        return _BY_EXTENSION[suffix]
+    from ase.io.formats import filetype
+
+    try:
+        return filetype(str(path), read=True)
+    except Exception as exc:  # noqa: BLE001  (ASE raises many kinds)
+        raise BadInput(f"{path}: cannot tell the file format ({exc})") from None
+
+
+def file_digest(path: str | os.PathLike) -> tuple[str, int]:
+    """(sha256 hex, size in bytes) of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest(), os.path.getsize(path)
+
+
+def read_file(path: str | os.PathLike, opts: ReadOptions) -> tuple[FrameBatch, int]:
+    """One file as a FrameBatch (not yet validated) and the number of skipped frames."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise BadInput(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise BadInput(f"{path}: empty file (no frames)")
+    fmt = detect_format(path)
+    if fmt == "ani-h5":
+        from .hdf5 import read_ani_h5
+
+        return read_ani_h5(path, opts)
+    from .atoms import atoms_to_batch
+
+    source = opts.source if opts.source is not None else path
+    frames = _ase_frames(path, fmt)
+    names = (f"{path} frame {k}" for k in range(1 << 62))
+    try:
+        batch, skipped = atoms_to_batch(
+            frames, opts.level, units=opts.units, skip_missing=opts.skip_missing,
+            source=source, names=names, **opts.keys())
+    except BadInput as exc:
+        msg = str(exc)
+        if msg.startswith("no frames to ingest"):
+            raise BadInput(f"{path}: {msg}") from None
+        raise
+    return batch, skipped
+
+
+def _ase_frames(path: str, fmt: str):
+    """Yield ASE Atoms of a file, turning ASE's exceptions into BadInput naming the frame."""
+    k = 0
+    try:
+        if fmt == "ase-db":
+            yield from _db_frames(path)
+            return
+        import ase.io
+
+        if fmt == "extxyz":
+            _check_xyz_layout(path)
+        for atoms in ase.io.iread(path, index=":", format=fmt):
+            yield atoms
+            k += 1
+    except BadInput:
+        raise
+    except KeyError as exc:  # ASE: symbols2numbers on an unknown symbol
+        where = f"{path} frame {k}"
+        sym = exc.args[0] if exc.args else None
+        if isinstance(sym, str) and sym.isalpha() and len(sym) <= 3:
+            raise BadInput(f"{where}: unknown element {sym!r}") from None
+        raise BadInput(f"{where}: cannot read as {fmt}: KeyError: {exc}") from None
+    except Exception as exc:  # noqa: BLE001  (ASE raises ValueError, XYZError, IndexError...)
+        where = f"{path} frame {k}"
+        raise BadInput(f"{where}: cannot read as {fmt}: {type(exc).__name__}: {exc}") from None
+    if k == 0 and fmt != "ase-db":
+        raise BadInput(f"{path}: no frames in file")
+
+
+def _check_xyz_layout(path: str) -> None:
+    """Check the xyz frame layout (count line, comment, atom lines) so errors name a frame."""
+    k, state, left, start, blank_at = 0, "count", 0, 0, None
+    with open(path, errors="replace") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if state == "count":
+                if not line.strip():
+                    blank_at = blank_at or lineno
+                    continue
+                if blank_at:
+                    raise BadInput(f"{path} frame {k} (line {blank_at}): blank line where an "
+                                   f"atom count was expected")
+                try:
+                    left = int(line.split()[0])
+                except ValueError:
+                    raise BadInput(f"{path} frame {k} (line {lineno}): expected an atom "
+                                   f"count, got {line.strip()[:40]!r}") from None
+                if left < 0:
+                    raise BadInput(f"{path} frame {k} (line {lineno}): negative atom count")
+                state, start = "comment", lineno
+                continue
+            if state == "atoms":
+                if len(line.split()) < 4:
+                    raise BadInput(f"{path} frame {k} (line {lineno}): malformed atom line "
+                                   f"{line.strip()[:60]!r}")
+                left -= 1
+            state = "atoms"
+            if left == 0:
+                state, k = "count", k + 1
+    if state != "count":
+        raise BadInput(f"{path} frame {k} (line {start}): file ends inside the frame "
+                       f"(truncated?)")
+    if k == 0:
+        raise BadInput(f"{path}: no frames in file")
+
+
+def _db_frames(path: str):
+    """ASE database rows as Atoms: key-value pairs -> info, data arrays -> arrays/info.
+
+    ``total_charge`` (or ``charge``) and ``multiplicity`` key-value pairs set the charge and
+    spin multiplicity.
+    """
+    import ase.db
+    import numpy as np
+
+    _require_ase_db(path)
+    with ase.db.connect(path, type="db") as db:
+        for row in db.select():
+            atoms = row.toatoms()
+            n = len(atoms)
+            kvp = dict(row.key_value_pairs)
+            atoms.info.update(kvp)
+            if "total_charge" in kvp:
+                atoms.info["charge"] = atoms.info.pop("total_charge")
+            for key, value in (row.get("data") or {}).items():
+                if isinstance(value, np.ndarray) and value.ndim >= 1 and len(value) == n:
+                    atoms.arrays[key] = value
+                    if value.shape not in ((3,), (6,)):
+                        continue
+                atoms.info[key] = value
+            yield atoms
+
+
+def _require_ase_db(path: str) -> None:
+    """Refuse (without touching it) a file that is not an ASE SQLite database."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True) as conn:
+            ok = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                              "AND name = 'systems'").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise BadInput(f"{path}: not an ASE database ({exc})") from None
+    if not ok:
+        raise BadInput(f"{path}: not an ASE database (no 'systems' table)")
+
+
+Progress = Callable[[int, int], None]
+
+
+def read_files(paths: Sequence[str | os.PathLike], opts: ReadOptions,
+               on_file: Progress | None = None) -> tuple[FrameBatch, int, list[dict]]:
+    """Read and check every file before anything is written.
+
+    Returns the concatenated batch, the number of skipped frames and provenance inputs
+    (``{"entity_type": "file", "ref", "sha256", "size", "format", "frames"}`` per file).
+    """
+    energy_factor(opts.units)  # unknown units: an error before reading anything
+    if not paths:
+        raise BadInput("no input files given")
+    batches, inputs, skipped = [], [], 0
+    for i, path in enumerate(paths):
+        sha, size = file_digest(path) if os.path.isfile(path) else (None, None)
+        batch, n_skip = read_file(path, opts)
+        batches.append(batch)
+        skipped += n_skip
+        inputs.append({"entity_type": "file", "ref": str(path), "sha256": sha, "size": size,
+                       "format": detect_format(path), "frames": len(batch),
+                       "frames_skipped": n_skip})
+        if on_file:
+            on_file(i + 1, len(paths))
+    return concat(batches), skipped, inputs
+
+
+class FilesMixin:
+    def ingest_files(self, paths: Sequence[str | os.PathLike], level: str | None = None, *,
+                     units: str = "eV", energy_key=None, forces_key=None, dipole_key=None,
+                     charges_key=None, stress_key=None, skip_missing: bool = False,
+                     source: str | None = None, batch_size: int = 20000,
+                     on_file: Progress | None = None, on_progress: Progress | None = None):
+        """Read every file (all checked first), then ingest them as one run.
+
+        The run's inputs list each file with its sha256 and size. Returns an IngestSummary.
+        """
+        opts = ReadOptions(level, units, energy_key, forces_key, dipole_key, charges_key,
+                           stress_key, skip_missing, source)
+        batch, skipped, inputs = read_files(paths, opts, on_file=on_file)
+        params = {"files": [str(p) for p in paths], "level": level, "units": units,
+                  **opts.keys(), "skip_missing": skip_missing, "source": source,
+                  "batch_size": batch_size}
+        return self.ingest_batch(batch, batch_size=batch_size, on_progress=on_progress,
+                                 params=params, inputs=inputs, frames_skipped=skipped)
+
+    def export(self, path: str | os.PathLike, levels: Sequence[str] | None = None, *,
+               overwrite: bool = False, chunk: int = 10000,
+               on_progress: Progress | None = None) -> dict:
+        """Write structures and ``ok`` labels to extxyz, ASE ``.db`` or ANI HDF5 (by extension).
+
+        With ``levels``, only structures labelled at one of them are written. Returns a
+        summary with the key names used per level (see :mod:`registry.io.export`).
+        """
+        from .export import export
+
+        return export(self, path, levels, overwrite=overwrite, chunk=chunk,
+                      on_progress=on_progress)
