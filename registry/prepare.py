@@ -98,6 +98,19 @@ def _per_frame_bytes(arr: np.ndarray | None, b: int) -> list[bytes | None]:
     return [row.tobytes() for row in buf]
 
 
+def _formulas(comp: np.ndarray) -> tuple[list[str], list[str], list[str]]:
+    """Hill, reduced and anonymous formulas per row, computed once per distinct row."""
+    if not len(comp):
+        return [], [], []
+    cols = np.flatnonzero(comp.any(axis=0))
+    uniq, inv = np.unique(comp[:, cols], axis=0, return_inverse=True)
+    full = np.zeros((len(uniq), comp.shape[1]), dtype=comp.dtype)
+    full[:, cols] = uniq
+    per = [formulas(composition_of(row)) for row in full]
+    inv = inv.reshape(-1).tolist()
+    return ([per[k][0] for k in inv], [per[k][1] for k in inv], [per[k][2] for k in inv])
+
+
 def prepare(batch: FrameBatch) -> PreparedBatch:
     """Hash, canonicalise and pack a validated batch; merges duplicate frames.
 
@@ -129,12 +142,7 @@ def prepare(batch: FrameBatch) -> PreparedBatch:
     comp = composition_matrix(numbers, offsets)[keep]
     elem_index, elem_z = np.nonzero(comp)
     elem_count = comp[elem_index, elem_z]
-    hill, reduced, anon = [], [], []
-    for row in comp:
-        f = formulas(composition_of(row))
-        hill.append(f[0])
-        reduced.append(f[1])
-        anon.append(f[2])
+    hill, reduced, anon = _formulas(comp)
 
     numbers_u8 = numbers.astype("<u1")
     nb = numbers_u8.tobytes()
@@ -181,19 +189,23 @@ def _label_rows(level, c: LabelColumns, batch, order, offsets, hashes, dup_of, u
     s_bytes = _per_frame_bytes(c.stress, b)
     energy = c.energy
     e_bytes = energy.astype("<f8").tobytes() if energy is not None else None
+    prefix = level_name.encode() + b"\0"
+    parts = [(b"E", [e_bytes[8 * i: 8 * i + 8] for i in range(b)] if e_bytes else None),
+             (b"F", f_bytes), (b"D", d_bytes), (b"Q", q_bytes), (b"S", s_bytes)]
+    parts = [(tag, col) for tag, col in parts if col is not None]
+    sha = hashlib.sha256
     chosen: dict[int, int] = {}
     lhash: dict[int, str] = {}
-    for i in np.flatnonzero(c.present):
-        h = hashlib.sha256(level_name.encode() + b"\0")
-        h.update(hashes[i].encode())
-        for tag, part in ((b"E", e_bytes[8 * i: 8 * i + 8] if e_bytes else None),
-                          (b"F", f_bytes[i]), (b"D", d_bytes[i]), (b"Q", q_bytes[i]),
-                          (b"S", s_bytes[i])):
+    dup = dup_of.tolist()
+    for i in np.flatnonzero(c.present).tolist():
+        msg = [prefix, hashes[i].encode()]
+        for tag, col in parts:
+            part = col[i]
             if part is not None:
-                h.update(tag)
-                h.update(part)
-        digest = h.hexdigest()
-        root = int(dup_of[i])
+                msg.append(tag)
+                msg.append(part)
+        digest = sha(b"".join(msg)).hexdigest()
+        root = dup[i]
         if root in chosen:
             if lhash[root] != digest:
                 raise BadInput(
@@ -206,16 +218,18 @@ def _label_rows(level, c: LabelColumns, batch, order, offsets, hashes, dup_of, u
     frames = np.fromiter(chosen.values(), dtype=np.int64, count=len(chosen))
     fmax = (np.maximum.reduceat(np.linalg.norm(forces, axis=1), offsets[:-1])
             if forces is not None and len(forces) else None)
+    fl = frames.tolist()
+    none = [None] * len(fl)
     return LabelRows(
         level=level,
         index=unique_slot[frames],
         hashes=[lhash[r] for r in chosen],
-        energy=[float(energy[i]) for i in frames] if energy is not None else [None] * len(frames),
-        forces=[f_bytes[i] for i in frames],
-        dipole=[d_bytes[i] for i in frames],
-        charges=[q_bytes[i] for i in frames],
-        stress=[s_bytes[i] for i in frames],
-        max_force=[float(fmax[i]) for i in frames] if fmax is not None else [None] * len(frames),
+        energy=energy[frames].astype(float).tolist() if energy is not None else none,
+        forces=[f_bytes[i] for i in fl],
+        dipole=[d_bytes[i] for i in fl],
+        charges=[q_bytes[i] for i in fl],
+        stress=[s_bytes[i] for i in fl],
+        max_force=fmax[frames].astype(float).tolist() if fmax is not None else none,
         status=c.status, source_unit=c.source_unit,
     )
 

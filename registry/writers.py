@@ -15,6 +15,7 @@ from datetime import datetime
 
 import numpy as np
 
+from . import pgcopy
 from .identity import HASH_VERSION
 from .prepare import PreparedBatch
 
@@ -138,12 +139,12 @@ _L_TYPES = ["int4", "int8", "text", "float8", "bytea", "bytea", "bytea", "bytea"
             "text", "text"]
 
 
-def write_postgres(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int,
-                   now: datetime) -> WriteCounts:
-    """Write ``pb`` on a PostgreSQL (psycopg 3) connection inside its transaction."""
+def _write_postgres_merge(cur, pb: PreparedBatch, level_ids: dict[str, int], run_id: int,
+                          now: datetime) -> WriteCounts:
+    """Staged path: COPY into temp tables, INSERT ... ON CONFLICT DO NOTHING in hash order.
+
+    Never fails on rows another transaction inserts concurrently (it waits, then skips)."""
     out = WriteCounts()
-    raw = conn.connection.driver_connection
-    cur = raw.cursor()
     cur.execute(_STAGE)
     split = np.searchsorted(pb.elem_index, np.arange(len(pb) + 1))
     zs, counts = pb.elem_z.tolist(), pb.elem_count.tolist()
@@ -203,6 +204,93 @@ def write_postgres(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: i
         total = sum(len(lr.index) for lr in pb.labels)
         out.labels_existing = total - out.labels_new - out.labels_conflicting
     return out
+
+
+
+def write_postgres(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int,
+                   now: datetime) -> WriteCounts:
+    """Write ``pb`` on a PostgreSQL (psycopg 3) connection inside its transaction.
+
+    Fast path: look up which hashes exist, reserve ids, binary-COPY the new rows straight into
+    the tables (rows in hash / (structure, level) order, so concurrent writers queue instead
+    of deadlocking). If a concurrent transaction committed one of the same rows first, the
+    unique index refuses the COPY: roll back to a savepoint and take the staged path."""
+    import psycopg
+
+    cur = conn.connection.driver_connection.cursor()
+    cur.execute("SET LOCAL jit = off")
+    cur.execute("SAVEPOINT nnp_fast")
+    try:
+        out = _write_postgres_copy(cur, pb, level_ids, run_id, now)
+    except psycopg.errors.UniqueViolation:
+        cur.execute("ROLLBACK TO SAVEPOINT nnp_fast")
+        return _write_postgres_merge(cur, pb, level_ids, run_id, now)
+    cur.execute("RELEASE SAVEPOINT nnp_fast")
+    return out
+
+
+def _write_postgres_copy(cur, pb: PreparedBatch, level_ids: dict[str, int], run_id: int,
+                         now: datetime) -> WriteCounts:
+    out = WriteCounts()
+    n = len(pb)
+    ids = np.zeros(n, dtype=np.int64)
+    is_new = np.ones(n, dtype=bool)
+    if n:
+        pos = {h: i for i, h in enumerate(pb.hashes)}
+        for h, sid in cur.execute("SELECT hash, id FROM structures WHERE hash = ANY(%s)",
+                                  (pb.hashes,)):
+            ids[pos[h]], is_new[pos[h]] = sid, False
+    new_idx = np.flatnonzero(is_new)
+    if len(new_idx):
+        got = cur.execute("SELECT nextval(pg_get_serial_sequence('structures', 'id')) "
+                          "FROM generate_series(1, %s)", (len(new_idx),)).fetchall()
+        ids[new_idx] = np.sort(np.fromiter((r[0] for r in got), np.int64, len(got)))
+        rows = new_idx[np.argsort(np.asarray(pb.hashes, dtype=object)[new_idx], kind="stable")]
+        _copy(cur, "structures", pgcopy.structure_stream(pb, rows, ids, run_id, now))
+        e = np.flatnonzero(is_new[pb.elem_index])
+        _copy(cur, "structure_elements", pgcopy.elements_stream(
+            ids[pb.elem_index[e]], pb.elem_z[e], pb.elem_count[e]))
+    out.structures_new = len(new_idx)
+    out.structures_existing = n - len(new_idx)
+
+    old_ids = ids[~is_new].tolist()
+    old: dict[tuple[int, int], str] = {}
+    if old_ids and pb.labels:
+        old = {(sid, lid): h for sid, lid, h in cur.execute(
+            "SELECT structure_id, level_id, hash FROM labels WHERE status = 'ok' "
+            "AND structure_id = ANY(%s) AND level_id = ANY(%s)",
+            (old_ids, list(level_ids.values())))}
+    picks = []
+    for lr in pb.labels:
+        lid = level_ids[lr.level]
+        sids = ids[lr.index].tolist()
+        keep = []
+        for k, sid in enumerate(sids):
+            prev = old.get((sid, lid)) if lr.status == "ok" else None
+            if prev is None:
+                keep.append(k)
+            elif prev == lr.hashes[k]:
+                out.labels_existing += 1
+            else:
+                out.labels_conflicting += 1
+                if len(out.conflicts) < 100:
+                    out.conflicts.append(_conflict(pb, lr, k))
+        if keep:
+            picks.append((lr, lid, np.asarray(keep, dtype=np.int64), ids[lr.index]))
+        out.labels_new += len(keep)
+    if picks:
+        _copy(cur, "labels", pgcopy.labels_stream(picks, run_id, now))
+    return out
+
+
+def _copy(cur, table: str, stream: tuple[list[str], bytes]) -> None:
+    cols, data = stream
+    from psycopg import sql
+
+    stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, cols)))
+    with cur.copy(stmt) as cp:
+        cp.write(data)
 
 
 WRITERS = {"sqlite": write_sqlite, "postgresql": write_postgres}
