@@ -1,0 +1,110 @@
+"""Materialize: arrays equal to the stored rows, bucketing, and a verified local cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from helpers import crystal, labelled_molecules
+
+from registry.materialize import bucket_size
+
+LEVEL = "pbe/def2-svp"
+
+
+def _data(registry):
+    mols = []
+    for k in range(3):
+        mols += labelled_molecules(("H2O", "CH4", "C2H6", "C6H6", "CH3CH2OH"), seed=k)
+    cu = crystal()
+    cu.info["energy"] = -15.0
+    cu.arrays["forces"] = np.zeros((len(cu), 3))
+    registry.ingest(mols + [cu], LEVEL)
+    return mols + [cu]
+
+
+def test_arrays_match_stored_frames(registry, tmp_path):
+    frames = _data(registry)
+    v = registry.create_dataset_version("m", levels=[LEVEL], split="0.6,0.2,0.2",
+                                        group_by="none")
+    m = registry.materialize("m", cache_dir=tmp_path)
+    assert m.source == registry.dialect and m.cache_status == "miss"
+    assert len(m) == len(frames) == v["n_structures"]
+    assert sum(m.split_counts().values()) == len(frames)
+    by_energy = {round(a.info["energy"], 9): a for a in frames}
+    for b in m.buckets:
+        size = b["numbers"].shape[1]
+        assert (bucket_size(b["n_atoms"]) == size).all()
+        for i in range(len(b["n_atoms"])):
+            n = b["n_atoms"][i]
+            a = by_energy[round(float(b["energy"][i]), 9)]
+            assert sorted(b["numbers"][i, :n].tolist()) == sorted(a.numbers.tolist())
+            assert (b["numbers"][i, n:] == 0).all() and (b["positions"][i, n:] == 0).all()
+            # atoms are stored in canonical order: compare as sets of (Z, x, y, z, fx, fy, fz)
+            got = np.column_stack([b["numbers"][i, :n], b["positions"][i, :n],
+                                   b["forces"][i, :n]])
+            want = np.column_stack([a.numbers, a.positions, a.arrays["forces"]])
+            assert np.allclose(got[np.lexsort(got.T[::-1])], want[np.lexsort(want.T[::-1])])
+            assert b["pbc"][i].tolist() == a.pbc.tolist()
+            assert np.allclose(b["cell"][i], a.cell.array if a.pbc.any() else 0)
+
+
+def test_cache_hit_equal_and_corruption_rebuilt(registry, tmp_path):
+    _data(registry)
+    v = registry.create_dataset_version("c", levels=[LEVEL])
+    first = registry.materialize("c", cache_dir=tmp_path)
+    hit = registry.materialize("c:1", cache_dir=tmp_path)
+    assert (hit.source, hit.cache_status) == ("cache", "hit")
+    for a, b in zip(first.buckets, hit.buckets, strict=True):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+    data = tmp_path / v["hash"] / "data.bin"
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # flip one byte, same size
+    data.write_bytes(bytes(raw))
+    again = registry.materialize("c", cache_dir=tmp_path)
+    assert again.cache_status == "rebuilt: corrupted data (sha256 mismatch)"
+    assert registry.materialize("c", cache_dir=tmp_path).cache_status == "hit"
+    data.write_bytes(bytes(raw[:100]))  # truncated
+    assert registry.materialize("c", cache_dir=tmp_path).cache_status.startswith(
+        "rebuilt: corrupted data (size")
+    manifest = tmp_path / v["hash"] / "manifest.json"
+    meta = json.loads(manifest.read_text())
+    meta["format"] = 0
+    manifest.write_text(json.dumps(meta))
+    assert registry.materialize("c", cache_dir=tmp_path).cache_status == "rebuilt: stale format"
+    manifest.write_text("{not json")
+    assert registry.materialize("c", cache_dir=tmp_path).cache_status.startswith(
+        "rebuilt: corrupted manifest")
+    assert registry.materialize("c", cache_dir=tmp_path).cache_status == "hit"
+
+
+def test_cache_dir_from_env_and_no_cache(registry, tmp_path, monkeypatch):
+    _data(registry)
+    registry.create_dataset_version("e", levels=[LEVEL])
+    monkeypatch.setenv("NNP_CACHE", str(tmp_path / "envcache"))
+    assert registry.materialize("e", cache=False).cache_status == "off"
+    assert not (tmp_path / "envcache").exists()
+    registry.materialize("e")
+    assert registry.materialize("e").cache_status == "hit"
+    assert len(list((tmp_path / "envcache").iterdir())) == 1
+
+
+def test_old_version_reproducible_after_retraction(registry, tmp_path):
+    _data(registry)
+    v1 = registry.create_dataset_version("r", levels=[LEVEL])
+    before = registry.materialize("r:1", cache=False)
+    registry.retract_labels(level=LEVEL, filter='elements HAS "O"', reason="wrong SCF")
+    after = registry.materialize("r:1", cache=False)
+    assert registry.resolve_dataset("r:1")["hash"] == v1["hash"]
+    for a, b in zip(before.buckets, after.buckets, strict=True):
+        np.testing.assert_array_equal(a["energy"], b["energy"])
+    v2 = registry.create_dataset_version("r", levels=[LEVEL])
+    assert v2["n_structures"] == v1["n_structures"] - 6  # 3 x (H2O, ethanol)
+    assert v2["hash"] != v1["hash"]
+
+
+def test_bucket_sizes():
+    assert bucket_size(np.array([1, 5, 8, 9, 10, 11, 16, 17, 20, 21, 100])).tolist() == [
+        1, 5, 8, 10, 10, 12, 16, 20, 20, 24, 112]
