@@ -110,12 +110,9 @@ class ArtifactStore:
                 self._put_local(sha, data)
             else:
                 self._put_fsspec(sha, data)
-        except PermissionError as exc:
-            raise ArtifactStoreNotWritable(
-                f"artifact store {self.url} is not writable: {exc.strerror or exc}") from None
         except OSError as exc:
             raise ArtifactStoreNotWritable(
-                f"cannot write to artifact store {self.url}: {exc.strerror or exc}") from None
+                f"artifact store {self.url} is not writable: {exc.strerror or exc}") from None
         return sha, len(data), self.uri(sha)
 
     def put_file(self, path) -> tuple[str, int, str]:

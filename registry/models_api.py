@@ -283,6 +283,8 @@ def _members(weights) -> list:
                        "safetensors bytes or a .safetensors path) or a list of them")
     if isinstance(weights, Mapping | bytes | bytearray | memoryview | str | PathLike):
         return [weights]
+    if not isinstance(weights, Sequence):
+        return [weights]  # refused with a clear message by to_safetensors
     members = list(weights)
     if not members:
         raise BadInput("weights is an empty list: a model version needs at least one member")
@@ -364,9 +366,28 @@ class ModelsMixin:
         )
         if meta["cutoff"] is not None and not meta["cutoff"] > 0:
             raise BadInput(f"cutoff must be positive, got {cutoff}")
+        if any(x is not None for x in (level, dataset_version, parent, run)):
+            self._check_links(level, dataset_version, parent, run)  # bad refs: store nothing
         stored = [(n, role, k, *self.artifacts.put(data)) for n, role, k, data in blobs]
         return self._insert_version(name, stored, meta, level=level, description=description,
                                     dataset_version=dataset_version, parent=parent, run=run)
+
+    def _check_links(self, level, dataset_version, parent, run) -> None:
+        with self.session() as s:
+            if level is not None and s.scalar(select(LevelOfTheory.id).where(
+                    LevelOfTheory.name == canonical_name(level))) is None:
+                raise NotFound(f"unknown level of theory {canonical_name(level)!r} (add it "
+                               "with `nnp levels add`)")
+            if dataset_version is not None:
+                resolve_dataset_version(s, dataset_version)
+            if isinstance(parent, int):
+                if s.get(ModelVersion, parent) is None:
+                    raise NotFound(f"no model version with id {parent}")
+            elif parent is not None:
+                resolve_version(s, parent)
+            run_id = getattr(run, "id", run)
+            if run_id is not None and s.get(Run, int(run_id)) is None:
+                raise NotFound(f"no run with id {run_id}")
 
     def _insert_version(self, name, stored, meta, *, level=None, dataset_version=None,
                         parent=None, run=None, description=None, run_kind="register_model",
