@@ -53,11 +53,12 @@ def _voigt(value) -> np.ndarray:
     return arr
 
 
-def atoms_to_batch(frames: Iterable, level: str | None = None, *, units: str = "eV",
-                   energy_key=None, forces_key=None, dipole_key=None, charges_key=None,
-                   stress_key=None, skip_missing: bool = False, source: str | None = None,
-                   names: Iterable[str] | None = None) -> tuple[FrameBatch, int]:
-    """Convert ``Atoms`` frames; returns the batch and the number of skipped frames.
+def atoms_to_batches(frames: Iterable, level: str | None = None, *, units: str = "eV",
+                     energy_key=None, forces_key=None, dipole_key=None, charges_key=None,
+                     stress_key=None, skip_missing: bool = False, source: str | None = None,
+                     names: Iterable[str] | None = None) -> tuple[list[FrameBatch], int]:
+    """Convert ``Atoms`` frames; returns batches (one per set of quantities present, e.g.
+    crystals with stress apart from molecules without) and the number of skipped frames.
 
     A frame lacking the energy (or an explicitly named key) is an error naming it, or
     skipped with ``skip_missing``. Keys not named default to the energy key's companions
@@ -119,27 +120,47 @@ def atoms_to_batch(frames: Iterable, level: str | None = None, *, units: str = "
     if not counts:
         raise BadInput("no frames to ingest" + (f" ({skipped} skipped for missing keys)"
                                                  if skipped else " (empty input)"))
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    batch = FrameBatch(
-        numbers=np.concatenate(numbers).astype(np.int64),
-        positions=np.concatenate(positions).astype(np.float64),
-        offsets=offsets, cells=np.stack(cells), pbc=np.stack(pbcs),
-        charge=np.asarray(charge), multiplicity=np.asarray(mult),
-        sources=[source] * len(counts), infos=infos, frame_names=frame_names)
-    if level:
-        cols = {"energy": np.asarray(energies, dtype=float)}
-        for key, vals, per_atom in (("forces", forces, True), ("dipole", dipoles, False),
-                                    ("charges", charges, True),
-                                    ("stress", stresses, False)):
-            if all(v is None for v in vals):
-                continue
-            if any(v is None for v in vals):
-                bad = frame_names[next(j for j, v in enumerate(vals) if v is None)]
-                raise BadInput(f"{bad}: has no {key} while other frames do")
-            cols[key] = np.concatenate(vals) if per_atom else np.stack(vals)
-        batch.labels[level] = LabelColumns(present=np.ones(len(counts), dtype=bool),
-                                           source_unit=units, **cols)
-    return batch, skipped
+    cols = {"forces": forces, "dipole": dipoles, "charges": charges, "stress": stresses}
+    groups: dict[tuple, list[int]] = {}
+    for i in range(len(counts)):
+        sig = tuple(q for q, vals in cols.items() if vals[i] is not None)
+        groups.setdefault(sig, []).append(i)
+    batches = []
+    for sig, idx in groups.items():
+        batch = FrameBatch(
+            numbers=np.concatenate([numbers[i] for i in idx]).astype(np.int64),
+            positions=np.concatenate([positions[i] for i in idx]).astype(np.float64),
+            offsets=np.concatenate([[0], np.cumsum([counts[i] for i in idx])]).astype(np.int64),
+            cells=np.stack([cells[i] for i in idx]), pbc=np.stack([pbcs[i] for i in idx]),
+            charge=np.asarray([charge[i] for i in idx]),
+            multiplicity=np.asarray([mult[i] for i in idx]),
+            sources=[source] * len(idx), infos=[infos[i] for i in idx],
+            frame_names=[frame_names[i] for i in idx])
+        if level:
+            arrays = {"energy": np.asarray([energies[i] for i in idx], dtype=float)}
+            for q in sig:
+                vals = [cols[q][i] for i in idx]
+                arrays[q] = np.concatenate(vals) if q in ("forces", "charges") else \
+                    np.stack(vals)
+            batch.labels[level] = LabelColumns(present=np.ones(len(idx), dtype=bool),
+                                               source_unit=units, **arrays)
+        batches.append(batch)
+    return batches, skipped
+
+
+def atoms_to_batch(frames: Iterable, level: str | None = None, **kwargs) -> tuple[FrameBatch,
+                                                                                   int]:
+    """Like :func:`atoms_to_batches` for frames that all carry the same quantities; frames
+    where, say, only some have stress are refused (ingest them as separate batches)."""
+    batches, skipped = atoms_to_batches(frames, level, **kwargs)
+    if len(batches) > 1:
+        cols = [b.labels[level] for b in batches]
+        q = next(q for q in ("forces", "dipole", "charges", "stress")
+                 if any(getattr(c, q) is None for c in cols)
+                 and any(getattr(c, q) is not None for c in cols))
+        bad = next(b for b, c in zip(batches, cols, strict=True) if getattr(c, q) is None)
+        raise BadInput(f"{bad.name(0)}: has no {q} while other frames do")
+    return batches[0], skipped
 
 
 def _arr(value, shape, name, what):

@@ -35,8 +35,9 @@ _DEFAULT = {"forces": "forces", "dipole": "dipoles", "charges": "charges",
 _LABEL_SHAPES = {"forces": (-1, 3), "dipole": (3,), "charges": (-1,), "stress": (6,)}
 
 
-def read_ani_h5(path: str, opts) -> tuple[FrameBatch, int]:
-    """Read every molecule group of an ANI HDF5 file; (batch, frames skipped)."""
+def read_ani_h5(path: str, opts) -> tuple[list[FrameBatch], int]:
+    """Read every molecule group of an ANI HDF5 file; (batches, frames skipped), one batch
+    per set of label quantities present."""
     import h5py
 
     try:
@@ -97,7 +98,7 @@ def _dataset(g, key, shape, path, what):
     return arr
 
 
-def _read(fh, path: str, opts) -> tuple[FrameBatch, int]:
+def _read(fh, path: str, opts) -> tuple[list[FrameBatch], int]:
     level = opts.level
     factor = energy_factor(opts.units) if level else 1.0
     ekey = opts.energy_key or "energies"
@@ -151,10 +152,31 @@ def _read(fh, path: str, opts) -> tuple[FrameBatch, int]:
                     part[q] = arr * factor if q in ("forces", "stress") else arr
         skipped += int((~keep).sum())
         if keep.any():
-            parts.append(_select(part, keep))
+            parts += _split_absent(_select(part, keep))
     if not parts:
         raise BadInput(f"{path}: no frames to ingest ({skipped} skipped)")
-    return _to_batch(parts, level, opts, path), skipped
+    groups: dict[tuple, list[dict]] = {}
+    for p in parts:  # frames with the same label quantities (e.g. forces or not) go together
+        groups.setdefault(tuple(q for q in _DEFAULT if q in p), []).append(p)
+    return [_to_batch(g, level, opts, path) for g in groups.values()], skipped
+
+
+def _split_absent(part: dict) -> list[dict]:
+    """Split a group's conformers by which optional quantities they have (all-NaN = absent)."""
+    has = {q: ~np.isnan(part[q].reshape(len(part[q]), -1)).all(axis=1)
+           for q in _DEFAULT if q in part}
+    if all(h.all() for h in has.values()):
+        return [part]
+    sig = np.array([sum(1 << k for k, h in enumerate(has.values()) if h[i])
+                    for i in range(len(part["pos"]))])
+    out = []
+    for value in np.unique(sig):
+        sub = _select(part, sig == value)
+        for q, h in has.items():
+            if not h[sig == value][0]:
+                del sub[q]
+        out.append(sub)
+    return out
 
 
 def _select(part: dict, keep: np.ndarray) -> dict:
@@ -180,12 +202,8 @@ def _to_batch(parts: list[dict], level, opts, path: str) -> FrameBatch:
         return batch
     cols = {"energy": np.concatenate([p["energy"] for p in parts])}
     for q in ("forces", "dipole", "charges", "stress"):
-        have = [q in p for p in parts]
-        if not any(have):
+        if q not in parts[0]:
             continue
-        if not all(have):
-            bad = parts[have.index(False)]["names"][0]
-            raise BadInput(f"{bad}: has no {q} while other groups do")
         per_atom = q in ("forces", "charges")
         cols[q] = np.concatenate([p[q].reshape(-1, *p[q].shape[2:]) if per_atom else p[q]
                                   for p in parts])
@@ -238,9 +256,12 @@ class AniH5Writer:
                 energy = np.where(cols.present[idx], cols.energy[idx], np.nan)
                 for q, plural in _DEFAULT.items():
                     arr = getattr(cols, q)
-                    if arr is not None:
-                        data[plural + sfx] = (arr[atoms].reshape(c, n, *arr.shape[1:])
-                                              if q in ("forces", "charges") else arr[idx])
+                    if arr is None:
+                        continue
+                    arr = (arr[atoms].reshape(c, n, *arr.shape[1:])
+                           if q in ("forces", "charges") else arr[idx])
+                    if not np.isnan(arr).all():  # absent values stay NaN (the fill value)
+                        data[plural + sfx] = arr
             data["energies" + sfx] = energy
         if name not in self.fh:
             g = self.fh.create_group(name)

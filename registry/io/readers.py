@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadInput
-from ..frames import FrameBatch, concat
+from ..frames import LABEL_FIELDS, FrameBatch, concat
 from ..units import energy_factor
 
 _BY_EXTENSION = {".xyz": "extxyz", ".extxyz": "extxyz", ".db": "ase-db", ".traj": "traj",
@@ -64,8 +65,9 @@ def file_digest(path: str | os.PathLike) -> tuple[str, int]:
     return h.hexdigest(), os.path.getsize(path)
 
 
-def read_file(path: str | os.PathLike, opts: ReadOptions) -> tuple[FrameBatch, int]:
-    """One file as a FrameBatch (not yet validated) and the number of skipped frames."""
+def read_file(path: str | os.PathLike, opts: ReadOptions) -> tuple[list[FrameBatch], int]:
+    """One file as FrameBatches (not yet validated; one per set of label quantities present,
+    e.g. crystals with stress apart from molecules without) and the number skipped."""
     path = str(path)
     if not os.path.isfile(path):
         raise BadInput(f"{path}: no such file")
@@ -76,13 +78,13 @@ def read_file(path: str | os.PathLike, opts: ReadOptions) -> tuple[FrameBatch, i
         from .hdf5 import read_ani_h5
 
         return read_ani_h5(path, opts)
-    from .atoms import atoms_to_batch
+    from .atoms import atoms_to_batches
 
     source = opts.source if opts.source is not None else path
     frames = _ase_frames(path, fmt)
     names = (f"{path} frame {k}" for k in range(1 << 62))
     try:
-        batch, skipped = atoms_to_batch(
+        batches, skipped = atoms_to_batches(
             frames, opts.level, units=opts.units, skip_missing=opts.skip_missing,
             source=source, names=names, **opts.keys())
     except BadInput as exc:
@@ -90,7 +92,7 @@ def read_file(path: str | os.PathLike, opts: ReadOptions) -> tuple[FrameBatch, i
         if msg.startswith("no frames to ingest"):
             raise BadInput(f"{path}: {msg}") from None
         raise
-    return batch, skipped
+    return batches, skipped
 
 
 def _ase_frames(path: str, fmt: str):
@@ -203,11 +205,12 @@ Progress = Callable[[int, int], None]
 
 
 def read_files(paths: Sequence[str | os.PathLike], opts: ReadOptions,
-               on_file: Progress | None = None) -> tuple[FrameBatch, int, list[dict]]:
-    """Read and check every file before anything is written.
+               on_file: Progress | None = None) -> tuple[list[FrameBatch], int, list[dict]]:
+    """Read every file before anything is written.
 
-    Returns the concatenated batch, the number of skipped frames and provenance inputs
-    (``{"entity_type": "file", "ref", "sha256", "size", "format", "frames"}`` per file).
+    Returns batches (all frames with the same label quantities concatenated into one), the
+    number of skipped frames and provenance inputs (``{"entity_type": "file", "ref",
+    "sha256", "size", "format", "frames", "frames_skipped"}`` per file).
     """
     energy_factor(opts.units)  # unknown units: an error before reading anything
     if not paths:
@@ -215,15 +218,38 @@ def read_files(paths: Sequence[str | os.PathLike], opts: ReadOptions,
     batches, inputs, skipped = [], [], 0
     for i, path in enumerate(paths):
         sha, size = file_digest(path) if os.path.isfile(path) else (None, None)
-        batch, n_skip = read_file(path, opts)
-        batches.append(batch)
+        parts, n_skip = read_file(path, opts)
+        batches += parts
         skipped += n_skip
         inputs.append({"entity_type": "file", "ref": str(path), "sha256": sha, "size": size,
-                       "format": detect_format(path), "frames": len(batch),
+                       "format": detect_format(path), "frames": sum(len(b) for b in parts),
                        "frames_skipped": n_skip})
         if on_file:
             on_file(i + 1, len(paths))
-    return concat(batches), skipped, inputs
+    groups: dict[tuple, list[FrameBatch]] = {}
+    for b in batches:
+        groups.setdefault(_signature(b), []).append(b)
+    return [concat(g) for g in groups.values()], skipped, inputs
+
+
+def _signature(batch: FrameBatch) -> tuple:
+    return tuple(sorted((lv, tuple(q for q in LABEL_FIELDS if getattr(c, q) is not None))
+                        for lv, c in batch.labels.items()))
+
+
+def _refuse_conflicts_between(preps, parts) -> None:
+    """One structure with different labels for one level in two parts of the input."""
+    seen: dict[tuple[str, str], tuple[str, int]] = {}
+    for k, pb in enumerate(preps):
+        for lr in pb.labels:
+            for i, h in zip(lr.index.tolist(), lr.hashes, strict=True):
+                key = (pb.hashes[i], lr.level)
+                prev = seen.setdefault(key, (h, k))
+                if prev[0] != h:
+                    raise BadInput(f"conflicting {lr.level} labels for one structure inside "
+                                   f"the input (structure {pb.hashes[i][:16]}, in "
+                                   f"{parts[prev[1]].name(0)}'s part and {parts[k].name(0)}'s "
+                                   f"part)")
 
 
 class FilesMixin:
@@ -238,12 +264,55 @@ class FilesMixin:
         """
         opts = ReadOptions(level, units, energy_key, forces_key, dipole_key, charges_key,
                            stress_key, skip_missing, source)
-        batch, skipped, inputs = read_files(paths, opts, on_file=on_file)
+        batches, skipped, inputs = read_files(paths, opts, on_file=on_file)
         params = {"files": [str(p) for p in paths], "level": level, "units": units,
                   **opts.keys(), "skip_missing": skip_missing, "source": source,
                   "batch_size": batch_size}
-        return self.ingest_batch(batch, batch_size=batch_size, on_progress=on_progress,
-                                 params=params, inputs=inputs, frames_skipped=skipped)
+        if len(batches) == 1:
+            return self.ingest_batch(batches[0], batch_size=batch_size,
+                                     on_progress=on_progress, params=params, inputs=inputs,
+                                     frames_skipped=skipped)
+        return self._ingest_parts(batches, batch_size=batch_size, on_progress=on_progress,
+                                  params=params, inputs=inputs, frames_skipped=skipped)
+
+    def _ingest_parts(self, parts: list[FrameBatch], *, batch_size, on_progress, params,
+                      inputs, frames_skipped):
+        """Like ``ingest_batch`` for batches whose labels carry different quantities: all
+        are validated and prepared (conflicts between them refused) before one run writes
+        them."""
+        from ..ingest import IngestSummary
+        from ..levels import canonical_name
+        from ..prepare import prepare
+        from ..writers import WriteCounts
+
+        t0 = time.perf_counter()
+        for p in parts:
+            p.validate()
+            p.labels = {canonical_name(k): v for k, v in p.labels.items()}
+        preps = [prepare(p) for p in parts]
+        _refuse_conflicts_between(preps, parts)
+        level_ids = {lv: self.ensure_level(lv)["id"] for p in parts for lv in p.labels}
+        handle = self.start_run("ingest", params)
+        for item in inputs:
+            handle.consumed(**item)
+        for lv, lid in level_ids.items():
+            handle.consumed("level", lid, ref=lv)
+        summary = IngestSummary(frames_read=sum(len(p) for p in parts),
+                                frames_skipped=frames_skipped, run_id=handle.id,
+                                duplicates_in_input=sum(pb.duplicates_in_input for pb in preps))
+        totals, done, total = WriteCounts(), 0, sum(len(pb) for pb in preps)
+        try:
+            for pb in preps:
+                for lo in range(0, len(pb), batch_size):
+                    hi = min(lo + batch_size, len(pb))
+                    totals.add(self._write_part(pb.slice(lo, hi), level_ids, handle))
+                    done += hi - lo
+                    if on_progress:
+                        on_progress(done, total)
+        except BaseException as exc:
+            self._finish(handle, summary, totals, t0, error=exc)
+            raise
+        return self._finish(handle, summary, totals, t0)
 
     def export(self, path: str | os.PathLike, levels: Sequence[str] | None = None, *,
                overwrite: bool = False, chunk: int = 10000,
