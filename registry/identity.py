@@ -64,6 +64,15 @@ def canonical_grid(positions, offsets, cells, pbc) -> np.ndarray:
 def canonical_order(numbers, grid, offsets) -> np.ndarray:
     """Global permutation putting each structure's atoms in canonical order."""
     owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    if not len(owner):
+        return owner
+    # Pack (owner, z, x) into one int64 key when it fits: a 3-key lexsort instead of 5.
+    x = grid[:, 0] - grid[:, 0].min()
+    bits_x = int(x.max()).bit_length()
+    bits_o = int(owner[-1]).bit_length()
+    if bits_o + 7 + bits_x <= 62 and int(numbers.max()) < 128:
+        key = (owner << (7 + bits_x)) | (numbers.astype(np.int64) << bits_x) | x
+        return np.lexsort((grid[:, 2], grid[:, 1], key))
     return np.lexsort((grid[:, 2], grid[:, 1], grid[:, 0], numbers, owner))
 
 

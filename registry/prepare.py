@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .elements import composition_matrix, composition_of, formulas
+from .elements import composition_matrix, formulas
 from .errors import BadInput
 from .frames import FrameBatch, LabelColumns
 from .identity import HASH_VERSION, structure_hashes
@@ -88,7 +88,8 @@ def _split_bytes(arr: np.ndarray, offsets: np.ndarray, width: int) -> list[bytes
     """Per-structure byte strings of a (N, ...) float64 array laid out by ``offsets``."""
     buf = np.ascontiguousarray(arr, dtype="<f8").tobytes()
     step = 8 * width
-    return [buf[step * lo: step * hi] for lo, hi in zip(offsets[:-1], offsets[1:], strict=True)]
+    ends = (offsets * step).tolist()
+    return [buf[lo: hi] for lo, hi in zip(ends[:-1], ends[1:], strict=True)]
 
 
 def _per_frame_bytes(arr: np.ndarray | None, b: int) -> list[bytes | None]:
@@ -104,9 +105,9 @@ def _formulas(comp: np.ndarray) -> tuple[list[str], list[str], list[str]]:
         return [], [], []
     cols = np.flatnonzero(comp.any(axis=0))
     uniq, inv = np.unique(comp[:, cols], axis=0, return_inverse=True)
-    full = np.zeros((len(uniq), comp.shape[1]), dtype=comp.dtype)
-    full[:, cols] = uniq
-    per = [formulas(composition_of(row)) for row in full]
+    zs = cols.tolist()
+    per = [formulas(tuple((z, c) for z, c in zip(zs, row, strict=True) if c))
+           for row in uniq.tolist()]
     inv = inv.reshape(-1).tolist()
     return ([per[k][0] for k in inv], [per[k][1] for k in inv], [per[k][2] for k in inv])
 
@@ -146,10 +147,11 @@ def prepare(batch: FrameBatch) -> PreparedBatch:
 
     numbers_u8 = numbers.astype("<u1")
     nb = numbers_u8.tobytes()
-    all_pos = _split_bytes(positions, offsets, 3)
+    all_pos = _split_bytes(positions, offsets, 3) if len(keep) < b else None
     periodic = pbc.any(axis=1)
-    cell_bytes = [cells[i].astype("<f8").tobytes() if (periodic[i] or cells[i].any()) else None
-                  for i in keep]
+    has_cell = (periodic | cells.reshape(b, 9).any(axis=1)).tolist()
+    cbuf = cells.astype("<f8").tobytes()
+    cell_bytes = [cbuf[72 * i: 72 * i + 72] if has_cell[i] else None for i in keep.tolist()]
     labels = [
         _label_rows(level, cols, batch, order, offsets, hashes, dup_of, unique_slot,
                     level)
@@ -161,8 +163,10 @@ def prepare(batch: FrameBatch) -> PreparedBatch:
         hashes=[hashes[i] for i in keep],
         n_atoms=np.diff(offsets)[keep],
         nelements=(comp > 0).sum(axis=1),
-        numbers=[nb[offsets[i]: offsets[i + 1]] for i in keep],
-        positions=[all_pos[i] for i in keep],
+        numbers=[nb[lo: hi] for lo, hi in zip(offsets[keep].tolist(), offsets[keep + 1].tolist(),
+                                              strict=True)],
+        positions=_split_bytes(positions, offsets, 3) if all_pos is None
+        else [all_pos[i] for i in keep.tolist()],
         cells=cell_bytes,
         pbc=(pbc * _PBC_BITS).sum(axis=1)[keep],
         nperiodic=pbc.sum(axis=1)[keep],

@@ -36,12 +36,23 @@ class WriteCounts:
         self.conflicts.extend(other.conflicts[: max(0, 100 - len(self.conflicts))])
 
 
-def _structure_rows(pb: PreparedBatch, idx, run_id, now):
-    for i in idx:
-        yield (pb.hashes[i], HASH_VERSION, int(pb.n_atoms[i]), int(pb.nelements[i]),
-               pb.numbers[i], pb.positions[i], pb.cells[i], int(pb.pbc[i]),
-               int(pb.nperiodic[i]), int(pb.charge[i]), int(pb.multiplicity[i]), pb.hill[i],
-               pb.reduced[i], pb.anonymous[i], pb.sources[i], pb.infos[i], run_id, now)
+def _structure_rows(pb: PreparedBatch, idx: np.ndarray, ids: np.ndarray, run_id, now):
+    """Rows (id, *_S_COLS) for structures ``idx``, built column-wise."""
+    r = idx.tolist()
+    n = len(r)
+
+    def pick(col):
+        return [col[i] for i in r]
+
+    def ints(arr):
+        return np.asarray(arr)[idx].tolist()
+
+    return list(zip(
+        ids[idx].tolist(), pick(pb.hashes), [HASH_VERSION] * n, ints(pb.n_atoms),
+        ints(pb.nelements), pick(pb.numbers), pick(pb.positions), pick(pb.cells),
+        ints(pb.pbc), ints(pb.nperiodic), ints(pb.charge), ints(pb.multiplicity),
+        pick(pb.hill), pick(pb.reduced), pick(pb.anonymous), pick(pb.sources), pick(pb.infos),
+        [run_id] * n, [now] * n, strict=True))
 
 
 _S_COLS = ("hash, hash_version, n_atoms, nelements, numbers, positions, cell, pbc, nperiodic, "
@@ -69,18 +80,18 @@ def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int
             f"SELECT hash, id FROM structures WHERE hash IN ({marks})", tuple(chunk)).all())
     ids = np.zeros(len(pb), dtype=np.int64)
     is_new = np.ones(len(pb), dtype=bool)
-    for i, h in enumerate(pb.hashes):
-        sid = existing.get(h)
-        if sid is not None:
-            ids[i], is_new[i] = sid, False
+    if existing:
+        for i, h in enumerate(pb.hashes):
+            sid = existing.get(h)
+            if sid is not None:
+                ids[i], is_new[i] = sid, False
     new_idx = np.flatnonzero(is_new)
     start = conn.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM structures").scalar()
     ids[new_idx] = start + 1 + np.arange(len(new_idx))
     if len(new_idx):
-        rows = [(int(ids[i]), *r) for i, r in zip(new_idx, _structure_rows(pb, new_idx, run_id,
-                                                                            stamp), strict=True)]
         conn.exec_driver_sql(
-            f"INSERT INTO structures (id, {_S_COLS}) VALUES ({','.join('?' * 19)})", rows)
+            f"INSERT INTO structures (id, {_S_COLS}) VALUES ({','.join('?' * 19)})",
+            _structure_rows(pb, new_idx, ids, run_id, stamp))
         e = is_new[pb.elem_index]
         conn.exec_driver_sql(
             "INSERT INTO structure_elements (structure_id, z, count) VALUES (?, ?, ?)",
@@ -92,26 +103,34 @@ def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int
         level_id = level_ids[lr.level]
         sids = ids[lr.index]
         old = {}
-        check = [int(s) for s, k in zip(sids, lr.index, strict=True) if not is_new[k]]
+        check = sids[~is_new[lr.index]].tolist()
         for lo in range(0, len(check), 10000):
             chunk = check[lo: lo + 10000]
             old.update(conn.exec_driver_sql(
                 "SELECT structure_id, hash FROM labels WHERE status = 'ok' AND level_id = ? "
                 f"AND structure_id IN ({','.join('?' * len(chunk))})",
                 (level_id, *chunk)).all())
-        rows = []
+        keep = []
         for k, sid in enumerate(sids.tolist()):
             prev = old.get(sid)
             if prev is None or lr.status != "ok":
-                rows.append((sid, level_id, lr.hashes[k], lr.energy[k], lr.forces[k],
-                             lr.dipole[k], lr.charges[k], lr.stress[k], lr.max_force[k],
-                             lr.status, lr.source_unit, run_id, stamp))
+                keep.append(k)
             elif prev == lr.hashes[k]:
                 out.labels_existing += 1
             else:
                 out.labels_conflicting += 1
                 if len(out.conflicts) < 100:
                     out.conflicts.append(_conflict(pb, lr, k))
+        m = len(keep)
+        if m == len(sids):
+            cols = (lr.hashes, lr.energy, lr.forces, lr.dipole, lr.charges, lr.stress,
+                    lr.max_force)
+        else:
+            cols = tuple([col[k] for k in keep] for col in (
+                lr.hashes, lr.energy, lr.forces, lr.dipole, lr.charges, lr.stress,
+                lr.max_force))
+        rows = list(zip(sids[keep].tolist(), [level_id] * m, *cols, [lr.status] * m,
+                        [lr.source_unit] * m, [run_id] * m, [stamp] * m, strict=True))
         if rows:
             conn.exec_driver_sql(
                 f"INSERT INTO labels ({_L_COLS}) VALUES ({','.join('?' * 13)})", rows)
