@@ -15,6 +15,7 @@ from . import dataset as _dataset  # noqa: F401
 from . import curation as _curation  # noqa: F401
 from . import lineage as _lineage  # noqa: F401
 from . import models as _models  # noqa: F401
+from . import demo as _demo  # noqa: F401
 from . import export as _export, ingest as _ingest, stats as _stats  # noqa: F401
 
 __all__ = ["app", "console", "err_console", "main"]
