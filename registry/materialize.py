@@ -178,26 +178,35 @@ def bucketize(flat: dict) -> list[dict[str, np.ndarray]]:
         return []
     order, n_atoms, offsets = flat["order"], flat["n_atoms"], flat["offsets"]
     sizes = bucket_size(n_atoms)
+    uniq, s_bucket = np.unique(sizes, return_inverse=True)
+    s_order = order[np.argsort(s_bucket[order], kind="stable")]  # by bucket, then hash
+    counts_b = np.bincount(s_bucket, minlength=len(uniq))
+    starts_b = np.concatenate([[0], np.cumsum(counts_b)])
+    s_row = np.empty(len(n_atoms), dtype=np.int64)
+    s_row[s_order] = np.arange(len(n_atoms)) - np.repeat(starts_b[:-1], counts_b)
+    counts = n_atoms.astype(np.int64)
+    a_struct = np.repeat(np.arange(len(counts)), counts)
+    a_col = np.arange(int(offsets[-1])) - np.repeat(offsets[:-1], counts)
+    a_dst = s_row[a_struct] * sizes[a_struct] + a_col
+    a_order = np.argsort(s_bucket[a_struct], kind="stable")
+    a_starts = np.concatenate([[0], np.cumsum(np.bincount(s_bucket[a_struct],
+                                                          minlength=len(uniq)))])
     buckets = []
-    for size in np.unique(sizes):
-        idx = order[sizes[order] == size]  # hash order within the bucket
-        b, n = len(idx), int(size)
-        counts = n_atoms[idx].astype(np.int64)
-        row = np.repeat(np.arange(b), counts)
-        start = np.repeat(offsets[idx], counts)
-        first = np.repeat(np.cumsum(counts) - counts, counts)
-        col = np.arange(len(row)) - first
-        src = start + col
+    for k, size in enumerate(uniq.tolist()):
+        idx = s_order[starts_b[k]:starts_b[k + 1]]
+        src = a_order[a_starts[k]:a_starts[k + 1]]
+        dst = a_dst[src]
+        b = len(idx)
         out = {"structure_id": flat["structure_id"][idx], "n_atoms": n_atoms[idx],
                "split": flat["split"][idx], "cell": flat["cell"][idx], "pbc": flat["pbc"][idx],
                "energy": flat["energy"][idx]}
-        nums = np.zeros((b, n), dtype=np.uint8)
-        nums[row, col] = flat["numbers"][src]
-        out["numbers"] = nums
+        nums = np.zeros(b * size, dtype=np.uint8)
+        nums[dst] = flat["numbers"][src]
+        out["numbers"] = nums.reshape(b, size)
         for name in ("positions", "forces"):
-            arr = np.zeros((b, n, 3), dtype=np.float64)
-            arr[row, col] = flat[name][src]
-            out[name] = arr
+            arr = np.zeros((b * size, 3), dtype=np.float64)
+            arr[dst] = flat[name][src]
+            out[name] = arr.reshape(b, size, 3)
         if flat["level_energy"].shape[1] > 1:
             out["level_energy"] = flat["level_energy"][idx]
         buckets.append(out)
