@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import sys
 
+from . import (  # noqa: F401  (each module registers its commands on the app)
+    curation,
+    dataset,
+    db,
+    demo,
+    export,
+    ingest,
+    levels,
+    lineage,
+    models,
+    query,
+    stats,
+)
 from ._app import app, console, err_console
-from . import db as _db  # noqa: F401  (registers commands)
-from . import levels as _levels  # noqa: F401
-from . import dataset as _dataset  # noqa: F401
-from . import curation as _curation  # noqa: F401
-from . import lineage as _lineage  # noqa: F401
-from . import models as _models  # noqa: F401
-from . import demo as _demo  # noqa: F401
-from . import export as _export, ingest as _ingest, stats as _stats  # noqa: F401
 
 __all__ = ["app", "console", "err_console", "main"]
 

@@ -14,6 +14,7 @@ def demo(
     frames: int = typer.Option(40, help="MD frames kept per molecule."),
     temperature: float = typer.Option(500.0, help="MD temperature, K."),
     seed: int = typer.Option(7, help="Random seed."),
+    epochs: int = typer.Option(150, help="Training epochs of the demo model."),
     out: Path = typer.Option(Path(".nnp/demo"), help="Folder for exports and plots."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
@@ -21,6 +22,6 @@ def demo(
     from pipelines.demo import DemoConfig, run_demo
 
     result = run_demo(DemoConfig(frames_per_molecule=frames, temperature_k=temperature,
-                                 seed=seed, out_dir=out), console)
+                                 seed=seed, epochs=epochs, out_dir=out), console)
     if as_json:
         print_json(result)

@@ -68,7 +68,7 @@ def fit_energies(numbers_list, positions_list, energies, split, *, epochs: int =
             opt.step()
         sched.step()
         if on_epoch:
-            on_epoch(epoch + 1, epochs, float(loss))
+            on_epoch(epoch + 1, epochs, float(loss.detach()))
     model.eval()
     with torch.no_grad():
         pred = torch.cat([model(z[b], x[b]) for b in torch.arange(len(e)).split(256)])
