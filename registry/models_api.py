@@ -394,10 +394,13 @@ class ModelsMixin:
                         run_params=None, run_inputs=(), run_result=None) -> dict:
         """One transaction: lock the model row, number the version, write rows and edges."""
         with self.session() as s:
-            _insert_ignore(s, Model.__table__, {"name": name, "description": description,
-                                                "created_at": utcnow()}, ["name"])
-            model = s.scalar(select(Model).where(Model.name == name).with_for_update())
-            level_id = None
+            lock = select(Model).where(Model.name == name).with_for_update()
+            model = s.scalar(lock)
+            if model is None:
+                _insert_ignore(s, Model.__table__, {"name": name, "description": description,
+                                                    "created_at": utcnow()}, ["name"])
+                model = s.scalar(lock)
+            level_id = canon = None
             if level is not None:
                 canon = canonical_name(level)
                 level_id = s.scalar(select(LevelOfTheory.id).where(LevelOfTheory.name == canon))
@@ -405,6 +408,7 @@ class ModelsMixin:
                     raise NotFound(f"unknown level of theory {canon!r} (add it with "
                                    "`nnp levels add`)")
             dv = None if dataset_version is None else resolve_dataset_version(s, dataset_version)
+            dv_ref = dataset_version_ref(s, dv.id) if dv is not None else None
             parent_mv = parent_ref = None
             if parent is not None:
                 if isinstance(parent, int):
@@ -422,38 +426,45 @@ class ModelsMixin:
             version = (s.scalar(select(func.max(ModelVersion.version))
                                 .where(ModelVersion.model_id == model.id)) or 0) + 1
             ref = f"{name}:{version}"
-            n_members = sum(1 for f in stored if f[1] == "weights")
-            mv = ModelVersion(model_id=model.id, version=version, level_id=level_id,
-                              dataset_version_id=dv.id if dv else None,
-                              parent_id=parent_mv.id if parent_mv else None,
-                              n_members=n_members, **{"status": "ready", **meta})
-            s.add(mv)
-            s.flush()
-            s.add_all(ModelFile(model_version_id=mv.id, name=n, role=role, member_index=k,
-                                sha256=sha, size=size, uri=uri)
-                      for n, role, k, sha, size, uri in stored)
-            out_edges = [edge("model_version", mv.id, ref=ref, sha256=content_hash(
-                [{"name": f[0], "sha256": f[3]} for f in stored]))]
-            out_edges += [edge("file", None, ref=f[0], sha256=f[3], size=f[4]) for f in stored]
+            files = sorted(({"name": n, "role": role, "member_index": k, "sha256": sha,
+                             "size": size, "uri": uri} for n, role, k, sha, size, uri in stored),
+                           key=lambda f: (f["role"] != "weights", f["member_index"] or 0,
+                                          f["name"]))
+            digest = content_hash(files)
             if run_id is None:
                 inputs = list(run_inputs)
                 if dv is not None:
                     inputs.append(edge("dataset_version", dv.id, sha256=dv.hash,
-                                       ref=dataset_version_ref(s, dv.id)["ref"]))
+                                       ref=dv_ref["ref"]))
                 if level_id is not None:
-                    inputs.append(edge("level", level_id, ref=canonical_name(level)))
+                    inputs.append(edge("level", level_id, ref=canon))
                 if parent_mv is not None:
                     inputs.append(edge("model_version", parent_mv.id, ref=parent_ref,
                                        role="parent"))
-                run_obj = new_run(s, run_kind, params={"model": name, "version": version,
-                                                       **(run_params or {})},
-                                  inputs=inputs, outputs=out_edges, result=run_result)
-                run_id = run_obj.id
-            else:
-                add_edges(s, int(run_id), outputs=out_edges)
-            mv.run_id = int(run_id)
+                run_id = new_run(s, run_kind, params={"model": name, "version": version,
+                                                      **(run_params or {})},
+                                 inputs=inputs, result=run_result).id
+            mv = ModelVersion(model_id=model.id, version=version, level_id=level_id,
+                              dataset_version_id=dv.id if dv else None,
+                              parent_id=parent_mv.id if parent_mv else None,
+                              n_members=sum(1 for f in files if f["role"] == "weights"),
+                              run_id=int(run_id), **{"status": "ready", **meta})
+            s.add(mv)
             s.flush()
-            return version_dict(s, model, mv)
+            s.add_all(ModelFile(model_version_id=mv.id, **f) for f in files)
+            add_edges(s, int(run_id), outputs=[edge("model_version", mv.id, ref=ref,
+                                                    sha256=digest)]
+                      + [edge("file", None, ref=f["name"], sha256=f["sha256"], size=f["size"])
+                         for f in files])
+            info = {c: getattr(mv, c) for c in ("id", "version", "architecture", "config",
+                                                "elements", "cutoff", "units", "frozen",
+                                                "metrics", "n_members", "status",
+                                                "status_reason", "run_id", "created_at")}
+            return {**info, "name": name, "ref": ref, "description": model.description,
+                    "level": canon, "dataset_version": dv_ref, "parent": parent_ref,
+                    "aliases": ["latest"] if mv.status != "retracted" else [],
+                    "files": files, "size": sum(f["size"] for f in files),
+                    "content_hash": digest}
 
     def set_model_alias(self, ref: str, alias: str) -> dict:
         """Point ``alias`` of the model at the version ``ref`` names; recorded as a run."""
