@@ -17,6 +17,9 @@ def export(
                                     help="Export these levels only (repeat); then only "
                                          "structures labelled at one of them. Default: all."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
+    filter: str = typer.Option(None, "--filter", "-f",
+                               help="OPTIMADE filter: export only matching structures "
+                                    "(see `nnp query`)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
     """Write stored structures and `ok` labels; re-ingesting the file adds nothing.
@@ -31,7 +34,8 @@ def export(
     with open_registry() as reg:
         progress, update = progress_bar("exporting")
         with progress:
-            summary = reg.export(output, level or None, overwrite=force, on_progress=update)
+            summary = reg.export(output, level or None, overwrite=force, on_progress=update,
+                                 filter=filter)
     if as_json:
         return print_json(summary)
     console.print(f"wrote {summary['structures']} structures to [bold]{summary['path']}[/] "

@@ -168,9 +168,11 @@ def reingest_hint(path: str, suffixes: dict[str, str], fmt: str) -> dict[str, st
 
 
 def export(reg, path: str | os.PathLike, levels=None, *, overwrite: bool = False,
-           chunk: int = 10000, on_progress=None) -> dict:
+           chunk: int = 10000, on_progress=None, filter=None) -> dict:
     """Write the registry's structures (and ``ok`` labels of ``levels``, default all) to
-    ``path``; one ``export`` run in provenance. The file appears only when complete."""
+    ``path``; one ``export`` run in provenance. The file appears only when complete.
+    ``filter`` (OPTIMADE text or ``registry.query.Q``) keeps the matching structures only;
+    its ``_nnp_energy``-like fields use the level when exactly one is given."""
     from sqlalchemy import func, select
 
     from ..schema import Label, Structure
@@ -181,6 +183,8 @@ def export(reg, path: str | os.PathLike, levels=None, *, overwrite: bool = False
     if os.path.exists(path) and not overwrite:
         raise BadInput(f"{path} exists; remove it or pass overwrite (--force)")
     level_ids = reg._level_ids(levels)
+    ids = None if filter is None else reg.query_ids(
+        filter, level=levels[0] if levels and len(levels) == 1 else None)
     suffixes = level_suffixes(list(level_ids)) if level_ids else {}
     with reg.session() as s:
         if levels:
@@ -188,15 +192,17 @@ def export(reg, path: str | os.PathLike, levels=None, *, overwrite: bool = False
                 Label.status == "ok", Label.level_id.in_(list(level_ids.values()))))
         else:
             total = s.scalar(select(func.count()).select_from(Structure))
+    total = total if ids is None else min(total, len(ids))
     tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
                        f".{os.path.basename(path)}.part{os.getpid()}{Path(path).suffix}")
-    params = {"path": path, "format": fmt, "levels": list(level_ids), "keys": suffixes}
+    params = {"path": path, "format": fmt, "levels": list(level_ids), "keys": suffixes,
+              "filter": None if filter is None else str(filter)}
     with reg.run("export", params) as run:
         written = 0
         try:
             writer = _writer(fmt, tmp, suffixes)
             try:
-                for batch in reg.iter_frames(list(level_ids), labelled_only=bool(levels),
+                for batch in reg.iter_frames(list(level_ids), ids, labelled_only=bool(levels),
                                              chunk=chunk):
                     writer.write(batch)
                     written += len(batch)

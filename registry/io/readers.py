@@ -316,7 +316,7 @@ class FilesMixin:
 
     def export(self, path: str | os.PathLike, levels: Sequence[str] | None = None, *,
                overwrite: bool = False, chunk: int = 10000,
-               on_progress: Progress | None = None) -> dict:
+               on_progress: Progress | None = None, filter=None) -> dict:
         """Write structures and ``ok`` labels to extxyz, ASE ``.db`` or ANI HDF5 (by extension).
 
         With ``levels``, only structures labelled at one of them are written. Returns a
@@ -325,4 +325,4 @@ class FilesMixin:
         from .export import export
 
         return export(self, path, levels, overwrite=overwrite, chunk=chunk,
-                      on_progress=on_progress)
+                      on_progress=on_progress, filter=filter)

@@ -164,9 +164,18 @@ def _syntax_error(text: str, exc: UnexpectedInput) -> BadInput:
 
 
 def parse(text: str) -> ast.Cond:
-    """Parse OPTIMADE filter text into a filter expression (``""`` matches everything)."""
+    """Parse OPTIMADE filter text into a filter expression (``""`` matches everything).
+
+    Results are cached by text (the nodes are immutable): the Earley parser of the OPTIMADE
+    grammar takes milliseconds, a repeated filter then costs nothing to parse.
+    """
     if not isinstance(text, str):
         raise BadInput(f"a filter must be text, got {type(text).__name__}")
+    return _parse_cached(text)
+
+
+@lru_cache(maxsize=1024)
+def _parse_cached(text: str) -> ast.Cond:
     try:  # the Lark object of optimade's LarkParser: its errors carry line and column
         tree = _parser().lark.parse(text) if text.strip() else None
     except UnexpectedInput as exc:
