@@ -23,12 +23,22 @@ def symbol_to_z(symbol: str) -> int:
     return z
 
 
+def compact_composition(numbers: np.ndarray, offsets: np.ndarray):
+    """(zs, counts): the sorted atomic numbers present and a (B, len(zs)) int32 count matrix."""
+    n_struct = len(offsets) - 1
+    zs, col = np.unique(np.asarray(numbers, dtype=np.int64), return_inverse=True)
+    owner = np.repeat(np.arange(n_struct), np.diff(offsets))
+    k = max(len(zs), 1)
+    flat = np.bincount(owner * k + col.reshape(-1), minlength=n_struct * k)
+    return zs, flat.reshape(n_struct, k)[:, : len(zs)].astype(np.int32)
+
+
 def composition_matrix(numbers: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """(B, MAX_Z+1) int32 matrix of element counts for a ragged batch."""
-    n_struct = len(offsets) - 1
-    owner = np.repeat(np.arange(n_struct), np.diff(offsets))
-    flat = np.bincount(owner * (MAX_Z + 1) + numbers, minlength=n_struct * (MAX_Z + 1))
-    return flat.reshape(n_struct, MAX_Z + 1).astype(np.int32)
+    zs, counts = compact_composition(numbers, offsets)
+    out = np.zeros((len(counts), MAX_Z + 1), dtype=np.int32)
+    out[:, zs] = counts
+    return out
 
 
 def _anonymous_names():

@@ -6,10 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
-from .elements import composition_matrix, formulas
+from .elements import compact_composition, formulas
 from .errors import BadInput
 from .frames import FrameBatch, LabelColumns
 from .identity import HASH_VERSION, structure_hashes
@@ -95,17 +96,19 @@ def _split_bytes(arr: np.ndarray, offsets: np.ndarray, width: int) -> list[bytes
 def _per_frame_bytes(arr: np.ndarray | None, b: int) -> list[bytes | None]:
     if arr is None:
         return [None] * b
-    buf = np.ascontiguousarray(arr, dtype="<f8")
-    return [row.tobytes() for row in buf]
+    buf = np.ascontiguousarray(arr, dtype="<f8").reshape(b, -1)
+    w = 8 * buf.shape[1]
+    data = buf.tobytes()
+    return [data[i: i + w] for i in range(0, b * w, w)]
 
 
-def _formulas(comp: np.ndarray) -> tuple[list[str], list[str], list[str]]:
-    """Hill, reduced and anonymous formulas per row, computed once per distinct row."""
+def _formulas(zs: np.ndarray, comp: np.ndarray) -> tuple[list[str], list[str], list[str]]:
+    """Hill, reduced and anonymous formulas per row of a compact composition matrix
+    (columns are atomic numbers ``zs``), computed once per distinct row."""
     if not len(comp):
         return [], [], []
-    cols = np.flatnonzero(comp.any(axis=0))
-    uniq, inv = np.unique(comp[:, cols], axis=0, return_inverse=True)
-    zs = cols.tolist()
+    uniq, inv = np.unique(comp, axis=0, return_inverse=True)
+    zs = zs.tolist()
     per = [formulas(tuple((z, c) for z, c in zip(zs, row, strict=True) if c))
            for row in uniq.tolist()]
     inv = inv.reshape(-1).tolist()
@@ -140,10 +143,12 @@ def prepare(batch: FrameBatch) -> PreparedBatch:
     slot[keep] = np.arange(len(keep))
     unique_slot = slot[dup_of]  # structure slot of every frame
 
-    comp = composition_matrix(numbers, offsets)[keep]
-    elem_index, elem_z = np.nonzero(comp)
-    elem_count = comp[elem_index, elem_z]
-    hill, reduced, anon = _formulas(comp)
+    zs, comp = compact_composition(numbers, offsets)
+    comp = comp[keep]
+    elem_index, elem_col = np.nonzero(comp)
+    elem_count = comp[elem_index, elem_col]
+    elem_z = zs[elem_col]
+    hill, reduced, anon = _formulas(zs, comp)
 
     numbers_u8 = numbers.astype("<u1")
     nb = numbers_u8.tobytes()
@@ -183,56 +188,66 @@ def prepare(batch: FrameBatch) -> PreparedBatch:
 
 def _label_rows(level, c: LabelColumns, batch, order, offsets, hashes, dup_of, unique_slot,
                 level_name) -> LabelRows:
-    """Label hash: sha256 over level name, structure hash and the packed values present."""
+    """Label hash: sha256 over level name, structure hash and the packed values present
+    (tags E, F, D, Q, S in that order), one contiguous message per label."""
     b = len(batch)
     forces = c.forces[order] if c.forces is not None else None
     charges = c.charges[order] if c.charges is not None else None
-    f_bytes = _split_bytes(forces, offsets, 3) if forces is not None else [None] * b
-    q_bytes = _split_bytes(charges, offsets, 1) if charges is not None else [None] * b
-    d_bytes = _per_frame_bytes(c.dipole, b)
-    s_bytes = _per_frame_bytes(c.stress, b)
-    energy = c.energy
-    e_bytes = energy.astype("<f8").tobytes() if energy is not None else None
-    prefix = level_name.encode() + b"\0"
-    parts = [(b"E", [e_bytes[8 * i: 8 * i + 8] for i in range(b)] if e_bytes else None),
-             (b"F", f_bytes), (b"D", d_bytes), (b"Q", q_bytes), (b"S", s_bytes)]
-    parts = [(tag, col) for tag, col in parts if col is not None]
+    f_all = _split_bytes(forces, offsets, 3) if forces is not None else None
+    q_all = _split_bytes(charges, offsets, 1) if charges is not None else None
+    d_all = _per_frame_bytes(c.dipole, b) if c.dipole is not None else None
+    s_all = _per_frame_bytes(c.stress, b) if c.stress is not None else None
+    e_all = _per_frame_bytes(c.energy[:, None], b) if c.energy is not None else None
+    present = np.flatnonzero(c.present)
+    p = present.tolist()
+    n = len(p)
+    pieces = [[level_name.encode() + b"\0"] * n, [hashes[i].encode() for i in p]]
+    for tag, col in ((b"E", e_all), (b"F", f_all), (b"D", d_all), (b"Q", q_all),
+                     (b"S", s_all)):
+        if col is not None:
+            pieces += [[tag] * n, [col[i] for i in p]]
+    lens = np.zeros(n, dtype=np.int64)
+    for col in pieces:
+        lens += np.fromiter(map(len, col), dtype=np.int64, count=n)
+    buf = memoryview(b"".join(chain.from_iterable(zip(*pieces, strict=True))))
+    ends = np.cumsum(lens).tolist()
     sha = hashlib.sha256
-    chosen: dict[int, int] = {}
-    lhash: dict[int, str] = {}
-    dup = dup_of.tolist()
-    for i in np.flatnonzero(c.present).tolist():
-        msg = [prefix, hashes[i].encode()]
-        for tag, col in parts:
-            part = col[i]
-            if part is not None:
-                msg.append(tag)
-                msg.append(part)
-        digest = sha(b"".join(msg)).hexdigest()
-        root = dup[i]
-        if root in chosen:
-            if lhash[root] != digest:
-                raise BadInput(
-                    f"conflicting {level} labels for one structure inside the input: "
-                    f"{batch.name(chosen[root])} and {batch.name(i)} are the same structure "
-                    f"with different values")
-            continue
-        chosen[root] = i
-        lhash[root] = digest
-    frames = np.fromiter(chosen.values(), dtype=np.int64, count=len(chosen))
-    fmax = (np.maximum.reduceat(np.linalg.norm(forces, axis=1), offsets[:-1])
-            if forces is not None and len(forces) else None)
+    digests = [sha(buf[lo: hi]).hexdigest() for lo, hi in zip([0] + ends[:-1], ends,
+                                                                  strict=True)]
+    roots = dup_of[present]
+    if len(np.unique(roots)) == n:  # no structure twice among these frames
+        frames, lhashes = present, digests
+    else:
+        chosen: dict[int, int] = {}
+        lhash: dict[int, str] = {}
+        for i, root, digest in zip(p, roots.tolist(), digests, strict=True):
+            if root in chosen:
+                if lhash[root] != digest:
+                    raise BadInput(
+                        f"conflicting {level} labels for one structure inside the input: "
+                        f"{batch.name(chosen[root])} and {batch.name(i)} are the same "
+                        f"structure with different values")
+                continue
+            chosen[root] = i
+            lhash[root] = digest
+        frames = np.fromiter(chosen.values(), dtype=np.int64, count=len(chosen))
+        lhashes = [lhash[r] for r in chosen]
+    fmax = None
+    if forces is not None and len(forces):
+        norms = np.sqrt(np.einsum("ij,ij->i", forces, forces))
+        fmax = np.maximum.reduceat(norms, offsets[:-1])
     fl = frames.tolist()
     none = [None] * len(fl)
+
+    def pick(col):
+        return none if col is None else [col[i] for i in fl]
+
     return LabelRows(
         level=level,
         index=unique_slot[frames],
-        hashes=[lhash[r] for r in chosen],
-        energy=energy[frames].astype(float).tolist() if energy is not None else none,
-        forces=[f_bytes[i] for i in fl],
-        dipole=[d_bytes[i] for i in fl],
-        charges=[q_bytes[i] for i in fl],
-        stress=[s_bytes[i] for i in fl],
+        hashes=lhashes,
+        energy=c.energy[frames].astype(float).tolist() if c.energy is not None else none,
+        forces=pick(f_all), dipole=pick(d_all), charges=pick(q_all), stress=pick(s_all),
         max_force=fmax[frames].astype(float).tolist() if fmax is not None else none,
         status=c.status, source_unit=c.source_unit,
     )
