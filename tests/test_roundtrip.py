@@ -108,6 +108,8 @@ def test_export_cli_refuses_unknown_extension_and_existing_file(registry, nnp, c
     registry.ingest(labelled_molecules(), "pbe")
     assert nnp("export", "-o", tmp_path / "x.csv") == 2
     assert "unknown extension '.csv'" in capsys.readouterr().err
+    assert nnp("export", "-o", tmp_path / "no" / "x.xyz") == 2
+    assert "does not exist" in capsys.readouterr().err
     assert nnp("export", "-o", tmp_path / "x.xyz") == 0
     assert nnp("export", "-o", tmp_path / "x.xyz") == 2
     assert "exists" in capsys.readouterr().err

@@ -180,6 +180,9 @@ def export(reg, path: str | os.PathLike, levels=None, *, overwrite: bool = False
 
     path = str(path)
     fmt = output_format(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise BadInput(f"cannot export to {path}: folder {folder} does not exist")
     if os.path.exists(path) and not overwrite:
         raise BadInput(f"{path} exists; remove it or pass overwrite (--force)")
     level_ids = reg._level_ids(levels)
@@ -193,8 +196,7 @@ def export(reg, path: str | os.PathLike, levels=None, *, overwrite: bool = False
         else:
             total = s.scalar(select(func.count()).select_from(Structure))
     total = total if ids is None else min(total, len(ids))
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
-                       f".{os.path.basename(path)}.part{os.getpid()}{Path(path).suffix}")
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.part{os.getpid()}{Path(path).suffix}")
     params = {"path": path, "format": fmt, "levels": list(level_ids), "keys": suffixes,
               "filter": None if filter is None else str(filter)}
     with reg.run("export", params) as run:
