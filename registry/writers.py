@@ -3,9 +3,12 @@
 Both backends share one contract: insert the batch's new structures (+ elements), map every
 structure to its id, insert labels whose (structure, level) has no ``ok`` label yet, and count
 labels that already exist with equal or conflicting values. SQLite holds the write lock for
-the whole transaction (BEGIN IMMEDIATE), so it checks then inserts with executemany;
-PostgreSQL stages rows with binary COPY and inserts with ON CONFLICT DO NOTHING, in hash order,
-so concurrent ingests of overlapping data never duplicate or deadlock.
+the whole transaction (BEGIN IMMEDIATE), so it checks then inserts with executemany.
+PostgreSQL checks which rows exist, then binary-COPYs the new rows (built by
+:mod:`registry.pgcopy`) straight into the tables in hash order; if a concurrent ingest
+committed one of the same rows first, it rolls back to a savepoint and merges through staging
+tables with ``INSERT ... ON CONFLICT DO NOTHING``, so overlapping ingests never duplicate or
+deadlock.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ class WriteCounts:
 
 
 def _structure_rows(pb: PreparedBatch, idx: np.ndarray, ids: np.ndarray, run_id, now):
-    """Rows (id, *_S_COLS) for structures ``idx``, built column-wise."""
+    """Rows (id, *_S_COLS) for structures ``idx``, built column-wise (an iterator, so rows
+    are made as the driver consumes them)."""
     r = idx.tolist()
     n = len(r)
 
@@ -47,12 +51,12 @@ def _structure_rows(pb: PreparedBatch, idx: np.ndarray, ids: np.ndarray, run_id,
     def ints(arr):
         return np.asarray(arr)[idx].tolist()
 
-    return list(zip(
+    return zip(
         ids[idx].tolist(), pick(pb.hashes), [HASH_VERSION] * n, ints(pb.n_atoms),
         ints(pb.nelements), pick(pb.numbers), pick(pb.positions), pick(pb.cells),
         ints(pb.pbc), ints(pb.nperiodic), ints(pb.charge), ints(pb.multiplicity),
         pick(pb.hill), pick(pb.reduced), pick(pb.anonymous), pick(pb.sources), pick(pb.infos),
-        [run_id] * n, [now] * n, strict=True))
+        [run_id] * n, [now] * n, strict=True)
 
 
 _S_COLS = ("hash, hash_version, n_atoms, nelements, numbers, positions, cell, pbc, nperiodic, "
@@ -88,15 +92,16 @@ def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int
     new_idx = np.flatnonzero(is_new)
     start = conn.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM structures").scalar()
     ids[new_idx] = start + 1 + np.arange(len(new_idx))
+    raw = conn.connection.driver_connection.cursor()  # same connection and transaction
     if len(new_idx):
-        conn.exec_driver_sql(
+        raw.executemany(
             f"INSERT INTO structures (id, {_S_COLS}) VALUES ({','.join('?' * 19)})",
             _structure_rows(pb, new_idx, ids, run_id, stamp))
         e = is_new[pb.elem_index]
-        conn.exec_driver_sql(
+        raw.executemany(
             "INSERT INTO structure_elements (structure_id, z, count) VALUES (?, ?, ?)",
-            list(zip(ids[pb.elem_index[e]].tolist(), pb.elem_z[e].tolist(),
-                     pb.elem_count[e].tolist(), strict=True)))
+            zip(ids[pb.elem_index[e]].tolist(), pb.elem_z[e].tolist(),
+                pb.elem_count[e].tolist(), strict=True))
     out.structures_new = len(new_idx)
     out.structures_existing = len(pb) - len(new_idx)
     for lr in pb.labels:
@@ -129,12 +134,12 @@ def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int
             cols = tuple([col[k] for k in keep] for col in (
                 lr.hashes, lr.energy, lr.forces, lr.dipole, lr.charges, lr.stress,
                 lr.max_force))
-        rows = list(zip(sids[keep].tolist(), [level_id] * m, *cols, [lr.status] * m,
-                        [lr.source_unit] * m, [run_id] * m, [stamp] * m, strict=True))
-        if rows:
-            conn.exec_driver_sql(
-                f"INSERT INTO labels ({_L_COLS}) VALUES ({','.join('?' * 13)})", rows)
-        out.labels_new += len(rows)
+        if m:
+            raw.executemany(
+                f"INSERT INTO labels ({_L_COLS}) VALUES ({','.join('?' * 13)})",
+                zip(sids[keep].tolist(), [level_id] * m, *cols, [lr.status] * m,
+                    [lr.source_unit] * m, [run_id] * m, [stamp] * m, strict=True))
+        out.labels_new += m
     return out
 
 
