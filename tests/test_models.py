@@ -363,3 +363,21 @@ def test_cli_models(registry, nnp, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["ref"] == "copy:1"
     assert nnp("models", "show", "cli:9") == 2
     assert "has no version 9" in capsys.readouterr().err
+
+
+def test_torch_state_dicts_roundtrip(registry):
+    torch = pytest.importorskip("torch")
+    from pipelines.torch_io import load_state_dicts, register_torch_model
+
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.SiLU(), torch.nn.Linear(8, 1))
+            for _ in range(2)]
+    info = register_torch_model(registry, "torchnet", nets, architecture="mlp")
+    sds = load_state_dicts(registry.pull_model(info["ref"]))
+    for net, sd in zip(nets, sds, strict=True):
+        for k, v in net.state_dict().items():
+            assert torch.equal(sd[k], v)
+    fresh = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.SiLU(), torch.nn.Linear(8, 1))
+    fresh.load_state_dict(sds[1])
+    x = torch.randn(3, 4)
+    assert torch.equal(fresh(x), nets[1](x))
