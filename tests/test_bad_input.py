@@ -182,9 +182,6 @@ def test_unreachable_database(seeded, nnp, capsys, tmp_path, monkeypatch):
     assert counts(seeded) == (5, 5)
 
 
-@pytest.mark.xfail(strict=True, raises=OSError,
-                   reason="registry/db.py make_engine lets the OSError of mkdir escape instead "
-                          "of raising DatabaseUnavailable (reported to the store's owner)")
 def test_unopenable_sqlite_path(nnp, capsys, tmp_path, monkeypatch):
     blocker = write(tmp_path / "a-file", "x")
     good = write(tmp_path / "good.xyz", frame())

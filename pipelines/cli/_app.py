@@ -43,7 +43,8 @@ def progress_bar(description: str):
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                         MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                        console=err_console, transient=False)
+                        console=err_console, transient=False,
+                        disable=not err_console.is_terminal)
     task = progress.add_task(description, total=None)
 
     def update(done: int, total: int) -> None:
