@@ -66,6 +66,11 @@ _L_COLS = ("structure_id, level_id, hash, energy, forces, dipole, charges, stres
            "status, source_unit, run_id, created_at")
 
 
+def _by_hash(pb: PreparedBatch, idx: np.ndarray) -> np.ndarray:
+    """``idx`` ordered by structure hash (index-friendly insertion, one lock order)."""
+    return idx[np.argsort(np.asarray(pb.hashes, dtype=object)[idx], kind="stable")]
+
+
 def _conflict(pb, lr, k):
     return {"structure": pb.hashes[int(lr.index[k])], "level": lr.level}
 
@@ -96,7 +101,7 @@ def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int
     if len(new_idx):
         raw.executemany(
             f"INSERT INTO structures (id, {_S_COLS}) VALUES ({','.join('?' * 19)})",
-            _structure_rows(pb, new_idx, ids, run_id, stamp))
+            _structure_rows(pb, _by_hash(pb, new_idx), ids, run_id, stamp))
         e = is_new[pb.elem_index]
         raw.executemany(
             "INSERT INTO structure_elements (structure_id, z, count) VALUES (?, ?, ?)",
@@ -269,8 +274,8 @@ def _write_postgres_copy(cur, pb: PreparedBatch, level_ids: dict[str, int], run_
         got = cur.execute("SELECT nextval(pg_get_serial_sequence('structures', 'id')) "
                           "FROM generate_series(1, %s)", (len(new_idx),)).fetchall()
         ids[new_idx] = np.sort(np.fromiter((r[0] for r in got), np.int64, len(got)))
-        rows = new_idx[np.argsort(np.asarray(pb.hashes, dtype=object)[new_idx], kind="stable")]
-        _copy(cur, "structures", pgcopy.structure_stream(pb, rows, ids, run_id, now))
+        _copy(cur, "structures", pgcopy.structure_stream(pb, _by_hash(pb, new_idx), ids, run_id,
+                                                         now))
         e = np.flatnonzero(is_new[pb.elem_index])
         _copy(cur, "structure_elements", pgcopy.elements_stream(
             ids[pb.elem_index[e]], pb.elem_z[e], pb.elem_count[e]))
