@@ -98,7 +98,13 @@ def current_revision(engine: Engine) -> str | None:
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
+# The newest migration's revision id. Kept here so opening a registry need not import Alembic;
+# tests/test_migrations.py checks it equals Alembic's head.
+SCHEMA_REVISION = "0001"
+
+
 def head_revision() -> str:
+    """Alembic's head revision, read from the migration scripts."""
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
@@ -107,7 +113,7 @@ def head_revision() -> str:
 def require_schema(engine: Engine) -> None:
     """Raise :class:`SchemaOutOfDate` unless the database is at the head revision."""
     rev = current_revision(engine)
-    if rev != head_revision():
+    if rev != SCHEMA_REVISION:
         where = engine.url.render_as_string(hide_password=True)
         state = "has no schema" if rev is None else f"is at revision {rev}"
         raise SchemaOutOfDate(f"database {where} {state}; run `nnp db upgrade`")

@@ -22,7 +22,6 @@ import time
 from collections import defaultdict
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from sqlalchemy import select
 
 from .errors import BadInput
@@ -63,6 +62,8 @@ def kabsch(b: np.ndarray, a: np.ndarray) -> np.ndarray:
 
 
 def _assign(za, a, zb, y) -> np.ndarray:
+    from scipy.optimize import linear_sum_assignment  # heavy import: only when searching
+
     perm = np.empty(len(a), dtype=np.int64)
     for z in np.unique(za):
         ia, ib = np.flatnonzero(za == z), np.flatnonzero(zb == z)

@@ -7,12 +7,24 @@ from functools import lru_cache
 from math import gcd
 
 import numpy as np
-from ase.data import atomic_numbers, chemical_symbols
 
 from .errors import BadInput
 
 MAX_Z = 118
-SYMBOLS = chemical_symbols  # index = Z; 0 is "X"
+# Symbols by atomic number (index 0 is the dummy 'X'), as in ase.data; kept here so that
+# opening a registry does not import ASE.
+SYMBOLS = (
+    'X', 'H', 'He', 'Li', 'Be', 'B', 'C', 'N', 'O', 'F', 'Ne', 'Na', 'Mg', 'Al', 'Si', 'P', 'S',
+    'Cl', 'Ar', 'K', 'Ca', 'Sc', 'Ti', 'V', 'Cr', 'Mn', 'Fe', 'Co', 'Ni', 'Cu', 'Zn', 'Ga', 'Ge',
+    'As', 'Se', 'Br', 'Kr', 'Rb', 'Sr', 'Y', 'Zr', 'Nb', 'Mo', 'Tc', 'Ru', 'Rh', 'Pd', 'Ag', 'Cd',
+    'In', 'Sn', 'Sb', 'Te', 'I', 'Xe', 'Cs', 'Ba', 'La', 'Ce', 'Pr', 'Nd', 'Pm', 'Sm', 'Eu', 'Gd',
+    'Tb', 'Dy', 'Ho', 'Er', 'Tm', 'Yb', 'Lu', 'Hf', 'Ta', 'W', 'Re', 'Os', 'Ir', 'Pt', 'Au', 'Hg',
+    'Tl', 'Pb', 'Bi', 'Po', 'At', 'Rn', 'Fr', 'Ra', 'Ac', 'Th', 'Pa', 'U', 'Np', 'Pu', 'Am', 'Cm',
+    'Bk', 'Cf', 'Es', 'Fm', 'Md', 'No', 'Lr', 'Rf', 'Db', 'Sg', 'Bh', 'Hs', 'Mt', 'Ds', 'Rg',
+    'Cn', 'Nh', 'Fl', 'Mc', 'Lv', 'Ts', 'Og',
+)
+atomic_numbers = {s: z for z, s in enumerate(SYMBOLS) if z}
+chemical_symbols = SYMBOLS
 
 
 def symbol_to_z(symbol: str) -> int:

@@ -149,3 +149,11 @@ def test_canonical_order_is_a_permutation_per_structure():
                                 np.zeros((2, 3), bool), np.zeros(2, int), np.ones(2, int))
     assert sorted(order[:5]) == list(range(5)) and sorted(order[5:]) == [5, 6, 7]
     assert list(numbers[order][:5]) == sorted(numbers[:5])
+
+
+def test_element_table_matches_ase():
+    from ase.data import chemical_symbols
+
+    from registry.elements import MAX_Z, SYMBOLS
+
+    assert list(SYMBOLS) == list(chemical_symbols[: MAX_Z + 1])

@@ -20,6 +20,12 @@ def test_upgrade_downgrade_upgrade(empty_db_url):
     engine.dispose()
 
 
+def test_schema_revision_constant_is_head():
+    from registry.db import SCHEMA_REVISION
+
+    assert SCHEMA_REVISION == head_revision()
+
+
 def test_schema_matches_models(db_url):
     """The migrations create exactly what the ORM declares (no drift)."""
     from alembic.autogenerate import compare_metadata
