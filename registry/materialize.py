@@ -92,123 +92,316 @@ class Materialized:
 
 
 # ------------------------------------------------------------------------ DB read
-def _fetch(conn, dialect: str, sql: str, params: tuple) -> list[tuple]:
-    raw = conn.connection.driver_connection
-    if dialect == "postgresql":
-        sql = sql.replace("?", "%s")
-        with raw.cursor(binary=True) as cur:
-            cur.execute(sql, params, binary=True)
-            return cur.fetchall()
-    cur = raw.cursor()
-    try:
-        cur.execute(sql, params)
-        return cur.fetchall()
-    finally:
-        cur.close()
+# One aggregate row per chunk of members: every per-row value is concatenated server-side
+# (group_concat / string_agg) so a whole version crosses the driver as a few big values, and
+# numpy parses them without a Python loop per structure. All aggregates of one row see the rows
+# in the same order; chunks and levels are aligned by the structure ids they carry.
+_CHUNK_ROWS = 250_000  # members per aggregate row (each value stays far below 1 GB)
+_ID_MIN, _ID_MAX = -(2**63), 2**63 - 1
+_JOIN = ("FROM dataset_members m JOIN labels l ON l.id = m.label_id {s}"
+         "WHERE m.version_id = ? AND l.level_id = ? AND m.structure_id BETWEEN ? AND ?")
+_S = "JOIN structures s ON s.id = m.structure_id "
+# SQLite: blobs concatenated (CAST keeps the bytes); integers as fixed-width decimal text;
+# energies as 18 significant digits (exact for float64), 'nan' where NULL.
+_SQLITE_STRUCT = (
+    "SELECT count(*), CAST(group_concat(substr(s.hash, 1, 16), '') AS BLOB), "
+    "CAST(group_concat(printf('%019d%010d%d%d%d', m.structure_id, s.n_atoms, s.pbc, m.split, "
+    "(l.forces IS NOT NULL) + 2 * (s.cell IS NOT NULL)), '') AS BLOB), "
+    "group_concat(CASE WHEN l.energy IS NULL THEN 'nan' ELSE printf('%!.17e', l.energy) END, "
+    "','), CAST(group_concat(s.numbers, '') AS BLOB), CAST(group_concat(s.positions, '') AS BLOB), "
+    "CAST(group_concat(s.cell, '') AS BLOB), CAST(group_concat(l.forces, '') AS BLOB) "
+    + _JOIN.format(s=_S))
+_SQLITE_LABEL = (
+    "SELECT count(*), CAST(group_concat(printf('%019d%d', m.structure_id, "
+    "l.forces IS NOT NULL), '') AS BLOB), "
+    "group_concat(CASE WHEN l.energy IS NULL THEN 'nan' ELSE printf('%!.17e', l.energy) END, "
+    "','), CAST(group_concat(l.forces, '') AS BLOB) " + _JOIN.format(s=""))
+# PostgreSQL: the binary send functions give big-endian fixed-width fields.
+_PG_STRUCT = (
+    "SELECT count(*), string_agg(decode(substr(s.hash, 1, 16), 'hex'), ''), "
+    "string_agg(int8send(m.structure_id) || int4send(s.n_atoms) || int2send(s.pbc) "
+    "|| int2send(m.split) || int2send(((l.forces IS NOT NULL)::int "
+    "+ 2 * (s.cell IS NOT NULL)::int)::int2) || float8send(coalesce(l.energy, 'NaN')), ''), "
+    "string_agg(s.numbers, ''), string_agg(s.positions, ''), string_agg(s.cell, ''), "
+    "string_agg(l.forces, '') " + _JOIN.format(s=_S))
+_PG_LABEL = (
+    "SELECT count(*), string_agg(int8send(m.structure_id) || int2send((l.forces IS NOT NULL)"
+    "::int::int2) || float8send(coalesce(l.energy, 'NaN')), ''), string_agg(l.forces, '') "
+    + _JOIN.format(s=""))
+_PG_STRUCT_ROW = np.dtype([("sid", ">i8"), ("n", ">i4"), ("pbc", ">i2"), ("split", ">i2"),
+                           ("flags", ">i2"), ("energy", ">f8")])
+_PG_LABEL_ROW = np.dtype([("sid", ">i8"), ("flags", ">i2"), ("energy", ">f8")])
 
 
-_STRUCT_SQL = (
-    "SELECT s.id, s.hash, s.n_atoms, s.numbers, s.positions, s.cell, s.pbc, m.split, "
-    "l.energy, l.forces FROM dataset_members m JOIN labels l ON l.id = m.label_id "
-    "JOIN structures s ON s.id = m.structure_id WHERE m.version_id = ? AND l.level_id = ?")
-_LABEL_SQL = (
-    "SELECT m.structure_id, l.energy, l.forces FROM dataset_members m "
-    "JOIN labels l ON l.id = m.label_id WHERE m.version_id = ? AND l.level_id = ?")
-
-
-def _floats(vals) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in vals], dtype=np.float64)
-
-
-def read_version(conn, dialect: str, version_id: int, level_ids: list[int],
-                 delta: bool) -> dict:
-    """Flat (ragged) arrays of a version from the database, in structure-hash order."""
-    rows = _fetch(conn, dialect, _STRUCT_SQL, (version_id, level_ids[0]))
-    if not rows:
-        return {"n": 0}
-    sid, shash, nat, nums, pos, cell, pbc, split, energy, forces = zip(*rows, strict=True)
-    key = np.fromiter((int(h[:16], 16) for h in shash), dtype=np.uint64, count=len(shash))
-    order = np.argsort(key, kind="stable")
-    sid = np.asarray(sid, dtype=np.int64)
-    n_atoms = np.asarray(nat, dtype=np.int32)
-    offsets = np.concatenate([[0], np.cumsum(n_atoms, dtype=np.int64)])
-    flat = {
-        "structure_id": sid, "n_atoms": n_atoms, "offsets": offsets,
-        "numbers": np.frombuffer(b"".join(nums), dtype=np.uint8),
-        "positions": np.frombuffer(b"".join(pos), dtype="<f8").reshape(-1, 3),
-        "cell": np.frombuffer(b"".join(c or _ZERO_CELL for c in cell),
-                              dtype="<f8").reshape(-1, 3, 3),
-        "pbc": (np.asarray(pbc, dtype=np.int64)[:, None] >> np.arange(3)) & 1 == 1,
-        "split": np.asarray(split, dtype=np.int8),
-    }
-    energies = [_floats(energy)]
-    forces_l = [_ragged_forces(forces, n_atoms, offsets)]
-    for lid in level_ids[1:]:
-        other = _fetch(conn, dialect, _LABEL_SQL, (version_id, lid))
-        o_sid, o_e, o_f = zip(*other, strict=True) if other else ((), (), ())
-        o_sid = np.asarray(o_sid, dtype=np.int64)
-        pos_in = np.argsort(o_sid)
-        where = pos_in[np.searchsorted(o_sid, sid, sorter=pos_in)]
-        energies.append(_floats(o_e)[where])
-        forces_l.append(_ragged_forces([o_f[i] for i in where], n_atoms, offsets))
-    flat["level_energy"] = np.stack(energies, axis=1)
-    if delta:
-        flat["energy"] = energies[0] - energies[1]
-        flat["forces"] = forces_l[0] - forces_l[1]
-    else:
-        flat["energy"], flat["forces"] = energies[0], forces_l[0]
-    flat["order"] = order
-    return flat
-
-
-def _ragged_forces(blobs, n_atoms, offsets) -> np.ndarray:
-    """(N_total, 3) forces; structures without forces get NaN rows."""
-    if all(b is not None for b in blobs):
-        return np.frombuffer(b"".join(blobs), dtype="<f8").reshape(-1, 3)
-    out = np.full((int(offsets[-1]), 3), np.nan)
-    for i, b in enumerate(blobs):
-        if b is not None:
-            out[offsets[i]:offsets[i + 1]] = np.frombuffer(b, dtype="<f8").reshape(-1, 3)
+def _digits(buf: bytes, n: int, widths: list[int]) -> list[np.ndarray]:
+    """Fixed-width unsigned decimal fields of ``n`` records -> int64 columns."""
+    d = (np.frombuffer(buf, dtype=np.uint8).reshape(n, sum(widths)) - 48).astype(np.int64)
+    out, at = [], 0
+    for w in widths:
+        out.append(d[:, at:at + w] @ (10 ** np.arange(w - 1, -1, -1, dtype=np.int64)))
+        at += w
     return out
 
 
+def _hex_key(buf: bytes, n: int) -> np.ndarray:
+    """uint64 of the first 16 hex digits of each hash."""
+    v = np.frombuffer(buf, dtype=np.uint8).reshape(n, 16).astype(np.uint64)
+    v = np.where(v >= 97, v - 87, v - 48)
+    return (v << (4 * np.arange(15, -1, -1, dtype=np.uint64))).sum(axis=1, dtype=np.uint64)
+
+
+def _blob(v) -> bytes:
+    return b"" if v is None else bytes(v) if not isinstance(v, bytes) else v
+
+
+def _floats_text(text: str | None, n: int) -> np.ndarray:
+    out = np.fromstring(text, dtype=np.float64, sep=",") if n else np.zeros(0)
+    if len(out) != n:
+        raise RuntimeError(f"materialize: parsed {len(out)} energies, expected {n}")
+    return out
+
+
+class _Reader:
+    """Aggregate queries of one version on one connection (SQLite or PostgreSQL)."""
+
+    def __init__(self, conn, dialect: str, version_id: int):
+        self.raw = conn.connection.driver_connection
+        self.pg = dialect == "postgresql"
+        self.version_id = version_id
+        if not self.pg:  # read the big blobs straight from the OS page cache
+            self.raw.execute("PRAGMA mmap_size = 1073741824")
+
+    def _one(self, sql: str, params: tuple) -> tuple:
+        if self.pg:
+            with self.raw.transaction(), self.raw.cursor(binary=True) as cur:
+                cur.execute(sql.replace("?", "%s"), params, binary=True)
+                return cur.fetchone()
+        cur = self.raw.cursor()
+        try:
+            return cur.execute(sql, params).fetchone()
+        finally:
+            cur.close()
+
+    def _sids(self) -> np.ndarray:
+        if self.pg:
+            with self.raw.cursor(binary=True) as cur:
+                cur.execute("SELECT DISTINCT structure_id FROM dataset_members "
+                            "WHERE version_id = %s ORDER BY 1", (self.version_id,))
+                return np.array([r[0] for r in cur.fetchall()], dtype=np.int64)
+        cur = self.raw.cursor()
+        try:
+            return np.array([r[0] for r in cur.execute(
+                "SELECT DISTINCT structure_id FROM dataset_members WHERE version_id = ? "
+                "ORDER BY 1", (self.version_id,)).fetchall()], dtype=np.int64)
+        finally:
+            cur.close()
+
+    def ranges(self, n_members: int) -> list[tuple[int, int]]:
+        """Structure-id ranges of at most ``_CHUNK_ROWS`` members each."""
+        if n_members <= _CHUNK_ROWS:
+            return [(_ID_MIN, _ID_MAX)]
+        sids = self._sids()
+        cuts = sids[_CHUNK_ROWS::_CHUNK_ROWS].tolist()
+        lows = [_ID_MIN, *cuts]
+        return [(lo, hi - 1) for lo, hi in zip(lows, [*cuts, _ID_MAX + 1], strict=True)]
+
+    def chunk(self, level_id: int, lo: int, hi: int, structures: bool) -> dict:
+        """Columns of the members at ``level_id`` with structure id in [lo, hi]."""
+        if self.pg:
+            sql = _PG_STRUCT if structures else _PG_LABEL
+        else:
+            sql = _SQLITE_STRUCT if structures else _SQLITE_LABEL
+        try:
+            row = self._one(sql, (self.version_id, level_id, lo, hi))
+        except Exception as exc:  # a value over the server's size limit: halve the range
+            if "too big" not in str(exc) and "memory" not in str(exc).lower() or lo >= hi:
+                raise
+            mid = lo + (hi - lo) // 2
+            a = self.chunk(level_id, lo, mid, structures)
+            b = self.chunk(level_id, mid + 1, hi, structures)
+            return {k: np.concatenate([a[k], b[k]]) for k in a}
+        return self._parse(row, structures)
+
+    def _parse(self, row: tuple, structures: bool) -> dict:
+        n = int(row[0])
+        out: dict[str, np.ndarray] = {}
+        if self.pg and structures:
+            rec = np.frombuffer(_blob(row[2]), dtype=_PG_STRUCT_ROW)
+            out["key"] = np.frombuffer(_blob(row[1]), dtype=">u8").astype(np.uint64)
+            out["sid"], out["n_atoms"] = rec["sid"].astype(np.int64), rec["n"].astype(np.int32)
+            out["pbc"], out["split"] = rec["pbc"].astype(np.int64), rec["split"].astype(np.int8)
+            out["flags"], out["energy"] = rec["flags"].astype(np.int64), rec["energy"].astype("<f8")
+            blobs = row[3:]
+        elif self.pg:
+            rec = np.frombuffer(_blob(row[1]), dtype=_PG_LABEL_ROW)
+            out["sid"], out["flags"] = rec["sid"].astype(np.int64), rec["flags"].astype(np.int64)
+            out["energy"] = rec["energy"].astype("<f8")
+            blobs = row[2:]
+        elif structures:
+            out["key"] = _hex_key(_blob(row[1]), n)
+            sid, nat, pbc, split, flags = _digits(_blob(row[2]), n, [19, 10, 1, 1, 1])
+            out.update(sid=sid, n_atoms=nat.astype(np.int32), pbc=pbc,
+                       split=split.astype(np.int8), flags=flags)
+            out["energy"] = _floats_text(row[3], n)
+            blobs = row[4:]
+        else:
+            out["sid"], out["flags"] = _digits(_blob(row[1]), n, [19, 1])
+            out["energy"] = _floats_text(row[2], n)
+            blobs = row[3:]
+        names = ("numbers", "positions", "cell", "forces") if structures else ("forces",)
+        for name, v in zip(names, blobs, strict=True):
+            out[name] = np.frombuffer(_blob(v), dtype=np.uint8 if name == "numbers" else "<f8")
+        return out
+
+
+def _sqlite_exact_floats() -> bool:
+    """SQLite prints doubles exactly from 3.43 on, or where long double is wider."""
+    import sqlite3
+
+    return sqlite3.sqlite_version_info >= (3, 43) or np.finfo(np.longdouble).nmant >= 63
+
+
+def _expand_forces(packed: np.ndarray, has: np.ndarray, n_atoms: np.ndarray) -> np.ndarray:
+    """(N_atoms, 3) forces from the concatenation of the present ones; NaN where absent."""
+    if has.all():
+        return packed.reshape(-1, 3)
+    out = np.full((int(n_atoms.sum()), 3), np.nan)
+    out[np.repeat(has, n_atoms)] = packed.reshape(-1, 3)
+    return out
+
+
+def read_version(conn, dialect: str, version_id: int, level_ids: list[int],
+                 delta: bool, n_members: int | None = None) -> dict:
+    """Flat (ragged) arrays of a version, with ``order`` putting them in structure-hash order."""
+    rd = _Reader(conn, dialect, version_id)
+    ranges = rd.ranges(n_members if n_members is not None else _CHUNK_ROWS + 1)
+    parts = [rd.chunk(level_ids[0], lo, hi, True) for lo, hi in ranges]
+    f = {k: np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k]
+         for k in parts[0]}
+    n = len(f["sid"])
+    if n == 0:
+        return {"n": 0}
+    if dialect == "sqlite" and not _sqlite_exact_floats():
+        f["energy"] = _exact_energies(conn, version_id, level_ids[0], f["sid"])
+    n_atoms, flags = f["n_atoms"], f["flags"]
+    offsets = np.concatenate([[0], np.cumsum(n_atoms, dtype=np.int64)])
+    cell = np.zeros((n, 3, 3))
+    cell[(flags & 2) > 0] = f["cell"].reshape(-1, 3, 3)
+    flat = {"structure_id": f["sid"], "n_atoms": n_atoms, "offsets": offsets,
+            "numbers": f["numbers"], "positions": f["positions"].reshape(-1, 3), "cell": cell,
+            "pbc": (f["pbc"][:, None] >> np.arange(3)) & 1 == 1, "split": f["split"],
+            "order": _hash_order(f["key"], rd, level_ids[0], ranges)}
+    energies = [f["energy"]]
+    forces = [_expand_forces(f["forces"], (flags & 1) > 0, n_atoms)]
+    for lid in level_ids[1:]:
+        lp = [rd.chunk(lid, lo, hi, False) for lo, hi in ranges]
+        g = {k: np.concatenate([p[k] for p in lp]) for k in lp[0]}
+        if dialect == "sqlite" and not _sqlite_exact_floats():
+            g["energy"] = _exact_energies(conn, version_id, lid, g["sid"])
+        if not np.array_equal(g["sid"], f["sid"]):  # align by structure id
+            pos = np.argsort(g["sid"], kind="stable")
+            where = pos[np.searchsorted(g["sid"], f["sid"], sorter=pos)]
+            g_n = np.zeros(len(g["sid"]), dtype=np.int64)
+            g_n[where] = n_atoms
+            gf = _expand_forces(g["forces"], (g["flags"] & 1) > 0, g_n)
+            g_off = np.concatenate([[0], np.cumsum(g_n)])
+            atom_src = (np.repeat(g_off[where] - offsets[:-1], n_atoms)
+                        + np.arange(int(offsets[-1])))
+            energies.append(g["energy"][where])
+            forces.append(gf[atom_src])
+        else:
+            energies.append(g["energy"])
+            forces.append(_expand_forces(g["forces"], (g["flags"] & 1) > 0, n_atoms))
+    flat["level_energy"] = np.stack(energies, axis=1)
+    if delta:
+        flat["energy"], flat["forces"] = energies[0] - energies[1], forces[0] - forces[1]
+    else:
+        flat["energy"], flat["forces"] = energies[0], forces[0]
+    return flat
+
+
+def _hash_order(key: np.ndarray, rd: _Reader, level_id, ranges) -> np.ndarray:
+    """Permutation into full structure-hash order (the 64-bit prefix decides but for ties)."""
+    order = np.argsort(key, kind="stable")
+    k = key[order]
+    if len(k) < 2 or (k[1:] != k[:-1]).all():
+        return order
+    hashes = _full_hashes(rd, level_id, ranges)
+    return np.argsort(hashes, kind="stable")
+
+
+def _full_hashes(rd: _Reader, level_id: int, ranges) -> np.ndarray:
+    out = []
+    for lo, hi in ranges:
+        if rd.pg:
+            sql = ("SELECT string_agg(s.hash, '') " + _JOIN.format(s=_S)).replace("?", "%s")
+            with rd.raw.cursor() as cur:
+                cur.execute(sql, (rd.version_id, level_id, lo, hi))
+                v = cur.fetchone()[0]
+        else:
+            v = rd.raw.execute("SELECT group_concat(s.hash, '') " + _JOIN.format(s=_S),
+                               (rd.version_id, level_id, lo, hi)).fetchone()[0]
+        out.append(np.frombuffer((v or "").encode(), dtype="S64"))
+    return np.concatenate(out)
+
+
+def _exact_energies(conn, version_id: int, level_id: int, sid: np.ndarray) -> np.ndarray:
+    """Energies as floats through the driver (where SQLite's printf may round)."""
+    rows = conn.exec_driver_sql(
+        "SELECT m.structure_id, l.energy FROM dataset_members m JOIN labels l "
+        "ON l.id = m.label_id WHERE m.version_id = ? AND l.level_id = ?",
+        (version_id, level_id)).all()
+    got_sid = np.array([r[0] for r in rows], dtype=np.int64)
+    e = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=np.float64)
+    pos = np.argsort(got_sid)
+    return e[pos[np.searchsorted(got_sid, sid, sorter=pos)]]
+
+
 def bucketize(flat: dict) -> list[dict[str, np.ndarray]]:
-    """Pad the ragged arrays of :func:`read_version` into buckets by :func:`bucket_size`."""
+    """Pad the ragged arrays of :func:`read_version` into buckets by :func:`bucket_size`.
+
+    One scatter per array into a block holding every bucket back to back; the buckets are
+    views of it (by bucket, then structure-hash order).
+    """
     if flat.get("n") == 0:
         return []
     order, n_atoms, offsets = flat["order"], flat["n_atoms"], flat["offsets"]
+    n = len(n_atoms)
     sizes = bucket_size(n_atoms)
     uniq, s_bucket = np.unique(sizes, return_inverse=True)
     s_order = order[np.argsort(s_bucket[order], kind="stable")]  # by bucket, then hash
     counts_b = np.bincount(s_bucket, minlength=len(uniq))
     starts_b = np.concatenate([[0], np.cumsum(counts_b)])
-    s_row = np.empty(len(n_atoms), dtype=np.int64)
-    s_row[s_order] = np.arange(len(n_atoms)) - np.repeat(starts_b[:-1], counts_b)
-    counts = n_atoms.astype(np.int64)
-    a_struct = np.repeat(np.arange(len(counts)), counts)
-    a_col = np.arange(int(offsets[-1])) - np.repeat(offsets[:-1], counts)
-    a_dst = s_row[a_struct] * sizes[a_struct] + a_col
-    a_order = np.argsort(s_bucket[a_struct], kind="stable")
-    a_starts = np.concatenate([[0], np.cumsum(np.bincount(s_bucket[a_struct],
-                                                          minlength=len(uniq)))])
+    # padded slot of each structure's first atom in the block of all buckets
+    base = np.empty(n, dtype=np.int64)
+    base[s_order] = np.concatenate([[0], np.cumsum(sizes[s_order])[:-1]])
+    total = int(sizes.sum())
+    dst = np.repeat(base - offsets[:-1], n_atoms) + np.arange(int(offsets[-1]))
+    block_start = np.concatenate([[0], np.cumsum(counts_b * uniq)])
+    blocks = {}
+    nums = np.zeros(total, dtype=np.uint8)
+    nums[dst] = flat["numbers"]
+    blocks["numbers"] = nums
+    for name in ("positions", "forces"):
+        arr = np.zeros((total, 3), dtype=np.float64)
+        arr[dst] = flat[name]
+        blocks[name] = arr
+    per = {k: flat[k][s_order] for k in ("structure_id", "n_atoms", "split", "cell", "pbc",
+                                          "energy")}
+    multi = flat["level_energy"].shape[1] > 1
+    if multi:
+        per["level_energy"] = flat["level_energy"][s_order]
     buckets = []
     for k, size in enumerate(uniq.tolist()):
-        idx = s_order[starts_b[k]:starts_b[k + 1]]
-        src = a_order[a_starts[k]:a_starts[k + 1]]
-        dst = a_dst[src]
-        b = len(idx)
-        out = {"structure_id": flat["structure_id"][idx], "n_atoms": n_atoms[idx],
-               "split": flat["split"][idx], "cell": flat["cell"][idx], "pbc": flat["pbc"][idx],
-               "energy": flat["energy"][idx]}
-        nums = np.zeros(b * size, dtype=np.uint8)
-        nums[dst] = flat["numbers"][src]
-        out["numbers"] = nums.reshape(b, size)
-        for name in ("positions", "forces"):
-            arr = np.zeros((b * size, 3), dtype=np.float64)
-            arr[dst] = flat[name][src]
-            out[name] = arr.reshape(b, size, 3)
-        if flat["level_energy"].shape[1] > 1:
-            out["level_energy"] = flat["level_energy"][idx]
+        a, b = starts_b[k], starts_b[k + 1]
+        lo, hi = block_start[k], block_start[k + 1]
+        out = {name: per[name][a:b] for name in ("structure_id", "n_atoms", "split", "cell",
+                                                 "pbc", "energy")}
+        out["numbers"] = blocks["numbers"][lo:hi].reshape(b - a, size)
+        out["positions"] = blocks["positions"][lo:hi].reshape(b - a, size, 3)
+        out["forces"] = blocks["forces"][lo:hi].reshape(b - a, size, 3)
+        if multi:
+            out["level_energy"] = per["level_energy"][a:b]
         buckets.append(out)
     return buckets
 
@@ -316,7 +509,7 @@ class MaterializeMixin:
             level_ids = [lvs[n].id for n in info["levels"]]
             if buckets is None:
                 flat = read_version(s.connection(), self.dialect, info["id"], level_ids,
-                                    bool(delta))
+                                    bool(delta), info["n_structures"] * len(level_ids))
                 buckets = bucketize(flat)
             refs = [dict(s.execute(select(ReferenceEnergy.z, ReferenceEnergy.energy)
                                    .where(ReferenceEnergy.level_id == lid)).all())
