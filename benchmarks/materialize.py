@@ -7,9 +7,9 @@ The store is loaded through the registry's ingest (``Registry.ingest_batch``) wi
 synthetic ANI-like molecules of ``benchmarks/ingest.py`` (5-30 H/C/N/O atoms, energy + forces);
 one dataset version holds all ``--n`` structures at one level. Timed (median of ``--repeat``):
 ``Registry.materialize(REF, cache=False)`` from each database, and ``materialize(REF)`` from a
-warm cache (verified by sha256 on every load). The baseline writes ``--ase-n`` of the same
-molecules to an ase.db SQLite file and times ``db.select()`` into the same arrays (atomic
-numbers, positions, cell, energy, forces). Rates are structures per second.
+warm cache (verified by its XXH3-128 checksum on every load). The baseline writes
+``--ase-n`` of the same molecules to an ase.db SQLite file and times ``db.select()`` into the
+same arrays (atomic numbers, positions, cell, energy, forces). Rates are structures per second.
 """
 
 from __future__ import annotations

@@ -21,13 +21,14 @@ then steps of a quarter power of two, so padding wastes at most 25 %), in struct
 ``energy_ref`` is computed on load from the level's current reference energies (so it is never
 stale); everything else is cached under ``NNP_CACHE`` (default ``./.nnp/cache``) in
 ``<version hash>/``: one ``data.bin`` (arrays, 64-byte aligned) and ``manifest.json`` (dtype,
-shape, offset of each array; size and sha256 of the data). A cache whose manifest, size,
-format or sha256 does not match is rebuilt. numpy only; nothing is pickled.
+shape, offset of each array; size and XXH3-128 checksum of the data). A cache whose manifest,
+size, format or checksum does not match is rebuilt. The checksum is a fast non-cryptographic
+integrity check of a local file (it catches flipped bytes and truncation); the version's
+identity stays its sha256 content hash in the database. numpy only; nothing is pickled.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -36,13 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import xxhash
 from sqlalchemy import select
 
 from .config import DEFAULT_HOME
 from .elements import SYMBOLS
 from .schema import LevelOfTheory, ReferenceEnergy
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 _ALIGN = 64
 _ZERO_CELL = bytes(72)
 
@@ -416,7 +418,7 @@ def write_cache(root: Path, meta: dict, buckets: list[dict]) -> None:
     d = _cache_dir(root, meta["hash"])
     d.mkdir(parents=True, exist_ok=True)
     tag = f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    arrays, offset, h = [], 0, hashlib.sha256()
+    arrays, offset, h = [], 0, xxhash.xxh3_128()
     with open(d / ("data.bin" + tag), "wb") as f:
         for i, b in enumerate(buckets):
             for name, arr in b.items():
@@ -434,7 +436,7 @@ def write_cache(root: Path, meta: dict, buckets: list[dict]) -> None:
                                "nbytes": arr.nbytes})
                 offset += arr.nbytes
     manifest = {"format": CACHE_FORMAT, **meta, "data_size": offset,
-                "data_sha256": h.hexdigest(), "n_buckets": len(buckets), "arrays": arrays}
+                "data_xxh3_128": h.hexdigest(), "n_buckets": len(buckets), "arrays": arrays}
     os.replace(d / ("data.bin" + tag), d / "data.bin")
     (d / ("manifest.json" + tag)).write_text(json.dumps(manifest, indent=1))
     os.replace(d / ("manifest.json" + tag), d / "manifest.json")
@@ -462,13 +464,13 @@ def read_cache(root: Path, version_hash: str, n_structures: int) -> tuple[dict, 
         size = path.stat().st_size
         if size != manifest["data_size"]:
             raise CacheInvalid(f"corrupted data (size {size} != {manifest['data_size']})")
-        buf = np.empty(size, dtype=np.uint8)
-        with open(path, "rb", buffering=0) as f:
-            got = f.readinto(memoryview(buf))
+        buf = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise CacheInvalid(f"unreadable data ({exc})") from None
-    if got != size or hashlib.sha256(memoryview(buf)).hexdigest() != manifest["data_sha256"]:
-        raise CacheInvalid("corrupted data (sha256 mismatch)")
+    except (KeyError, TypeError) as exc:
+        raise CacheInvalid(f"corrupted manifest ({exc})") from None
+    if len(buf) != size or xxhash.xxh3_128_hexdigest(buf) != manifest.get("data_xxh3_128"):
+        raise CacheInvalid("corrupted data (checksum mismatch)")
     buckets: list[dict] = [{} for _ in range(manifest["n_buckets"])]
     try:
         for a in manifest["arrays"]:
@@ -536,5 +538,5 @@ class MaterializeMixin:
         seen = np.zeros(256, dtype=bool)
         for b in buckets:
             b["energy_ref"] = table[b["numbers"]].sum(axis=1)
-            seen[np.unique(b["numbers"])] = True
+            seen |= np.bincount(b["numbers"].ravel(), minlength=256) > 0
         return [SYMBOLS[z] for z in np.flatnonzero(seen & ~known)] if any(refs) else []

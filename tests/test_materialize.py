@@ -64,7 +64,7 @@ def test_cache_hit_equal_and_corruption_rebuilt(registry, tmp_path):
     raw[len(raw) // 2] ^= 0xFF  # flip one byte, same size
     data.write_bytes(bytes(raw))
     again = registry.materialize("c", cache_dir=tmp_path)
-    assert again.cache_status == "rebuilt: corrupted data (sha256 mismatch)"
+    assert again.cache_status == "rebuilt: corrupted data (checksum mismatch)"
     assert registry.materialize("c", cache_dir=tmp_path).cache_status == "hit"
     data.write_bytes(bytes(raw[:100]))  # truncated
     assert registry.materialize("c", cache_dir=tmp_path).cache_status.startswith(
