@@ -44,22 +44,21 @@ def canonical_grid(positions, offsets, cells, pbc) -> np.ndarray:
             axis=1,
         )
         centroid = sums / np.maximum(counts, 1)[:, None]
-        grid[mol] = np.rint((positions[mol] - centroid[owner[mol]]) / TOLERANCE)
-    per = ~mol
-    if per.any():
-        for s in np.flatnonzero(periodic):
-            lo, hi = offsets[s], offsets[s + 1]
-            cell = cells[s]
-            frac = np.linalg.solve(cell.T, positions[lo:hi].T).T
-            lengths = np.linalg.norm(cell, axis=1)
-            steps = np.maximum(np.rint(lengths / TOLERANCE), 1)
-            g = np.rint(frac * steps)
-            for axis in range(3):
-                if pbc[s, axis]:
-                    g[:, axis] = np.mod(g[:, axis], steps[axis])
-                else:
-                    g[:, axis] = np.rint(frac[:, axis] * lengths[axis] / TOLERANCE)
-            grid[lo:hi] = g
+        if mol.all():
+            grid[:] = np.rint((positions - centroid[owner]) / TOLERANCE)
+        else:
+            grid[mol] = np.rint((positions[mol] - centroid[owner[mol]]) / TOLERANCE)
+    atoms = np.flatnonzero(~mol)
+    if len(atoms):
+        # Fractional coordinates, one 3x3 solve per atom (same arithmetic as solving per
+        # structure), rounded on a TOLERANCE grid along each lattice vector; wrapped along
+        # periodic axes, plain Cartesian-length grid along the others.
+        s = owner[atoms]
+        frac = np.linalg.solve(cells[s].transpose(0, 2, 1), positions[atoms][..., None])[..., 0]
+        lengths = np.linalg.norm(cells, axis=2)[s]
+        steps = np.maximum(np.rint(lengths / TOLERANCE), 1)
+        g = np.rint(frac * steps)
+        grid[atoms] = np.where(pbc[s], np.mod(g, steps), np.rint(frac * lengths / TOLERANCE))
     return grid
 
 
