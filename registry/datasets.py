@@ -8,6 +8,7 @@ the unique (dataset, version) constraint.
 
 from __future__ import annotations
 
+import numpy as np
 from sqlalchemy import and_, case, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
@@ -31,6 +32,10 @@ from .schema import (
 from .splits import GROUP_BY, SPLIT_NAMES, assign_splits, parse_fractions
 
 _RETRIES = 5
+# one row of PostgreSQL's binary COPY: field count, then (length, big-endian value) per field
+_COPY_ROW = np.dtype([("nf", ">i2"), ("l8", ">i4"), ("v", ">i8"), ("l8b", ">i4"),
+                      ("lab", ">i8"), ("l8c", ">i4"), ("sid", ">i8"), ("l2", ">i4"),
+                      ("sp", ">i2")])
 
 
 def version_dict(dv: DatasetVersion, name: str, aliases: list[str] | None = None) -> dict:
@@ -229,21 +234,31 @@ class DatasetsMixin:
         raise AssertionError("unreachable")
 
     def _insert_members(self, s, version_id, sel, splits) -> None:
-        sids = sel["structure_ids"]
-        sp = splits.tolist()
-        rows = [(version_id, lid, sid, p) for lids in sel["label_ids"]
-                for lid, sid, p in zip(lids, sids, sp, strict=True)]
+        """All member rows in one statement, in primary-key (label id) order; on PostgreSQL one
+        binary COPY whose rows numpy packs at once."""
+        k = len(sel["label_ids"])
+        lab = np.concatenate([np.asarray(c, dtype=np.int64) for c in sel["label_ids"]])
+        sid = np.tile(np.asarray(sel["structure_ids"], dtype=np.int64), k)
+        sp = np.tile(np.asarray(splits, dtype=np.int16), k)
+        o = np.argsort(lab, kind="stable")
+        lab, sid, sp = lab[o], sid[o], sp[o]
         conn = s.connection()
         if self.dialect == "postgresql":
+            rows = np.empty(len(lab), dtype=_COPY_ROW)
+            rows["nf"], rows["l8"], rows["l8b"], rows["l8c"], rows["l2"] = 4, 8, 8, 8, 2
+            rows["v"], rows["lab"], rows["sid"], rows["sp"] = version_id, lab, sid, sp
+            payload = (b"PGCOPY\n\xff\r\n\x00" + bytes(8) + rows.tobytes()
+                       + b"\xff\xff")
             cur = conn.connection.driver_connection.cursor()
             with cur.copy("COPY dataset_members (version_id, label_id, structure_id, split) "
                           "FROM STDIN (FORMAT BINARY)") as cp:
-                cp.set_types(["int8", "int8", "int8", "int2"])
-                for r in rows:
-                    cp.write_row(r)
+                cp.write(payload)
         else:
-            conn.exec_driver_sql("INSERT INTO dataset_members (version_id, label_id, "
-                                 "structure_id, split) VALUES (?, ?, ?, ?)", rows)
+            conn.exec_driver_sql(
+                "INSERT INTO dataset_members (version_id, label_id, structure_id, split) "
+                "VALUES (?, ?, ?, ?)",
+                list(zip([version_id] * len(lab), lab.tolist(), sid.tolist(), sp.tolist(),
+                         strict=True)))
 
     @staticmethod
     def _set_alias(s, dataset_id: int, alias: str, version_id: int) -> None:
