@@ -108,3 +108,19 @@ def test_old_version_reproducible_after_retraction(registry, tmp_path):
 def test_bucket_sizes():
     assert bucket_size(np.array([1, 5, 8, 9, 10, 11, 16, 17, 20, 21, 100])).tolist() == [
         1, 5, 8, 10, 10, 12, 16, 20, 20, 24, 112]
+
+
+def test_chunked_read_equals_single_read(registry, monkeypatch):
+    """Versions larger than one aggregate chunk are read in structure-id ranges."""
+    import registry.materialize as mat
+
+    _data(registry)
+    registry.create_dataset_version("k", levels=[LEVEL], group_by="none")
+    whole = registry.materialize("k", cache=False)
+    monkeypatch.setattr(mat, "_CHUNK_ROWS", 4)
+    chunked = registry.materialize("k", cache=False)
+    assert len(chunked) == len(whole) == 16
+    for a, b in zip(whole.buckets, chunked.buckets, strict=True):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
