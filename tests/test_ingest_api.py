@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 from helpers import counts, labelled_molecules
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from registry.arrays import unpack, unpack_numbers
 from registry.frames import FrameBatch, LabelColumns
-from registry.schema import Label, Structure, StructureElement
+from registry.schema import Label, LevelOfTheory, Structure, StructureElement
 
 
 def two_level_batch(n=12, seed=0, frac_b=0.5) -> FrameBatch:
@@ -51,10 +51,11 @@ def test_framebatch_two_levels_and_batches(registry):
     assert s.labels_new == 25 + 12
     with registry.session() as db:
         per_level = dict(db.execute(
-            select(Label.level_id, Label.id).order_by(Label.id)).all())
-        assert len(per_level) == 2
-        n_elem = db.scalar(select(StructureElement.count).limit(1))
-        assert n_elem >= 1
+            select(LevelOfTheory.name, func.count()).join(
+                Label, Label.level_id == LevelOfTheory.id).group_by(LevelOfTheory.name)).all())
+        atoms = db.scalar(select(func.sum(StructureElement.count)))
+    assert per_level == {"wb97x/6-31g*": 25, "ccsd(t)/cc-pvdz": 12}
+    assert atoms == int(batch.offsets[-1])
     run = registry.get_run(s.run_id)
     assert run["status"] == "ok"
     assert run["result"]["structures_new"] == 25
