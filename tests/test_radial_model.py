@@ -52,7 +52,8 @@ def test_fit_beats_self_energy_baseline():
     energies = []
     for a in frames:
         d = a.get_all_distances()
-        energies.append(float(np.sum(np.exp(-2 * d[np.triu_indices(len(a), 1)])) * 10) - 5.0 * len(a))
+        pairs = d[np.triu_indices(len(a), 1)]
+        energies.append(float(np.sum(np.exp(-2 * pairs)) * 10) - 5.0 * len(a))
     split = np.array([0] * 70 + [2] * 20)
     rng.shuffle(split)
     res = fit_energies([a.numbers for a in frames], [a.positions for a in frames], energies,
