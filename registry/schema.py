@@ -28,6 +28,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # BIGINT keys on PostgreSQL; INTEGER (the rowid alias) on SQLite.
 BigID = BigInteger().with_variant(Integer(), "sqlite")
+# sha256 hex digests. On PostgreSQL the database collation (C.UTF-8 here) would compare them
+# through strcoll; hex compares the same bytewise, so the column uses the "C" collation
+# (memcmp) for its unique index and ORDER BY hash.
+HashHex = String(64).with_variant(String(64, collation="C"), "postgresql")
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -92,7 +96,7 @@ class RunEntity(Base):
 class Structure(Base):
     __tablename__ = "structures"
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
-    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(HashHex, unique=True)
     hash_version: Mapped[int] = mapped_column(SmallInteger)
     n_atoms: Mapped[int] = mapped_column(Integer, index=True)
     nelements: Mapped[int] = mapped_column(SmallInteger)
@@ -108,20 +112,28 @@ class Structure(Base):
     formula_anonymous: Mapped[str] = mapped_column(String(255))
     source: Mapped[str | None] = mapped_column(Text)
     info: Mapped[dict | None]
-    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+    # The ingest run that created the row (provenance). Deliberately no foreign key: the row
+    # is written by that run's own ingest, which creates the run first and never deletes it,
+    # and a per-row FK check was a large part of bulk-insert time (README, Ingest).
+    run_id: Mapped[int | None] = mapped_column(BigID, index=True)
     created_at: Mapped[datetime] = _created()
 
 
 class StructureElement(Base):
-    """Per-element composition, for element filters (index on (z, structure_id))."""
+    """Per-element composition, for element filters (index on (z, structure_id)).
+
+    Derived data: the rows are computed from ``structures.numbers`` and written by the same
+    transaction that inserts the structure (structures are never deleted), so there is no
+    foreign key; it cost one index probe per row, 3.5 rows per structure, at ingest. On SQLite
+    the table is ``WITHOUT ROWID`` (the primary key is the clustered B-tree: one B-tree
+    instead of two).
+    """
 
     __tablename__ = "structure_elements"
-    structure_id: Mapped[int] = mapped_column(
-        ForeignKey("structures.id", ondelete="CASCADE"), primary_key=True
-    )
-    z: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    structure_id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=False)
+    z: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
     count: Mapped[int] = mapped_column(Integer)
-    __table_args__ = (Index(None, "z", "structure_id"),)
+    __table_args__ = (Index(None, "z", "structure_id"), {"sqlite_with_rowid": False})
 
 
 class LevelOfTheory(Base):
@@ -164,7 +176,7 @@ class Label(Base):
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
     structure_id: Mapped[int] = mapped_column(ForeignKey("structures.id"))
     level_id: Mapped[int] = mapped_column(ForeignKey("levels_of_theory.id"))
-    hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(HashHex)
     energy: Mapped[float | None] = mapped_column(Float)  # eV
     forces: Mapped[bytes | None] = mapped_column(LargeBinary)  # <f8 (n, 3) eV/Å
     dipole: Mapped[bytes | None] = mapped_column(LargeBinary)  # <f8 (3,) e·Å
@@ -175,7 +187,9 @@ class Label(Base):
     status_reason: Mapped[str | None] = mapped_column(Text)
     source_unit: Mapped[str | None] = mapped_column(String(16))
     supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id"))
-    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+    # Provenance pointer written by the ingest run itself (see Structure.run_id): no FK.
+    # structure_id and level_id keep theirs (core integrity).
+    run_id: Mapped[int | None] = mapped_column(BigID, index=True)
     created_at: Mapped[datetime] = _created()
     __table_args__ = (
         Index(

@@ -15,6 +15,9 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# sha256 hex: bytewise "C" collation on PostgreSQL (see registry/schema.py HashHex).
+HASH_HEX = sa.String(length=64).with_variant(sa.String(length=64, collation="C"), "postgresql")
+
 
 def upgrade() -> None:
     op.create_table(
@@ -127,7 +130,7 @@ def upgrade() -> None:
     op.create_table(
         "structures",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.Column("hash", HASH_HEX, nullable=False),
         sa.Column("hash_version", sa.SmallInteger(), nullable=False),
         sa.Column("n_atoms", sa.Integer(), nullable=False),
         sa.Column("nelements", sa.SmallInteger(), nullable=False),
@@ -145,7 +148,6 @@ def upgrade() -> None:
         sa.Column("info", sa.JSON(), nullable=True),
         sa.Column("run_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name=op.f("fk_structures_run_id_runs")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_structures")),
         sa.UniqueConstraint("hash", name=op.f("uq_structures_hash")),
     )
@@ -208,7 +210,7 @@ def upgrade() -> None:
             "structure_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
         ),
         sa.Column("level_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.Column("hash", HASH_HEX, nullable=False),
         sa.Column("energy", sa.Float(), nullable=True),
         sa.Column("forces", sa.LargeBinary(), nullable=True),
         sa.Column("dipole", sa.LargeBinary(), nullable=True),
@@ -226,7 +228,6 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["level_id"], ["levels_of_theory.id"], name=op.f("fk_labels_level_id_levels_of_theory")
         ),
-        sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name=op.f("fk_labels_run_id_runs")),
         sa.ForeignKeyConstraint(
             ["structure_id"], ["structures.id"], name=op.f("fk_labels_structure_id_structures")
         ),
@@ -339,13 +340,8 @@ def upgrade() -> None:
         ),
         sa.Column("z", sa.SmallInteger(), nullable=False),
         sa.Column("count", sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["structure_id"],
-            ["structures.id"],
-            name=op.f("fk_structure_elements_structure_id_structures"),
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint("structure_id", "z", name=op.f("pk_structure_elements")),
+        sqlite_with_rowid=False,
     )
     with op.batch_alter_table("structure_elements", schema=None) as batch_op:
         batch_op.create_index(
