@@ -1,21 +1,24 @@
 """Deduplicated bulk ingest: validate everything, then write batch by batch.
 
-Bad input is refused before anything is written. Writing happens in batches of
-``batch_size`` structures, each one transaction, so a killed ingest leaves only whole
-batches and re-running it completes the job without duplicates.
+Bad input is refused before anything is written: the whole input is validated and hashed
+(:func:`registry.prepare.plan_batch`) first. Writing happens in batches of ``batch_size``
+structures, each one transaction, so a killed ingest leaves only whole batches and re-running
+it completes the job without duplicates. The rows of batch k+1 are prepared in a helper thread
+while batch k is written (numpy, hashlib and the database drivers release the GIL).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from sqlalchemy.exc import DBAPIError
 
 from .frames import FrameBatch
 from .levels import canonical_name
-from .prepare import prepare
+from .prepare import plan_batch, prepare_part
 from .runs import RunHandle
 from .schema import utcnow
 from .writers import WRITERS, WriteCounts
@@ -78,7 +81,7 @@ class IngestMixin:
         t0 = time.perf_counter()
         batch.validate()
         batch.labels = {canonical_name(k): v for k, v in batch.labels.items()}
-        pb = prepare(batch)
+        plan = plan_batch(batch)
         level_ids = {lv: self.ensure_level(lv)["id"] for lv in batch.labels}
         handle = self.start_run(kind, params)
         for item in inputs:
@@ -86,14 +89,20 @@ class IngestMixin:
         for lv, lid in level_ids.items():
             handle.consumed("level", lid, ref=lv)
         summary = IngestSummary(frames_read=len(batch), frames_skipped=frames_skipped,
-                                duplicates_in_input=pb.duplicates_in_input, run_id=handle.id)
+                                duplicates_in_input=plan.duplicates_in_input, run_id=handle.id)
         totals = WriteCounts()
+        n = len(plan)
+        bounds = [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
         try:
-            for lo in range(0, len(pb), batch_size):
-                part = pb.slice(lo, min(lo + batch_size, len(pb)))
-                totals.add(self._write_part(part, level_ids, handle))
-                if on_progress:
-                    on_progress(min(lo + batch_size, len(pb)), len(pb))
+            with ThreadPoolExecutor(1, thread_name_prefix="nnp-prepare") as pool:
+                ahead = pool.submit(prepare_part, batch, plan, *bounds[0])
+                for k, (_, hi) in enumerate(bounds):
+                    part = ahead.result()
+                    if k + 1 < len(bounds):  # prepare the next batch while this one is written
+                        ahead = pool.submit(prepare_part, batch, plan, *bounds[k + 1])
+                    totals.add(self._write_part(part, level_ids, handle))
+                    if on_progress:
+                        on_progress(hi, n)
         except BaseException as exc:
             self._finish(handle, summary, totals, t0, error=exc)
             raise

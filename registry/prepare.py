@@ -1,11 +1,17 @@
 """Turn a validated :class:`FrameBatch` into rows: identity hashes, canonical atom order,
-compositions, formulas, packed arrays and label hashes. Pure numpy; no database."""
+compositions, formulas, packed arrays and label hashes. Pure numpy; no database.
+
+Two steps, so that ingest can prepare part k+1 while part k is written:
+:func:`plan_batch` runs over the whole input (identity hashes, duplicate frames merged,
+conflicting labels inside the input refused: everything that can make the input bad), then
+:func:`prepare_part` builds the rows of structures ``lo:hi``.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 
 import numpy as np
@@ -102,33 +108,66 @@ def _per_frame_bytes(arr: np.ndarray | None, b: int) -> list[bytes | None]:
     return [data[i: i + w] for i in range(0, b * w, w)]
 
 
-def _formulas(zs: np.ndarray, comp: np.ndarray) -> tuple[list[str], list[str], list[str]]:
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(starts[i], starts[i] + lengths[i])``."""
+    total = int(lengths.sum())
+    if not total:
+        return np.zeros(0, dtype=np.int64)
+    shift = starts - np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    return np.repeat(shift, lengths) + np.arange(total)
+
+
+def _bounds(offsets: np.ndarray) -> list[tuple[int, int]]:
+    o = offsets.tolist()
+    return list(zip(o[:-1], o[1:], strict=True))
+
+
+def _formulas(zs: np.ndarray, comp: np.ndarray, cache: dict) -> tuple[list, list, list]:
     """Hill, reduced and anonymous formulas per row of a compact composition matrix
-    (columns are atomic numbers ``zs``), computed once per distinct row."""
+    (columns are atomic numbers ``zs``), computed once per distinct composition."""
     if not len(comp):
         return [], [], []
     uniq, inv = np.unique(comp, axis=0, return_inverse=True)
     zs = zs.tolist()
-    per = [formulas(tuple((z, c) for z, c in zip(zs, row, strict=True) if c))
-           for row in uniq.tolist()]
+    per = []
+    for row in uniq.tolist():
+        key = tuple((z, c) for z, c in zip(zs, row, strict=True) if c)
+        got = cache.get(key)
+        if got is None:
+            got = cache[key] = formulas(key)
+        per.append(got)
     inv = inv.reshape(-1).tolist()
     return ([per[k][0] for k in inv], [per[k][1] for k in inv], [per[k][2] for k in inv])
 
 
-def prepare(batch: FrameBatch) -> PreparedBatch:
-    """Hash, canonicalise and pack a validated batch; merges duplicate frames.
+@dataclass
+class Plan:
+    """The whole-input pass of :func:`plan_batch`."""
 
-    Two frames of one structure carrying different labels for one level is bad input.
-    """
+    hashes: list[str]  # per frame
+    numbers: np.ndarray  # (N,) int64, input order
+    offsets: np.ndarray  # (B+1,) int64
+    order: np.ndarray  # canonical atom permutation (within each frame's rows)
+    keep: np.ndarray  # first frame of each distinct structure = structure slots, input order
+    levels: list[tuple[str, LabelColumns, np.ndarray, np.ndarray]]  # level, columns,
+    # frames carrying it (one per structure) sorted by slot, and their slots
+    duplicates_in_input: int
+    formula_cache: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+
+def plan_batch(batch: FrameBatch) -> Plan:
+    """Hash every frame, merge duplicate frames and refuse conflicting labels.
+
+    Two frames of one structure carrying different labels for one level is bad input."""
     b = len(batch)
     offsets = batch.offsets.astype(np.int64)
     numbers = batch.numbers.astype(np.int64)
-    cells = batch.cells.astype(np.float64)
-    pbc = batch.pbc.astype(bool)
-    hashes, order = structure_hashes(numbers, batch.positions, offsets, cells, pbc,
+    hashes, order = structure_hashes(numbers, batch.positions, offsets,
+                                     batch.cells.astype(np.float64), batch.pbc.astype(bool),
                                      batch.charge, batch.multiplicity)
-    numbers = numbers[order]
-    positions = batch.positions[order]
     first: dict[str, int] = {}
     keep = []
     dup_of = np.arange(b)
@@ -141,116 +180,134 @@ def prepare(batch: FrameBatch) -> PreparedBatch:
     keep = np.asarray(keep, dtype=np.int64)
     slot = np.full(b, -1, dtype=np.int64)
     slot[keep] = np.arange(len(keep))
-    unique_slot = slot[dup_of]  # structure slot of every frame
-
-    zs, comp = compact_composition(numbers, offsets)
-    comp = comp[keep]
-    elem_index, elem_col = np.nonzero(comp)
-    elem_count = comp[elem_index, elem_col]
-    elem_z = zs[elem_col]
-    hill, reduced, anon = _formulas(zs, comp)
-
-    numbers_u8 = numbers.astype("<u1")
-    nb = numbers_u8.tobytes()
-    all_pos = _split_bytes(positions, offsets, 3) if len(keep) < b else None
-    periodic = pbc.any(axis=1)
-    has_cell = (periodic | cells.reshape(b, 9).any(axis=1)).tolist()
-    cbuf = cells.astype("<f8").tobytes()
-    cell_bytes = [cbuf[72 * i: 72 * i + 72] if has_cell[i] else None for i in keep.tolist()]
-    labels = [
-        _label_rows(level, cols, batch, order, offsets, hashes, dup_of, unique_slot,
-                    level)
-        for level, cols in batch.labels.items()
-    ]
-    sources = batch.sources or [None] * b
-    infos = batch.infos or [None] * b
-    return PreparedBatch(
-        hashes=[hashes[i] for i in keep],
-        n_atoms=np.diff(offsets)[keep],
-        nelements=(comp > 0).sum(axis=1),
-        numbers=[nb[lo: hi] for lo, hi in zip(offsets[keep].tolist(), offsets[keep + 1].tolist(),
-                                              strict=True)],
-        positions=_split_bytes(positions, offsets, 3) if all_pos is None
-        else [all_pos[i] for i in keep.tolist()],
-        cells=cell_bytes,
-        pbc=(pbc * _PBC_BITS).sum(axis=1)[keep],
-        nperiodic=pbc.sum(axis=1)[keep],
-        charge=np.asarray(batch.charge)[keep],
-        multiplicity=np.asarray(batch.multiplicity)[keep],
-        hill=hill, reduced=reduced, anonymous=anon,
-        sources=[sources[i] for i in keep],
-        infos=[json.dumps(infos[i], sort_keys=True, default=str) if infos[i] else None
-               for i in keep],
-        elem_index=elem_index, elem_z=elem_z, elem_count=elem_count,
-        labels=labels, frames_in=b, duplicates_in_input=b - len(keep),
-    )
+    unique_slot = slot[dup_of]
+    levels = []
+    for level, c in batch.labels.items():
+        present = np.flatnonzero(c.present)
+        roots = dup_of[present]
+        uniq, first_idx, counts = np.unique(roots, return_index=True, return_counts=True)
+        if len(uniq) < len(present):  # a structure carries this level in several frames
+            check = present[np.isin(roots, uniq[counts > 1])]
+            digests = _label_values(level, c, offsets, order, hashes, check).digests
+            seen: dict[int, tuple[int, str]] = {}
+            for i, root, digest in zip(check.tolist(), dup_of[check].tolist(), digests,
+                                       strict=True):
+                j, d = seen.setdefault(root, (i, digest))
+                if d != digest:
+                    raise BadInput(
+                        f"conflicting {level} labels for one structure inside the input: "
+                        f"{batch.name(j)} and {batch.name(i)} are the same "
+                        f"structure with different values")
+        frames = present[first_idx]
+        slots = unique_slot[frames]
+        o = np.argsort(slots, kind="stable")
+        levels.append((level, c, frames[o], slots[o]))
+    return Plan(hashes, numbers, offsets, order, keep, levels, b - len(keep))
 
 
-def _label_rows(level, c: LabelColumns, batch, order, offsets, hashes, dup_of, unique_slot,
-                level_name) -> LabelRows:
-    """Label hash: sha256 over level name, structure hash and the packed values present
-    (tags E, F, D, Q, S in that order), one contiguous message per label."""
-    b = len(batch)
-    forces = c.forces[order] if c.forces is not None else None
-    charges = c.charges[order] if c.charges is not None else None
-    f_all = _split_bytes(forces, offsets, 3) if forces is not None else None
-    q_all = _split_bytes(charges, offsets, 1) if charges is not None else None
-    d_all = _per_frame_bytes(c.dipole, b) if c.dipole is not None else None
-    s_all = _per_frame_bytes(c.stress, b) if c.stress is not None else None
-    e_all = _per_frame_bytes(c.energy[:, None], b) if c.energy is not None else None
-    present = np.flatnonzero(c.present)
-    p = present.tolist()
-    n = len(p)
-    pieces = [[level_name.encode() + b"\0"] * n, [hashes[i].encode() for i in p]]
-    for tag, col in ((b"E", e_all), (b"F", f_all), (b"D", d_all), (b"Q", q_all),
-                     (b"S", s_all)):
+@dataclass
+class _LabelValues:
+    digests: list[str]
+    energy: list
+    forces: list
+    dipole: list
+    charges: list
+    stress: list
+    max_force: list
+
+
+def _label_values(level: str, c: LabelColumns, offsets, order, hashes,
+                  frames: np.ndarray) -> _LabelValues:
+    """Packed values and label hashes of ``frames``. Label hash: sha256 over level name,
+    structure hash and the packed values present (tags E, F, D, Q, S in that order), one
+    contiguous message per label."""
+    n = len(frames)
+    if not n:
+        return _LabelValues(*[[] for _ in range(7)])
+    counts = np.diff(offsets)[frames]
+    poff = np.concatenate([[0], np.cumsum(counts)])
+    atoms = order[_ranges(offsets[frames], counts)]
+    none = [None] * n
+    f_b = _split_bytes(c.forces[atoms], poff, 3) if c.forces is not None else None
+    q_b = _split_bytes(c.charges[atoms], poff, 1) if c.charges is not None else None
+    d_b = _per_frame_bytes(c.dipole[frames], n) if c.dipole is not None else None
+    s_b = _per_frame_bytes(c.stress[frames], n) if c.stress is not None else None
+    e_b = _per_frame_bytes(c.energy[frames][:, None], n) if c.energy is not None else None
+    fl = frames.tolist()
+    pieces = [[level.encode() + b"\0"] * n, [hashes[i].encode() for i in fl]]
+    for tag, col in ((b"E", e_b), (b"F", f_b), (b"D", d_b), (b"Q", q_b), (b"S", s_b)):
         if col is not None:
-            pieces += [[tag] * n, [col[i] for i in p]]
+            pieces += [[tag] * n, col]
     lens = np.zeros(n, dtype=np.int64)
     for col in pieces:
         lens += np.fromiter(map(len, col), dtype=np.int64, count=n)
     buf = memoryview(b"".join(chain.from_iterable(zip(*pieces, strict=True))))
-    ends = np.cumsum(lens).tolist()
     sha = hashlib.sha256
-    digests = [sha(buf[lo: hi]).hexdigest() for lo, hi in zip([0] + ends[:-1], ends,
-                                                                  strict=True)]
-    roots = dup_of[present]
-    if len(np.unique(roots)) == n:  # no structure twice among these frames
-        frames, lhashes = present, digests
-    else:
-        chosen: dict[int, int] = {}
-        lhash: dict[int, str] = {}
-        for i, root, digest in zip(p, roots.tolist(), digests, strict=True):
-            if root in chosen:
-                if lhash[root] != digest:
-                    raise BadInput(
-                        f"conflicting {level} labels for one structure inside the input: "
-                        f"{batch.name(chosen[root])} and {batch.name(i)} are the same "
-                        f"structure with different values")
-                continue
-            chosen[root] = i
-            lhash[root] = digest
-        frames = np.fromiter(chosen.values(), dtype=np.int64, count=len(chosen))
-        lhashes = [lhash[r] for r in chosen]
-    fmax = None
-    if forces is not None and len(forces):
-        norms = np.sqrt(np.einsum("ij,ij->i", forces, forces))
-        fmax = np.maximum.reduceat(norms, offsets[:-1])
-    fl = frames.tolist()
-    none = [None] * len(fl)
+    digests = [sha(buf[lo: hi]).hexdigest() for lo, hi in _bounds(
+        np.concatenate([[0], np.cumsum(lens)]))]
+    fmax = none
+    if c.forces is not None and n:
+        f = c.forces[atoms]
+        norms = np.sqrt(np.einsum("ij,ij->i", f, f))
+        fmax = np.maximum.reduceat(norms, poff[:-1]).astype(float).tolist()
+    return _LabelValues(
+        digests, c.energy[frames].astype(float).tolist() if c.energy is not None else none,
+        f_b or none, d_b or none, q_b or none, s_b or none, fmax)
 
-    def pick(col):
-        return none if col is None else [col[i] for i in fl]
 
-    return LabelRows(
-        level=level,
-        index=unique_slot[frames],
-        hashes=lhashes,
-        energy=c.energy[frames].astype(float).tolist() if c.energy is not None else none,
-        forces=pick(f_all), dipole=pick(d_all), charges=pick(q_all), stress=pick(s_all),
-        max_force=fmax[frames].astype(float).tolist() if fmax is not None else none,
-        status=c.status, source_unit=c.source_unit,
+def prepare_part(batch: FrameBatch, plan: Plan, lo: int, hi: int) -> PreparedBatch:
+    """Rows of distinct structures ``lo:hi`` (slots of ``plan``) and their labels."""
+    fr = plan.keep[lo:hi]
+    m = len(fr)
+    counts = np.diff(plan.offsets)[fr]
+    poff = np.concatenate([[0], np.cumsum(counts)])
+    atoms = plan.order[_ranges(plan.offsets[fr], counts)]
+    numbers = plan.numbers[atoms]
+    zs, comp = compact_composition(numbers, poff)
+    elem_index, elem_col = np.nonzero(comp)
+    hill, reduced, anon = _formulas(zs, comp, plan.formula_cache)
+    nb = numbers.astype("<u1").tobytes()
+    cells = batch.cells[fr].astype(np.float64)
+    pbc = batch.pbc[fr].astype(bool)
+    has_cell = (pbc.any(axis=1) | cells.reshape(m, 9).any(axis=1)).tolist()
+    cbuf = cells.astype("<f8").tobytes()
+    fl = fr.tolist()
+    labels = []
+    for level, c, frames, slots in plan.levels:
+        a, b = np.searchsorted(slots, [lo, hi]).tolist()
+        v = _label_values(level, c, plan.offsets, plan.order, plan.hashes, frames[a:b])
+        labels.append(LabelRows(level, slots[a:b] - lo, v.digests, v.energy, v.forces,
+                                v.dipole, v.charges, v.stress, v.max_force, status=c.status,
+                                source_unit=c.source_unit))
+    sources = batch.sources
+    infos = batch.infos
+    return PreparedBatch(
+        hashes=[plan.hashes[i] for i in fl],
+        n_atoms=counts,
+        nelements=(comp > 0).sum(axis=1),
+        numbers=[nb[a: b] for a, b in _bounds(poff)],
+        positions=_split_bytes(batch.positions[atoms], poff, 3),
+        cells=[cbuf[72 * k: 72 * k + 72] if has_cell[k] else None for k in range(m)],
+        pbc=(pbc * _PBC_BITS).sum(axis=1),
+        nperiodic=pbc.sum(axis=1),
+        charge=np.asarray(batch.charge)[fr],
+        multiplicity=np.asarray(batch.multiplicity)[fr],
+        hill=hill, reduced=reduced, anonymous=anon,
+        sources=[sources[i] for i in fl] if sources else [None] * m,
+        infos=[json.dumps(infos[i], sort_keys=True, default=str) if infos[i] else None
+               for i in fl] if infos else [None] * m,
+        elem_index=elem_index, elem_z=zs[elem_col], elem_count=comp[elem_index, elem_col],
+        labels=labels, frames_in=m, duplicates_in_input=0,
     )
 
 
-__all__ = ["HASH_VERSION", "LabelRows", "PreparedBatch", "prepare"]
+def prepare(batch: FrameBatch) -> PreparedBatch:
+    """Hash, canonicalise and pack a whole validated batch (duplicate frames merged)."""
+    plan = plan_batch(batch)
+    pb = prepare_part(batch, plan, 0, len(plan))
+    pb.frames_in, pb.duplicates_in_input = len(batch), plan.duplicates_in_input
+    return pb
+
+
+__all__ = ["HASH_VERSION", "LabelRows", "Plan", "PreparedBatch", "plan_batch", "prepare",
+           "prepare_part"]
