@@ -10,6 +10,7 @@ while batch k is written (numpy, hashlib and the database drivers release the GI
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,7 @@ from .writers import WRITERS, WriteCounts
 
 Progress = Callable[[int, int], None]
 _RETRIES = 5
+_PG_WRITERS = 2  # parts written at once on PostgreSQL
 
 
 @dataclass
@@ -91,22 +93,61 @@ class IngestMixin:
         summary = IngestSummary(frames_read=len(batch), frames_skipped=frames_skipped,
                                 duplicates_in_input=plan.duplicates_in_input, run_id=handle.id)
         totals = WriteCounts()
-        n = len(plan)
-        bounds = [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
         try:
-            with ThreadPoolExecutor(1, thread_name_prefix="nnp-prepare") as pool:
-                ahead = pool.submit(prepare_part, batch, plan, *bounds[0])
-                for k, (_, hi) in enumerate(bounds):
-                    part = ahead.result()
-                    if k + 1 < len(bounds):  # prepare the next batch while this one is written
-                        ahead = pool.submit(prepare_part, batch, plan, *bounds[k + 1])
-                    totals.add(self._write_part(part, level_ids, handle))
-                    if on_progress:
-                        on_progress(hi, n)
+            self._write_all(batch, plan, level_ids, handle, batch_size, totals, on_progress)
         except BaseException as exc:
             self._finish(handle, summary, totals, t0, error=exc)
             raise
         return self._finish(handle, summary, totals, t0)
+
+    def _write_all(self, batch, plan, level_ids, handle, batch_size, totals, on_progress):
+        """Prepare and write ``plan`` in parts of ``batch_size``, one transaction each.
+
+        A helper thread prepares the next part while the current one is written. On
+        PostgreSQL two parts are written at once on two connections (the server then uses two
+        cores); parts hold disjoint structures, so they never wait on each other's rows. On
+        SQLite (one writer at a time) the main thread writes."""
+        n = len(plan)
+        bounds = [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
+        parallel = _PG_WRITERS if self.dialect == "postgresql" else 0
+        done = 0
+        inflight: deque = deque()
+
+        def collect(fut):
+            nonlocal done
+            counts, size = fut.result()
+            totals.add(counts)
+            done += size
+            if on_progress:
+                on_progress(done, n)
+
+        def write(part):
+            return self._write_part(part, level_ids, handle), len(part)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="nnp-prepare") as prep, \
+                ThreadPoolExecutor(max(parallel, 1), thread_name_prefix="nnp-write") as io:
+            try:
+                ahead = prep.submit(prepare_part, batch, plan, *bounds[0])
+                for k in range(len(bounds)):
+                    part = ahead.result()
+                    if k + 1 < len(bounds):  # prepare the next part while this one is written
+                        ahead = prep.submit(prepare_part, batch, plan, *bounds[k + 1])
+                    if not parallel:
+                        counts, size = write(part)
+                        totals.add(counts)
+                        done += size
+                        if on_progress:
+                            on_progress(done, n)
+                        continue
+                    inflight.append(io.submit(write, part))
+                    if len(inflight) >= parallel:
+                        collect(inflight.popleft())
+                while inflight:
+                    collect(inflight.popleft())
+            finally:  # on an error, count what the other writers committed
+                for fut in inflight:
+                    if fut.exception() is None:
+                        totals.add(fut.result()[0])
 
     def _write_part(self, part, level_ids, handle: RunHandle) -> WriteCounts:
         writer = WRITERS[self.dialect]
