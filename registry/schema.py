@@ -114,8 +114,11 @@ class Structure(Base):
     info: Mapped[dict | None]
     # The ingest run that created the row (provenance). Deliberately no foreign key: the row
     # is written by that run's own ingest, which creates the run first and never deletes it,
-    # and a per-row FK check was a large part of bulk-insert time (README, Ingest).
-    run_id: Mapped[int | None] = mapped_column(BigID, index=True)
+    # and a per-row FK check was a large part of bulk-insert time (README, Ingest). No index
+    # either: every row of an ingest has the same value, the one query using it
+    # (``_nnp_run``-style "made by" filters) is an OR with a label sub-query that scans
+    # structures anyway, and the index cost ~13 % of SQLite ingest CPU.
+    run_id: Mapped[int | None] = mapped_column(BigID)
     created_at: Mapped[datetime] = _created()
 
 
@@ -187,9 +190,9 @@ class Label(Base):
     status_reason: Mapped[str | None] = mapped_column(Text)
     source_unit: Mapped[str | None] = mapped_column(String(16))
     supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id"))
-    # Provenance pointer written by the ingest run itself (see Structure.run_id): no FK.
-    # structure_id and level_id keep theirs (core integrity).
-    run_id: Mapped[int | None] = mapped_column(BigID, index=True)
+    # Provenance pointer written by the ingest run itself (see Structure.run_id): no FK, no
+    # index. structure_id and level_id keep their foreign keys (core integrity).
+    run_id: Mapped[int | None] = mapped_column(BigID)
     created_at: Mapped[datetime] = _created()
     __table_args__ = (
         Index(

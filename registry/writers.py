@@ -39,9 +39,9 @@ class WriteCounts:
         self.conflicts.extend(other.conflicts[: max(0, 100 - len(self.conflicts))])
 
 
-def _structure_rows(pb: PreparedBatch, idx: np.ndarray, ids: np.ndarray, run_id, now):
-    """Rows (id, *_S_COLS) for structures ``idx``, built column-wise (an iterator, so rows
-    are made as the driver consumes them)."""
+def _structure_rows(pb: PreparedBatch, idx: np.ndarray, ids: np.ndarray, now):
+    """Rows for :data:`_S_INSERT` (structures ``idx``), built column-wise (an iterator, so
+    rows are made as the driver consumes them)."""
     r = idx.tolist()
     n = len(r)
 
@@ -52,11 +52,11 @@ def _structure_rows(pb: PreparedBatch, idx: np.ndarray, ids: np.ndarray, run_id,
         return np.asarray(arr)[idx].tolist()
 
     return zip(
-        ids[idx].tolist(), pick(pb.hashes), [HASH_VERSION] * n, ints(pb.n_atoms),
+        ids[idx].tolist(), pick(pb.hashes), ints(pb.n_atoms),
         ints(pb.nelements), pick(pb.numbers), pick(pb.positions), pick(pb.cells),
         ints(pb.pbc), ints(pb.nperiodic), ints(pb.charge), ints(pb.multiplicity),
         pick(pb.hill), pick(pb.reduced), pick(pb.anonymous), pick(pb.sources), pick(pb.infos),
-        [run_id] * n, [now] * n, strict=True)
+        [now] * n, strict=True)
 
 
 _S_COLS = ("hash, hash_version, n_atoms, nelements, numbers, positions, cell, pbc, nperiodic, "
@@ -99,9 +99,14 @@ def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int
     ids[new_idx] = start + 1 + np.arange(len(new_idx))
     raw = conn.connection.driver_connection.cursor()  # same connection and transaction
     if len(new_idx):
+        # Integer constants (hash version, run id; level id below) are SQL literals rather
+        # than parameters bound again for every row; int() makes them plain numbers.
         raw.executemany(
-            f"INSERT INTO structures (id, {_S_COLS}) VALUES ({','.join('?' * 19)})",
-            _structure_rows(pb, _by_hash(pb, new_idx), ids, run_id, stamp))
+            "INSERT INTO structures (id, hash, hash_version, n_atoms, nelements, numbers, "
+            "positions, cell, pbc, nperiodic, charge, multiplicity, formula_hill, "
+            "formula_reduced, formula_anonymous, source, info, created_at, run_id) VALUES "
+            f"(?, ?, {int(HASH_VERSION)}, {','.join('?' * 15)}, {int(run_id)})",
+            _structure_rows(pb, _by_hash(pb, new_idx), ids, stamp))
         e = is_new[pb.elem_index]
         raw.executemany(
             "INSERT INTO structure_elements (structure_id, z, count) VALUES (?, ?, ?)",
@@ -141,9 +146,11 @@ def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int
                 lr.max_force))
         if m:
             raw.executemany(
-                f"INSERT INTO labels ({_L_COLS}) VALUES ({','.join('?' * 13)})",
-                zip(sids[keep].tolist(), [level_id] * m, *cols, [lr.status] * m,
-                    [lr.source_unit] * m, [run_id] * m, [stamp] * m, strict=True))
+                "INSERT INTO labels (level_id, run_id, structure_id, hash, energy, forces, "
+                "dipole, charges, stress, max_force, status, source_unit, created_at) VALUES "
+                f"({int(level_id)}, {int(run_id)}, {','.join('?' * 11)})",
+                zip(sids[keep].tolist(), *cols, [lr.status] * m, [lr.source_unit] * m,
+                    [stamp] * m, strict=True))
         out.labels_new += m
     return out
 

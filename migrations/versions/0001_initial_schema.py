@@ -156,7 +156,6 @@ def upgrade() -> None:
             batch_op.f("ix_structures_formula_reduced"), ["formula_reduced"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_structures_n_atoms"), ["n_atoms"], unique=False)
-        batch_op.create_index(batch_op.f("ix_structures_run_id"), ["run_id"], unique=False)
 
     op.create_table(
         "al_selections",
@@ -242,7 +241,6 @@ def upgrade() -> None:
             ["level_id", "status", "structure_id"],
             unique=False,
         )
-        batch_op.create_index(batch_op.f("ix_labels_run_id"), ["run_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_labels_structure_id"), ["structure_id"], unique=False)
         batch_op.create_index(
             "uq_labels_ok",
@@ -450,7 +448,6 @@ def downgrade() -> None:
             postgresql_where=sa.text("status = 'ok'"),
         )
         batch_op.drop_index(batch_op.f("ix_labels_structure_id"))
-        batch_op.drop_index(batch_op.f("ix_labels_run_id"))
         batch_op.drop_index(batch_op.f("ix_labels_level_id_status_structure_id"))
 
     op.drop_table("labels")
@@ -460,7 +457,6 @@ def downgrade() -> None:
 
     op.drop_table("al_selections")
     with op.batch_alter_table("structures", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_structures_run_id"))
         batch_op.drop_index(batch_op.f("ix_structures_n_atoms"))
         batch_op.drop_index(batch_op.f("ix_structures_formula_reduced"))
 
