@@ -272,15 +272,19 @@ def _write_postgres_copy(cur, pb: PreparedBatch, level_ids: dict[str, int], run_
     ids = np.zeros(n, dtype=np.int64)
     is_new = np.ones(n, dtype=bool)
     if n:
+        # The hashes travel as one comma-separated text (hex digests hold no commas), not as
+        # an array parameter dumped element by element; ids come back as one text too.
         pos = {h: i for i, h in enumerate(pb.hashes)}
-        for h, sid in cur.execute("SELECT hash, id FROM structures WHERE hash = ANY(%s)",
-                                  (pb.hashes,)):
+        for h, sid in cur.execute(
+                "SELECT hash, id FROM structures WHERE hash = ANY(string_to_array(%s, ','))",
+                (",".join(pb.hashes),)):
             ids[pos[h]], is_new[pos[h]] = sid, False
     new_idx = np.flatnonzero(is_new)
     if len(new_idx):
-        got = cur.execute("SELECT nextval(pg_get_serial_sequence('structures', 'id')) "
-                          "FROM generate_series(1, %s)", (len(new_idx),)).fetchall()
-        ids[new_idx] = np.sort(np.fromiter((r[0] for r in got), np.int64, len(got)))
+        got = cur.execute("SELECT string_agg(nextval(pg_get_serial_sequence('structures', "
+                          "'id'))::text, ',') FROM generate_series(1, %s)",
+                          (len(new_idx),)).fetchone()[0]
+        ids[new_idx] = np.sort(np.array(got.split(","), dtype=np.int64))
         _copy(cur, "structures", pgcopy.structure_stream(pb, _by_hash(pb, new_idx), ids, run_id,
                                                          now))
         e = np.flatnonzero(is_new[pb.elem_index])
