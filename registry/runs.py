@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -72,6 +74,7 @@ class RunsMixin:
                 raise NotFound(f"no run with id {run_id}")
             edges = s.scalars(select(RunEntity).where(RunEntity.run_id == run_id)).all()
             out = {c.name: getattr(run, c.name) for c in Run.__table__.columns}
+            out["status"] = run_state(run.status, run.environment)
             for role in ("input", "output"):
                 out[role + "s"] = [
                     {k: getattr(e, k) for k in ("entity_type", "entity_id", "ref", "sha256",
@@ -79,3 +82,39 @@ class RunsMixin:
                     for e in edges if e.role == role
                 ]
             return out
+
+    def list_runs(self, *, kind: str | None = None, status: str | None = None,
+                  limit: int = 50) -> list[dict]:
+        """Newest runs first. A ``running`` run whose process is gone from this host is shown
+        as ``interrupted`` (killed before it could finish; its committed batches stay)."""
+        q = select(Run).order_by(Run.id.desc()).limit(max(1, int(limit)))
+        if kind:
+            q = q.where(Run.kind == kind)
+        if status and status != "interrupted":
+            q = q.where(Run.status == status)
+        elif status == "interrupted":
+            q = q.where(Run.status == "running")
+        with self.session() as s:
+            rows = [{"id": r.id, "kind": r.kind, "status": run_state(r.status, r.environment),
+                     "user": r.user, "started_at": r.started_at, "ended_at": r.ended_at,
+                     "code_version": r.code_version, "git_commit": r.git_commit,
+                     "error": r.error} for r in s.scalars(q)]
+        if status == "interrupted":
+            rows = [r for r in rows if r["status"] == "interrupted"]
+        return rows
+
+
+def run_state(status: str, env: dict | None) -> str:
+    """``interrupted`` for a ``running`` run whose process no longer exists on this host."""
+    if status != "running" or not env or env.get("hostname") != socket.gethostname():
+        return status
+    pid = env.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return status
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "interrupted"
+    except PermissionError:
+        return status
+    return status

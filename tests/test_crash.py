@@ -85,6 +85,8 @@ def test_sigkill_leaves_whole_batches_and_rerun_completes(db_url):
 
     reg = Registry(db_url)
     try:
+        killed = reg.list_runs(kind="ingest")
+        assert [r["status"] for r in killed] == ["interrupted"]  # not left looking "running"
         s = reg.ingest(data(), batch_size=BATCH)
         n_b = int(data().labels[LEVELS[1]].present.sum())
         assert s.structures_existing == n_s and s.structures_new == N - n_s

@@ -19,6 +19,7 @@ from . import (  # noqa: F401  (each module registers its commands on the app)
     lineage,
     models,
     query,
+    runs,
     stats,
 )
 from ._app import app, console, err_console
