@@ -28,6 +28,16 @@ class LabelColumns:
     stress: np.ndarray | None = None
     status: str = "ok"
     source_unit: str = "eV"
+    # Per-frame presence of an optional quantity ("forces", "dipole", "charges", "stress")
+    # when only some frames carry it (e.g. stress on crystals only); absent entries are NaN.
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def has(self, name: str) -> np.ndarray:
+        """Per-frame bool: frame carries this level and the quantity ``name``."""
+        if getattr(self, name) is None:
+            return np.zeros(len(self.present), dtype=bool)
+        mask = self.masks.get(name)
+        return self.present if mask is None else self.present & mask
 
 
 @dataclass
@@ -88,7 +98,6 @@ class FrameBatch:
     def _validate_labels(self, level: str, c: LabelColumns) -> None:
         b, n = len(self), int(self.offsets[-1])
         _shape(c.present, (b,), f"{level} presence mask")
-        atom_mask = np.repeat(c.present, self.n_atoms)
         specs = {"energy": (b,), "forces": (n, 3), "dipole": (b, 3), "charges": (n,),
                  "stress": (b, 6)}
         for name, shape in specs.items():
@@ -96,7 +105,10 @@ class FrameBatch:
             if arr is None:
                 continue
             _shape(arr, shape, f"{level} {name}")
-            mask = atom_mask if shape[0] == n and name in ("forces", "charges") else c.present
+            if name in c.masks:
+                _shape(c.masks[name], (b,), f"{level} {name} presence mask")
+            frames = c.has(name)
+            mask = np.repeat(frames, self.n_atoms) if name in ("forces", "charges") else frames
             self._finite(arr, per_atom=name in ("forces", "charges"), what=f"{level} {name}",
                          mask=mask)
 
@@ -134,7 +146,7 @@ def concat(batches: list[FrameBatch]) -> FrameBatch:
     labels = {}
     for lv in sorted(levels):
         parts = [b.labels.get(lv) or _absent(b) for b in batches]
-        cols = {}
+        cols, masks = {}, {}
         for name in LABEL_FIELDS:
             arrs = [getattr(p, name) for p in parts]
             if all(a is None for a in arrs):
@@ -144,9 +156,13 @@ def concat(batches: list[FrameBatch]) -> FrameBatch:
                 [a if a is not None else _nan_like(name, b) for a, b in zip(arrs, batches,
                                                                               strict=True)]
             )
+            if name != "energy":
+                mask = np.concatenate([p.has(name) for p in parts])
+                if not mask[np.concatenate([p.present for p in parts])].all():
+                    masks[name] = mask
         present = np.concatenate([p.present for p in parts])
         labels[lv] = LabelColumns(present=present, status=parts[0].status,
-                                  source_unit=parts[0].source_unit, **cols)
+                                  source_unit=parts[0].source_unit, masks=masks, **cols)
 
     def cat_list(attr):
         vals = [getattr(b, attr) for b in batches]

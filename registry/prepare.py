@@ -216,6 +216,15 @@ class _LabelValues:
     max_force: list
 
 
+def _drop_absent(col: list | None, c: LabelColumns, name: str, frames) -> list | None:
+    """``col`` with None where the frame does not carry the quantity (see LabelColumns.masks)."""
+    mask = c.masks.get(name)
+    if col is None or mask is None:
+        return col
+    keep = mask[frames].tolist()
+    return [x if k else None for x, k in zip(col, keep, strict=True)]
+
+
 def _label_values(level: str, c: LabelColumns, offsets, order, hashes,
                   frames: np.ndarray) -> _LabelValues:
     """Packed values and label hashes of ``frames``. Label hash: sha256 over level name,
@@ -233,10 +242,16 @@ def _label_values(level: str, c: LabelColumns, offsets, order, hashes,
     d_b = _per_frame_bytes(c.dipole[frames], n) if c.dipole is not None else None
     s_b = _per_frame_bytes(c.stress[frames], n) if c.stress is not None else None
     e_b = _per_frame_bytes(c.energy[frames][:, None], n) if c.energy is not None else None
+    f_b, q_b, d_b, s_b = (_drop_absent(col, c, name, frames) for col, name in (
+        (f_b, "forces"), (q_b, "charges"), (d_b, "dipole"), (s_b, "stress")))
     fl = frames.tolist()
     pieces = [[level.encode() + b"\0"] * n, [hashes[i].encode() for i in fl]]
     for tag, col in ((b"E", e_b), (b"F", f_b), (b"D", d_b), (b"Q", q_b), (b"S", s_b)):
-        if col is not None:
+        if col is None:
+            continue
+        if any(x is None for x in col):  # absent in some frames: hashed as if not given
+            pieces += [[b"" if x is None else tag for x in col], [x or b"" for x in col]]
+        else:
             pieces += [[tag] * n, col]
     lens = np.zeros(n, dtype=np.int64)
     for col in pieces:
@@ -250,6 +265,8 @@ def _label_values(level: str, c: LabelColumns, offsets, order, hashes,
         f = c.forces[atoms]
         norms = np.sqrt(np.einsum("ij,ij->i", f, f))
         fmax = np.maximum.reduceat(norms, poff[:-1]).astype(float).tolist()
+        if "forces" in c.masks:
+            fmax = [m if b is not None else None for m, b in zip(fmax, f_b, strict=True)]
     return _LabelValues(
         digests, c.energy[frames].astype(float).tolist() if c.energy is not None else none,
         f_b or none, d_b or none, q_b or none, s_b or none, fmax)

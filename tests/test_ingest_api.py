@@ -131,3 +131,30 @@ def test_batch_size_splits_into_whole_transactions(registry):
     with registry.session() as db:
         run_ids = set(db.scalars(select(Structure.run_id)).all())
     assert run_ids == {s.run_id}
+
+
+def test_quantities_carried_by_some_frames_only(registry):
+    """Stress on the crystal only: one batch, masked per frame; the molecule's label is
+    identical (same hash, no stress) to ingesting it alone."""
+    from ase.build import bulk, molecule
+    from sqlalchemy import select
+
+    from registry.schema import Label
+
+    mol = molecule("H2O")
+    mol.info["energy"] = -14.0
+    mol.arrays["forces"] = np.zeros((3, 3))
+    xtal = bulk("Cu", "fcc", a=3.6)
+    xtal.info["energy"] = -3.5
+    xtal.arrays["forces"] = np.zeros((1, 3))
+    xtal.info["stress"] = np.arange(6) / 100.0
+    summary = registry.ingest([mol, xtal], "pbe")
+    assert (summary.structures_new, summary.labels_new) == (2, 2)
+    with registry.session() as s:
+        rows = s.execute(select(Label.hash, Label.stress, Label.max_force)
+                         .order_by(Label.energy)).all()
+    assert rows[0].stress is None and rows[1].stress is not None
+    assert np.frombuffer(rows[1].stress, "<f8").tolist() == (np.arange(6) / 100.0).tolist()
+    assert rows[0].max_force == 0.0
+    alone = registry.ingest([mol], "pbe")  # same label, computed from a uniform batch
+    assert (alone.labels_existing, alone.labels_conflicting) == (1, 0)

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from ..errors import BadInput
-from ..frames import FrameBatch, LabelColumns
+from ..frames import FrameBatch, LabelColumns, concat
 from ..units import energy_factor
 
 _RESERVED_INFO = {"energy", "free_energy", "stress", "dipole", "charge", "spin",
@@ -150,18 +150,10 @@ def atoms_to_batches(frames: Iterable, level: str | None = None, *, units: str =
 
 def atoms_to_batch(frames: Iterable, level: str | None = None, **kwargs) -> tuple[FrameBatch,
                                                                                    int]:
-    """Like :func:`atoms_to_batches` for frames that all carry the same quantities; frames
-    where, say, only some have stress are refused (ingest them as separate batches)."""
+    """Like :func:`atoms_to_batches`, as one batch: quantities that only some frames carry
+    (e.g. stress on crystals only) are masked per frame (``LabelColumns.masks``)."""
     batches, skipped = atoms_to_batches(frames, level, **kwargs)
-    if len(batches) > 1:
-        cols = [b.labels[level] for b in batches]
-        q = next(q for q in ("forces", "dipole", "charges", "stress")
-                 if any(getattr(c, q) is None for c in cols)
-                 and any(getattr(c, q) is not None for c in cols))
-        bad = next(b for b, c in zip(batches, cols, strict=True) if getattr(c, q) is None)
-        raise BadInput(f"{bad.name(0)}: has no {q} while other frames do")
-    return batches[0], skipped
-
+    return concat(batches), skipped
 
 def _arr(value, shape, name, what):
     arr = np.asarray(value, dtype=float)

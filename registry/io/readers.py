@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadInput
-from ..frames import LABEL_FIELDS, FrameBatch, concat
+from ..frames import FrameBatch, concat
 from ..units import energy_factor
 
 _BY_EXTENSION = {".xyz": "extxyz", ".extxyz": "extxyz", ".db": "ase-db", ".traj": "traj",
@@ -205,11 +204,12 @@ Progress = Callable[[int, int], None]
 
 
 def read_files(paths: Sequence[str | os.PathLike], opts: ReadOptions,
-               on_file: Progress | None = None) -> tuple[list[FrameBatch], int, list[dict]]:
+               on_file: Progress | None = None) -> tuple[FrameBatch, int, list[dict]]:
     """Read every file before anything is written.
 
-    Returns batches (all frames with the same label quantities concatenated into one), the
-    number of skipped frames and provenance inputs (``{"entity_type": "file", "ref",
+    Returns one batch of every frame (quantities that only some frames carry, e.g. stress
+    on crystals only, are masked per frame: see ``LabelColumns.masks``), the number of
+    skipped frames and provenance inputs (``{"entity_type": "file", "ref",
     "sha256", "size", "format", "frames", "frames_skipped"}`` per file).
     """
     energy_factor(opts.units)  # unknown units: an error before reading anything
@@ -226,30 +226,7 @@ def read_files(paths: Sequence[str | os.PathLike], opts: ReadOptions,
                        "frames_skipped": n_skip})
         if on_file:
             on_file(i + 1, len(paths))
-    groups: dict[tuple, list[FrameBatch]] = {}
-    for b in batches:
-        groups.setdefault(_signature(b), []).append(b)
-    return [concat(g) for g in groups.values()], skipped, inputs
-
-
-def _signature(batch: FrameBatch) -> tuple:
-    return tuple(sorted((lv, tuple(q for q in LABEL_FIELDS if getattr(c, q) is not None))
-                        for lv, c in batch.labels.items()))
-
-
-def _refuse_conflicts_between(preps, parts) -> None:
-    """One structure with different labels for one level in two parts of the input."""
-    seen: dict[tuple[str, str], tuple[str, int]] = {}
-    for k, pb in enumerate(preps):
-        for lr in pb.labels:
-            for i, h in zip(lr.index.tolist(), lr.hashes, strict=True):
-                key = (pb.hashes[i], lr.level)
-                prev = seen.setdefault(key, (h, k))
-                if prev[0] != h:
-                    raise BadInput(f"conflicting {lr.level} labels for one structure inside "
-                                   f"the input (structure {pb.hashes[i][:16]}, in "
-                                   f"{parts[prev[1]].name(0)}'s part and {parts[k].name(0)}'s "
-                                   f"part)")
+    return concat(batches), skipped, inputs
 
 
 class FilesMixin:
@@ -264,55 +241,12 @@ class FilesMixin:
         """
         opts = ReadOptions(level, units, energy_key, forces_key, dipole_key, charges_key,
                            stress_key, skip_missing, source)
-        batches, skipped, inputs = read_files(paths, opts, on_file=on_file)
+        batch, skipped, inputs = read_files(paths, opts, on_file=on_file)
         params = {"files": [str(p) for p in paths], "level": level, "units": units,
                   **opts.keys(), "skip_missing": skip_missing, "source": source,
                   "batch_size": batch_size}
-        if len(batches) == 1:
-            return self.ingest_batch(batches[0], batch_size=batch_size,
-                                     on_progress=on_progress, params=params, inputs=inputs,
-                                     frames_skipped=skipped)
-        return self._ingest_parts(batches, batch_size=batch_size, on_progress=on_progress,
-                                  params=params, inputs=inputs, frames_skipped=skipped)
-
-    def _ingest_parts(self, parts: list[FrameBatch], *, batch_size, on_progress, params,
-                      inputs, frames_skipped):
-        """Like ``ingest_batch`` for batches whose labels carry different quantities: all
-        are validated and prepared (conflicts between them refused) before one run writes
-        them."""
-        from ..ingest import IngestSummary
-        from ..levels import canonical_name
-        from ..prepare import prepare
-        from ..writers import WriteCounts
-
-        t0 = time.perf_counter()
-        for p in parts:
-            p.validate()
-            p.labels = {canonical_name(k): v for k, v in p.labels.items()}
-        preps = [prepare(p) for p in parts]
-        _refuse_conflicts_between(preps, parts)
-        level_ids = {lv: self.ensure_level(lv)["id"] for p in parts for lv in p.labels}
-        handle = self.start_run("ingest", params)
-        for item in inputs:
-            handle.consumed(**item)
-        for lv, lid in level_ids.items():
-            handle.consumed("level", lid, ref=lv)
-        summary = IngestSummary(frames_read=sum(len(p) for p in parts),
-                                frames_skipped=frames_skipped, run_id=handle.id,
-                                duplicates_in_input=sum(pb.duplicates_in_input for pb in preps))
-        totals, done, total = WriteCounts(), 0, sum(len(pb) for pb in preps)
-        try:
-            for pb in preps:
-                for lo in range(0, len(pb), batch_size):
-                    hi = min(lo + batch_size, len(pb))
-                    totals.add(self._write_part(pb.slice(lo, hi), level_ids, handle))
-                    done += hi - lo
-                    if on_progress:
-                        on_progress(done, total)
-        except BaseException as exc:
-            self._finish(handle, summary, totals, t0, error=exc)
-            raise
-        return self._finish(handle, summary, totals, t0)
+        return self.ingest_batch(batch, batch_size=batch_size, on_progress=on_progress,
+                                 params=params, inputs=inputs, frames_skipped=skipped)
 
     def export(self, path: str | os.PathLike, levels: Sequence[str] | None = None, *,
                overwrite: bool = False, chunk: int = 10000,
