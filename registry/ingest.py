@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from sqlalchemy.exc import DBAPIError
 
@@ -30,20 +30,15 @@ _PG_WRITERS = 2  # parts written at once on PostgreSQL
 
 
 @dataclass
-class IngestSummary:
-    """What an ingest did (``--json`` prints :meth:`to_dict`)."""
+class IngestSummary(WriteCounts):
+    """What an ingest did: the write counts plus input figures (``--json`` prints
+    :meth:`to_dict`)."""
 
-    structures_new: int = 0
-    structures_existing: int = 0
-    labels_new: int = 0
-    labels_existing: int = 0
-    labels_conflicting: int = 0
     frames_skipped: int = 0
     frames_read: int = 0
     duplicates_in_input: int = 0
     run_id: int | None = None
     seconds: float = 0.0
-    conflicts: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -163,10 +158,7 @@ class IngestMixin:
         raise AssertionError("unreachable")
 
     def _finish(self, handle, summary, totals, t0, error=None) -> IngestSummary:
-        for k in ("structures_new", "structures_existing", "labels_new", "labels_existing",
-                  "labels_conflicting"):
-            setattr(summary, k, getattr(totals, k))
-        summary.conflicts = totals.conflicts
+        summary.add(totals)
         summary.seconds = round(time.perf_counter() - t0, 4)
         handle.result = {k: v for k, v in summary.to_dict().items() if k != "conflicts"}
         handle.result["conflicts_sample"] = totals.conflicts[:20]
