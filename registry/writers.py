@@ -75,6 +75,23 @@ def _conflict(pb, lr, k):
     return {"structure": pb.hashes[int(lr.index[k])], "level": lr.level}
 
 
+def _new_labels(pb, lr, stored: list[str | None], out: WriteCounts) -> list[int]:
+    """Indices of ``lr``'s labels to insert. ``stored[k]`` is the hash of the ``ok`` label
+    already stored for label k's (structure, level), or None; an equal hash counts as
+    existing, a different one as a conflict (never written). Non-``ok`` labels always go in."""
+    keep = []
+    for k, prev in enumerate(stored):
+        if prev is None or lr.status != "ok":
+            keep.append(k)
+        elif prev == lr.hashes[k]:
+            out.labels_existing += 1
+        else:
+            out.labels_conflicting += 1
+            if len(out.conflicts) < 100:
+                out.conflicts.append(_conflict(pb, lr, k))
+    return keep
+
+
 # --------------------------------------------------------------------------- SQLite
 def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int,
                  now: datetime) -> WriteCounts:
@@ -125,17 +142,7 @@ def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int
                 "SELECT structure_id, hash FROM labels WHERE status = 'ok' AND level_id = ? "
                 f"AND structure_id IN ({','.join('?' * len(chunk))})",
                 (level_id, *chunk)).all())
-        keep = []
-        for k, sid in enumerate(sids.tolist()):
-            prev = old.get(sid)
-            if prev is None or lr.status != "ok":
-                keep.append(k)
-            elif prev == lr.hashes[k]:
-                out.labels_existing += 1
-            else:
-                out.labels_conflicting += 1
-                if len(out.conflicts) < 100:
-                    out.conflicts.append(_conflict(pb, lr, k))
+        keep = _new_labels(pb, lr, [old.get(sid) for sid in sids.tolist()], out)
         m = len(keep)
         if m == len(sids):
             cols = (lr.hashes, lr.energy, lr.forces, lr.dipole, lr.charges, lr.stress,
@@ -304,17 +311,7 @@ def _write_postgres_copy(cur, pb: PreparedBatch, level_ids: dict[str, int], run_
     for lr in pb.labels:
         lid = level_ids[lr.level]
         sids = ids[lr.index].tolist()
-        keep = []
-        for k, sid in enumerate(sids):
-            prev = old.get((sid, lid)) if lr.status == "ok" else None
-            if prev is None:
-                keep.append(k)
-            elif prev == lr.hashes[k]:
-                out.labels_existing += 1
-            else:
-                out.labels_conflicting += 1
-                if len(out.conflicts) < 100:
-                    out.conflicts.append(_conflict(pb, lr, k))
+        keep = _new_labels(pb, lr, [old.get((sid, lid)) for sid in sids], out)
         if keep:
             picks.append((lr, lid, np.asarray(keep, dtype=np.int64), ids[lr.index]))
         out.labels_new += len(keep)
