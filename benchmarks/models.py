@@ -36,6 +36,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from ingest import drop_pg, fresh_pg  # noqa: E402  (benchmarks/ingest.py)
 
 ONE_MB = 1 << 20
 
@@ -68,13 +71,22 @@ def cold(cmd: list[str], env: dict, n: int = 5) -> float:
 
 # -- the registry -------------------------------------------------------------------------------
 def bench_registry(args, work: Path) -> dict:
+    """Registry side on a fresh SQLite file, or a throwaway PostgreSQL database (dropped)."""
+    url = args.pg_url or f"sqlite:///{work / 'registry.db'}"
+    if args.pg_url:
+        url = fresh_pg(args.pg_url, schema=False)
+    try:
+        return _bench_registry(url, args, work)
+    finally:
+        if args.pg_url:
+            drop_pg(args.pg_url, url)
+
+
+def _bench_registry(url: str, args, work: Path) -> dict:
     from registry.artifacts import ArtifactStore
     from registry.core import Registry
     from registry.db import upgrade
 
-    url = args.pg_url or f"sqlite:///{work / 'registry.db'}"
-    if args.pg_url:
-        url = fresh_pg(args.pg_url)
     upgrade(url)
     reg = Registry(url)
     reg.artifacts = ArtifactStore(str(work / "artifacts"))
@@ -107,21 +119,6 @@ def bench_registry(args, work: Path) -> dict:
     out["cold_python_ms"] = cold([sys.executable, "-c", "pass"], env)
     reg.close()
     return out
-
-
-def fresh_pg(admin_url: str) -> str:
-    import uuid
-
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    u = make_url(admin_url)
-    name = f"nnp_bench_models_{uuid.uuid4().hex[:8]}"
-    conninfo = (f"host={u.host} port={u.port or 5432} user={u.username} "
-                f"password={u.password or ''} dbname={u.database or 'postgres'}")
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # generated name, not user input
-    return u.set(database=name, drivername="postgresql+psycopg").render_as_string(False)
 
 
 # -- MLflow -------------------------------------------------------------------------------------
