@@ -15,9 +15,12 @@ from .errors import BadInput, DatabaseUnavailable, SchemaOutOfDate
 
 
 def _sqlite_pragmas(dbapi_conn, _record):
-    # Let SQLAlchemy issue BEGIN itself (so BEGIN IMMEDIATE works), WAL, FKs on.
+    # Let SQLAlchemy issue BEGIN itself (so BEGIN IMMEDIATE works), WAL, FKs on. The page
+    # size only takes effect when the file is created (before WAL is on): 32 KiB pages suit
+    # rows of packed arrays (fewer page writes and checkpoints at ingest; README, Ingest).
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA page_size=32768")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
@@ -100,7 +103,7 @@ def current_revision(engine: Engine) -> str | None:
 
 # The newest migration's revision id. Kept here so opening a registry need not import Alembic;
 # tests/test_migrations.py checks it equals Alembic's head.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0003"
 
 
 def head_revision() -> str:

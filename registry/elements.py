@@ -89,6 +89,60 @@ def formulas(composition: tuple[tuple[int, int], ...]) -> tuple[str, str, str]:
     return hill, reduced, anonymous
 
 
+_SMALL = 512  # counts below this come from a per-label table of strings
+
+
+@lru_cache(maxsize=512)
+def _piece_table(label: str) -> np.ndarray:
+    return np.array(["", label] + [f"{label}{c}" for c in range(2, _SMALL)])
+
+
+def _pieces(labels: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``label`` + count per cell ("" for 0, the bare label for 1), column by column."""
+    cols = []
+    for j, label in enumerate(labels.tolist()):
+        c = counts[:, j]
+        if c.max(initial=0) < _SMALL:
+            cols.append(_piece_table(label)[c])
+        else:
+            cols.append(np.array(["" if x == 0 else label if x == 1 else f"{label}{x}"
+                                  for x in c.tolist()]))
+    return cols
+
+
+def _join_columns(cols: list[np.ndarray], m: int) -> np.ndarray:
+    out = cols[0] if cols else np.full(m, "")
+    for col in cols[1:]:
+        out = np.char.add(out, col)
+    return out
+
+
+def formulas_batch(zs: np.ndarray, comp: np.ndarray) -> tuple[list, list, list]:
+    """(hill, reduced, anonymous) formula lists for the rows of a compact composition
+    matrix (columns are the atomic numbers ``zs``): :func:`formulas`, vectorised."""
+    comp = np.asarray(comp, dtype=np.int64)
+    m, k = comp.shape
+    if not m:
+        return [], [], []
+    symbols = np.array([SYMBOLS[z] for z in np.asarray(zs).tolist()] or [""])[:k]
+    alpha = np.argsort(symbols, kind="stable")
+    # Hill: C then H then the rest alphabetically when carbon is present; else alphabetical.
+    first = [int(np.flatnonzero(symbols == s)[0]) for s in ("C", "H") if s in symbols]
+    hill_order = np.array(first + [j for j in alpha.tolist() if j not in first], dtype=np.int64)
+    by_alpha = _join_columns(_pieces(symbols[alpha], comp[:, alpha]), m)
+    hill = by_alpha
+    if "C" in symbols:
+        with_c = comp[:, first[0]] > 0
+        by_hill = _join_columns(_pieces(symbols[hill_order], comp[:, hill_order]), m)
+        hill = np.where(with_c, by_hill, by_alpha)
+    divisor = np.maximum(np.gcd.reduce(comp, axis=1), 1)[:, None]
+    red = comp // divisor
+    reduced = _join_columns(_pieces(symbols[alpha], red[:, alpha]), m)
+    anon_counts = -np.sort(-red, axis=1)
+    anonymous = _join_columns(_pieces(np.array(_ANON[:k] or [""])[:k], anon_counts), m)
+    return hill.tolist(), reduced.tolist(), anonymous.tolist()
+
+
 def composition_of(row: np.ndarray) -> tuple[tuple[int, int], ...]:
     """((z, count), ...) for a row of :func:`composition_matrix`."""
     zs = np.flatnonzero(row)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import chain
 
 import numpy as np
 
-from .elements import compact_composition, formulas
+from .elements import compact_composition, formulas_batch
 from .errors import BadInput
 from .frames import FrameBatch, LabelColumns
 from .identity import HASH_VERSION, structure_hashes
@@ -122,24 +122,6 @@ def _bounds(offsets: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(o[:-1], o[1:], strict=True))
 
 
-def _formulas(zs: np.ndarray, comp: np.ndarray, cache: dict) -> tuple[list, list, list]:
-    """Hill, reduced and anonymous formulas per row of a compact composition matrix
-    (columns are atomic numbers ``zs``), computed once per distinct composition."""
-    if not len(comp):
-        return [], [], []
-    uniq, inv = np.unique(comp, axis=0, return_inverse=True)
-    zs = zs.tolist()
-    per = []
-    for row in uniq.tolist():
-        key = tuple((z, c) for z, c in zip(zs, row, strict=True) if c)
-        got = cache.get(key)
-        if got is None:
-            got = cache[key] = formulas(key)
-        per.append(got)
-    inv = inv.reshape(-1).tolist()
-    return ([per[k][0] for k in inv], [per[k][1] for k in inv], [per[k][2] for k in inv])
-
-
 @dataclass
 class Plan:
     """The whole-input pass of :func:`plan_batch`."""
@@ -152,7 +134,6 @@ class Plan:
     levels: list[tuple[str, LabelColumns, np.ndarray, np.ndarray]]  # level, columns,
     # frames carrying it (one per structure) sorted by slot, and their slots
     duplicates_in_input: int
-    formula_cache: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.keep)
@@ -282,7 +263,7 @@ def prepare_part(batch: FrameBatch, plan: Plan, lo: int, hi: int) -> PreparedBat
     numbers = plan.numbers[atoms]
     zs, comp = compact_composition(numbers, poff)
     elem_index, elem_col = np.nonzero(comp)
-    hill, reduced, anon = _formulas(zs, comp, plan.formula_cache)
+    hill, reduced, anon = formulas_batch(zs, comp)
     nb = numbers.astype("<u1").tobytes()
     cells = batch.cells[fr].astype(np.float64)
     pbc = batch.pbc[fr].astype(bool)

@@ -123,20 +123,21 @@ class Structure(Base):
 
 
 class StructureElement(Base):
-    """Per-element composition, for element filters (index on (z, structure_id)).
+    """Per-element composition, for element filters: keyed ``(z, structure_id)``.
 
     Derived data: the rows are computed from ``structures.numbers`` and written by the same
-    transaction that inserts the structure (structures are never deleted), so there is no
-    foreign key; it cost one index probe per row, 3.5 rows per structure, at ingest. On SQLite
-    the table is ``WITHOUT ROWID`` (the primary key is the clustered B-tree: one B-tree
-    instead of two).
+    transaction that inserts the structure (structures are append-only), so there is no
+    foreign key; it cost one index probe per row, 3.5 rows per structure, at ingest. One
+    B-tree only (SQLite: a ``WITHOUT ROWID`` table clustered on the key): element filters
+    probe ``(z, structure_id)``; a structure's own composition comes from its row
+    (``nelements``, ``numbers``) or from probing each ``z``.
     """
 
     __tablename__ = "structure_elements"
-    structure_id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=False)
     z: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    structure_id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=False)
     count: Mapped[int] = mapped_column(Integer)
-    __table_args__ = (Index(None, "z", "structure_id"), {"sqlite_with_rowid": False})
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
 
 class LevelOfTheory(Base):
@@ -191,21 +192,29 @@ class Label(Base):
     source_unit: Mapped[str | None] = mapped_column(String(16))
     supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id"))
     # Provenance pointer written by the ingest run itself (see Structure.run_id): no FK, no
-    # index. structure_id and level_id keep their foreign keys (core integrity).
+    # index. structure_id and level_id are checked references: declarative foreign keys on
+    # SQLite; on PostgreSQL one set-based check per statement, the parents being append-only
+    # (migration 0002; PG_SET_CHECKED_FKS).
     run_id: Mapped[int | None] = mapped_column(BigID)
     created_at: Mapped[datetime] = _created()
     __table_args__ = (
+        # At most one ok label per (structure, level); level first, so it also answers
+        # "structures with an ok label at level L" (the _nnp_levels filters).
         Index(
             "uq_labels_ok",
-            "structure_id",
             "level_id",
+            "structure_id",
             unique=True,
             sqlite_where=text("status = 'ok'"),
             postgresql_where=text("status = 'ok'"),
         ),
-        Index(None, "level_id", "status", "structure_id"),
         Index(None, "structure_id"),
     )
+
+
+# Foreign keys of the ORM that PostgreSQL enforces with set-based statement triggers instead
+# of per-row constraint triggers (migration 0002).
+PG_SET_CHECKED_FKS = ("fk_labels_structure_id_structures", "fk_labels_level_id_levels_of_theory")
 
 
 class Dataset(Base):

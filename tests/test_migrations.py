@@ -31,11 +31,62 @@ def test_schema_matches_models(db_url):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
+    from registry.schema import PG_SET_CHECKED_FKS
+
     engine = make_engine(db_url)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    pg = engine.dialect.name == "postgresql"
     engine.dispose()
-    assert diff == []
+    # On PostgreSQL the ORM's label foreign keys are set-based triggers (migration 0002).
+    replaced = sorted(d[1].name for d in diff if pg and d[0] == "add_fk")
+    assert replaced == (sorted(PG_SET_CHECKED_FKS) if pg else [])
+    assert [d for d in diff if d[0] != "add_fk" or not pg] == []
+
+
+def _insert_label(conn, structure_id: int, level_id: int) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from registry.schema import Label
+
+    conn.execute(insert(Label).values(structure_id=structure_id, level_id=level_id, hash="0" * 64,
+                                      energy=1.0, status="ok",
+                                      created_at=datetime.now(UTC)))
+
+
+def test_label_references_are_enforced(registry):
+    """A label pointing at a missing structure or level is refused on both backends, and
+    structures / levels cannot be deleted from under their labels."""
+    import pytest
+    from ase import Atoms
+    from sqlalchemy import delete, func, select, update
+    from sqlalchemy.exc import IntegrityError
+
+    from registry.schema import Label, LevelOfTheory, Structure
+
+    a = Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]])
+    a.info["energy"] = -1.0
+    registry.ingest([a], level="pbe/sz")
+    with registry.engine.connect() as conn:
+        sid = conn.execute(select(func.max(Structure.id))).scalar()
+        lid = conn.execute(select(func.max(LevelOfTheory.id))).scalar()
+        n_labels = conn.execute(select(func.count()).select_from(Label)).scalar()
+    for bad in ((sid + 1000, lid), (sid, lid + 1000)):
+        with pytest.raises(IntegrityError, match="(?i)foreign key"):
+            with registry.engine.begin() as conn:
+                _insert_label(conn, *bad)
+    with pytest.raises(IntegrityError, match="(?i)foreign key"):
+        with registry.engine.begin() as conn:
+            conn.execute(update(Label).values(structure_id=sid + 1000))
+    for table in (Structure, LevelOfTheory):
+        with pytest.raises(IntegrityError, match="(?i)foreign key|append-only"):
+            with registry.engine.begin() as conn:
+                conn.execute(delete(table))
+    with registry.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Label)).scalar() == n_labels
+        assert conn.execute(select(func.count()).select_from(Structure)).scalar() == 1
 
 
 def test_registry_refuses_missing_schema(empty_db_url):

@@ -1,9 +1,10 @@
 """Filter expressions -> SQLAlchemy boolean clauses over :class:`~registry.schema.Structure`.
 
-Every value becomes a bound parameter. Element and level conditions are ``EXISTS``
-sub-queries on ``structure_elements`` (index ``(z, structure_id)``) and ``labels`` (index
-``(level_id, status, structure_id)``), correlated to ``structures`` only, so the clause also
-works in queries that join labels or dataset members themselves.
+Every value becomes a bound parameter. Element and level conditions are ``EXISTS`` (or
+count) sub-queries on ``structure_elements`` (key ``(z, structure_id)``) and ``labels``
+(partial unique index ``(level_id, structure_id) WHERE status = 'ok'``), correlated to
+``structures`` only, so the clause also works in queries that join labels or dataset members
+themselves. Element sub-queries always name ``z``, the leading key column.
 """
 
 from __future__ import annotations
@@ -133,8 +134,8 @@ class Compiler:
             expr = COLUMNS[f].isnot(None)
         elif f == "id":
             expr = S.id.isnot(None)
-        elif f == "elements":
-            expr = _sub(StructureElement.structure_id == S.id)
+        elif f == "elements":  # a composition row per distinct element
+            expr = S.nelements > 0
         elif f == "_nnp_levels":
             lab = aliased(Label)
             expr = _sub(lab.structure_id == S.id, lab.status == "ok")
@@ -156,7 +157,10 @@ class Compiler:
     def _has(self, node: ast.Has):
         f, mode, vals = node.field, node.mode, node.values
         if f == "elements":
-            return self._set(mode, [symbol_to_z(v) for v in vals], self._elements)
+            zs = [symbol_to_z(v) for v in vals]
+            if mode == "ONLY":  # every element present is listed: count the listed ones
+                return S.nelements == _elements_present(zs)
+            return self._set(mode, zs, self._elements)
         if f == "_nnp_levels":
             return self._set(mode, [self._level_id(v) for v in vals], self._labelled)
         if f == "_nnp_dataset":
@@ -256,6 +260,13 @@ def resolve_version(ref_text: str, session=None):
     return vid
 
 
+def _elements_present(zs):
+    """How many of the atomic numbers ``zs`` the structure contains."""
+    se = aliased(StructureElement)
+    return (select(func.count()).where(se.z.in_(sorted(set(zs))), se.structure_id == S.id)
+            .correlate(S).scalar_subquery())
+
+
 def per_atom(lab, lid):
     """Energy per atom; minus Σ n_Z·E_ref(Z) when the level has reference energies.
 
@@ -263,13 +274,18 @@ def per_atom(lab, lid):
     """
     se, re_ = aliased(StructureElement), aliased(ReferenceEnergy)
     has_refs = exists().where(ReferenceEnergy.level_id == lid)
-    ref_sum = (select(func.sum(se.count * re_.energy))
-               .join(re_, and_(re_.z == se.z, re_.level_id == lid))
-               .where(se.structure_id == S.id).correlate(S).scalar_subquery())
+    # Both sub-queries walk the level's reference energies and probe (z, structure_id).
+    count = (select(se.count).where(se.z == re_.z, se.structure_id == S.id)
+             .correlate(S, re_).scalar_subquery())
+    ref_sum = (select(func.sum(re_.energy * count)).where(re_.level_id == lid)
+               .correlate(S).scalar_subquery())
     se2, re2 = aliased(StructureElement), aliased(ReferenceEnergy)
-    missing = exists().where(se2.structure_id == S.id,
-                             ~exists().where(re2.level_id == lid, re2.z == se2.z)
-                             .correlate(se2)).correlate(S)
+    covered = (select(func.count()).select_from(re2)
+               .where(re2.level_id == lid,
+                      exists().where(se2.z == re2.z, se2.structure_id == S.id)
+                      .correlate(S, re2))
+               .correlate(S).scalar_subquery())
+    missing = covered < S.nelements
     n = cast(S.n_atoms, Float)
     return case((~has_refs, lab.energy / n), (missing, null()), else_=(lab.energy - ref_sum) / n)
 
