@@ -119,8 +119,39 @@ def test_chunked_read_equals_single_read(registry, monkeypatch):
     whole = registry.materialize("k", cache=False)
     monkeypatch.setattr(mat, "_CHUNK_ROWS", 4)
     chunked = registry.materialize("k", cache=False)
-    assert len(chunked) == len(whole) == 16
-    for a, b in zip(whole.buckets, chunked.buckets, strict=True):
-        assert a.keys() == b.keys()
+    # ranges read in parallel threads, each on its own connection, on both backends
+    monkeypatch.setattr(mat, "_READERS", {"sqlite": 3, "postgresql": 3})
+    monkeypatch.setattr(mat, "_PARALLEL_MIN", 1)
+    parallel = registry.materialize("k", cache=False)
+    monkeypatch.setattr(mat, "_CHUNK_ROWS", 1000)
+    two_ranges = registry.materialize("k", cache=False)
+    assert len(chunked) == len(whole) == len(parallel) == len(two_ranges) == 16
+    for got in (chunked, parallel, two_ranges):
+        for a, b in zip(whole.buckets, got.buckets, strict=True):
+            assert a.keys() == b.keys()
+            for k in a:
+                np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_hash_prefix_ties_fall_back_to_full_hashes(registry, monkeypatch):
+    """Equal 64-bit hash prefixes are ordered by the full hashes (read in ranges)."""
+    import registry.materialize as mat
+
+    _data(registry)
+    registry.create_dataset_version("t", levels=[LEVEL], group_by="none")
+    whole = registry.materialize("t", cache=False)
+    parse = mat._Reader._parse
+
+    def tied_keys(self, row, structures):
+        out = parse(self, row, structures)
+        if "key" in out:
+            out["key"] = np.zeros_like(out["key"])
+        return out
+
+    monkeypatch.setattr(mat._Reader, "_parse", tied_keys)
+    monkeypatch.setattr(mat, "_READERS", {"sqlite": 2, "postgresql": 2})
+    monkeypatch.setattr(mat, "_PARALLEL_MIN", 1)
+    tied = registry.materialize("t", cache=False)
+    for a, b in zip(whole.buckets, tied.buckets, strict=True):
         for k in a:
             np.testing.assert_array_equal(a[k], b[k])
