@@ -30,22 +30,30 @@ _FKS = (
 )
 
 _UP = [
+    # The distinct ids of the statement's rows are probed through the primary keys as one
+    # array (an index scan with array keys): cost grows with the rows inserted, never with
+    # the size of the parent table (a NOT EXISTS here was planned as a hash of all ids).
     """
     CREATE FUNCTION nnp_check_label_refs() RETURNS trigger LANGUAGE plpgsql AS $$
-    DECLARE bad record;
+    DECLARE sids bigint[]; lids bigint[]; missing bigint;
     BEGIN
-      SELECT n.structure_id, n.level_id,
-             EXISTS (SELECT 1 FROM structures s WHERE s.id = n.structure_id) AS has_s
-        INTO bad FROM nnp_new n
-       WHERE NOT EXISTS (SELECT 1 FROM structures s WHERE s.id = n.structure_id)
-          OR NOT EXISTS (SELECT 1 FROM levels_of_theory v WHERE v.id = n.level_id)
-       LIMIT 1;
-      IF FOUND THEN
+      SELECT array_agg(DISTINCT structure_id), array_agg(DISTINCT level_id)
+        INTO sids, lids FROM nnp_new;
+      IF sids IS NULL THEN
+        RETURN NULL;
+      END IF;
+      IF (SELECT count(*) FROM structures WHERE id = ANY (sids)) < cardinality(sids) THEN
+        SELECT x INTO missing FROM unnest(sids) AS x
+         WHERE NOT EXISTS (SELECT 1 FROM structures s WHERE s.id = x) LIMIT 1;
         RAISE EXCEPTION 'insert or update on table "labels" violates foreign key reference '
-          '%', CASE WHEN bad.has_s THEN format('level_id=%s: no such levels_of_theory row',
-                                              bad.level_id)
-                    ELSE format('structure_id=%s: no such structures row', bad.structure_id)
-               END
+          'structure_id=%: no such structures row', missing
+          USING ERRCODE = 'foreign_key_violation', TABLE = 'labels';
+      END IF;
+      IF (SELECT count(*) FROM levels_of_theory WHERE id = ANY (lids)) < cardinality(lids) THEN
+        SELECT x INTO missing FROM unnest(lids) AS x
+         WHERE NOT EXISTS (SELECT 1 FROM levels_of_theory v WHERE v.id = x) LIMIT 1;
+        RAISE EXCEPTION 'insert or update on table "labels" violates foreign key reference '
+          'level_id=%: no such levels_of_theory row', missing
           USING ERRCODE = 'foreign_key_violation', TABLE = 'labels';
       END IF;
       RETURN NULL;
