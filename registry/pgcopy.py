@@ -1,13 +1,19 @@
 """PostgreSQL binary COPY streams for prepared batches, built without per-field dumpers.
 
-A stream is ``(columns, bytes)``. Fixed-width columns come first in each row and are packed
-for all rows at once with a numpy structured (big-endian) dtype; variable-width values
-(bytea, text, nullable numbers) get a 4-byte length prefix (-1 for NULL) and are joined.
+A stream is ``(columns, bytes)``. Each row is laid out as
+
+    [field count][fixed-width fields ...][length of var 1] var 1 [length] var 2 ...
+
+Everything up to the first variable-width value is one numpy structured record per row,
+packed for all rows at once (big-endian): numbers, constant values, values of one byte length
+in every row (hex digests, equal strings), columns that are NULL in every row (a -1 length and
+no data), and the length prefix of the first variable value. The other length prefixes come
+from one packed int32 array. Rows are then joined by ``bytes.join`` from slices, so Python
+never concatenates per value.
 """
 
 from __future__ import annotations
 
-import struct
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 
@@ -17,10 +23,7 @@ from .identity import HASH_VERSION
 
 HEADER = b"PGCOPY\n\xff\r\n\0" + bytes(8)
 TRAILER = b"\xff\xff"
-NULL = b"\xff\xff\xff\xff"
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-_LEN = struct.Struct(">i").pack
-_F8 = struct.Struct(">id").pack
 
 
 def timestamp(now: datetime) -> int:
@@ -30,72 +33,102 @@ def timestamp(now: datetime) -> int:
     return (now - _EPOCH) // timedelta(microseconds=1)
 
 
-def _fixed(n_fields: int, cols: list[tuple[str, str, object]], n: int) -> list[bytes]:
-    """Per-row bytes of the field count and the fixed-width fields (name, '>i8', values)."""
-    dt = np.dtype([("nf", ">i2")] + [f for name, code, _ in cols
-                                     for f in ((f"l_{name}", ">i4"), (name, code))])
-    arr = np.empty(n, dtype=dt)
-    arr["nf"] = n_fields
-    for name, code, values in cols:
-        arr[f"l_{name}"] = np.dtype(code).itemsize
-        arr[name] = values
-    buf, w = arr.tobytes(), dt.itemsize
-    return [buf[i: i + w] for i in range(0, n * w, w)]
+def _column(values: list) -> tuple[list, np.ndarray | None]:
+    """(values as bytes, lengths with -1 for NULL), or (values, None) if every row is NULL.
+    A column holds one type: str values are UTF-8 encoded."""
+    n = len(values)
+    nulls = values.count(None)
+    if nulls == n:
+        return values, None
+    if nulls:
+        if any(isinstance(v, str) for v in values):
+            values = [None if v is None else v.encode() for v in values]
+        lens = np.fromiter((-1 if v is None else len(v) for v in values), dtype=np.int64,
+                           count=n)
+        return values, lens
+    if isinstance(values[0], str):
+        values = [v.encode() for v in values]
+    return values, np.fromiter(map(len, values), dtype=np.int64, count=n)
 
 
-def _var(values) -> list[bytes]:
-    """Length-prefixed bytes (str is encoded as UTF-8; None is NULL)."""
-    out = []
-    for v in values:
-        if v is None:
-            out.append(NULL)
-        else:
-            if isinstance(v, str):
-                v = v.encode()
-            out.append(_LEN(len(v)) + v)
-    return out
-
-
-def _float(values) -> list[bytes]:
-    return [NULL if v is None else _F8(8, v) for v in values]
-
-
-def _stream(fixed: list[bytes], var: list[list[bytes]]) -> bytes:
-    return HEADER + b"".join(chain.from_iterable(zip(fixed, *var, strict=True))) + TRAILER
+def pack(n: int, fixed: list[tuple[str, str, object]], var: list[tuple[str, list]]):
+    """Binary COPY stream of ``n`` rows: ``fixed`` (name, '>i8'-style code, values or a
+    scalar) and ``var`` (name, list of bytes/str/None) columns, in that order."""
+    fields = [("nf", ">i2")]
+    assign = [("nf", len(fixed) + len(var))]
+    for name, code, values in fixed:
+        fields += [(f"l_{name}", ">i4"), (name, code)]
+        assign += [(f"l_{name}", np.dtype(code).itemsize), (name, values)]
+    names = [name for name, _, _ in fixed]
+    rest: list[tuple[str, list, np.ndarray]] = []
+    for name, values in var:
+        values, lens = _column(values)
+        names_or_rest = lens is not None and not (lens == lens[0]).all()
+        if names_or_rest:
+            rest.append((name, values, lens))
+            continue
+        names.append(name)
+        fields.append((f"l_{name}", ">i4"))
+        w = -1 if lens is None else int(lens[0])
+        assign.append((f"l_{name}", w))
+        if w > 0:  # the same length in every row: a fixed field
+            fields.append((name, f"S{w}"))
+            assign.append((name, np.array(values, dtype=f"S{w}")))
+    if rest:  # the first variable value's length closes the fixed record
+        fields.append(("l_first", ">i4"))
+        assign.append(("l_first", rest[0][2]))
+    dt = np.dtype(fields)
+    rec = np.empty(n, dtype=dt)
+    for name, value in assign:
+        rec[name] = value
+    buf, w = rec.tobytes(), dt.itemsize
+    columns = [[buf[i: i + w] for i in range(0, n * w, w)]]
+    for k, (name, values, lens) in enumerate(rest):
+        names.append(name)
+        if k:
+            lb = lens.astype(">i4").tobytes()
+            columns.append([lb[i: i + 4] for i in range(0, 4 * n, 4)])
+        columns.append([b"" if v is None else v for v in values])
+    body = b"".join(chain.from_iterable(zip(*columns, strict=True)))
+    return names, HEADER + body + TRAILER
 
 
 def structure_stream(pb, rows: np.ndarray, ids: np.ndarray, run_id: int, now: datetime):
     """New structures ``rows`` (indices into ``pb``, in insertion order) with their ``ids``."""
-    n = len(rows)
     r = rows.tolist()
-    fixed_cols = [("id", ">i8", ids[rows]), ("hash_version", ">i2", HASH_VERSION),
-                  ("n_atoms", ">i4", pb.n_atoms[rows]), ("nelements", ">i2", pb.nelements[rows]),
-                  ("pbc", ">i2", pb.pbc[rows]), ("nperiodic", ">i2", pb.nperiodic[rows]),
-                  ("charge", ">i2", pb.charge[rows]),
-                  ("multiplicity", ">i2", pb.multiplicity[rows]), ("run_id", ">i8", run_id),
-                  ("created_at", ">i8", timestamp(now))]
-    var_cols = {"hash": pb.hashes, "numbers": pb.numbers, "positions": pb.positions,
-                "cell": pb.cells, "formula_hill": pb.hill, "formula_reduced": pb.reduced,
-                "formula_anonymous": pb.anonymous, "source": pb.sources, "info": pb.infos}
-    n_fields = len(fixed_cols) + len(var_cols)
-    fixed = _fixed(n_fields, fixed_cols, n)
-    var = [_var([col[i] for i in r]) for col in var_cols.values()]
-    return [c[0] for c in fixed_cols] + list(var_cols), _stream(fixed, var)
+    fixed = [("id", ">i8", ids[rows]), ("hash_version", ">i2", HASH_VERSION),
+             ("n_atoms", ">i4", pb.n_atoms[rows]), ("nelements", ">i2", pb.nelements[rows]),
+             ("pbc", ">i2", pb.pbc[rows]), ("nperiodic", ">i2", pb.nperiodic[rows]),
+             ("charge", ">i2", pb.charge[rows]),
+             ("multiplicity", ">i2", pb.multiplicity[rows]), ("run_id", ">i8", run_id),
+             ("created_at", ">i8", timestamp(now))]
+    var = [("hash", pb.hashes), ("cell", pb.cells), ("source", pb.sources), ("info", pb.infos),
+           ("formula_hill", pb.hill), ("formula_reduced", pb.reduced),
+           ("formula_anonymous", pb.anonymous), ("numbers", pb.numbers),
+           ("positions", pb.positions)]
+    return pack(len(r), fixed, [(name, [col[i] for i in r]) for name, col in var])
 
 
 def elements_stream(sids: np.ndarray, z: np.ndarray, count: np.ndarray):
-    n = len(sids)
-    cols = [("structure_id", ">i8", sids), ("z", ">i2", z), ("count", ">i4", count)]
-    order = np.lexsort((z, sids))
-    cols = [(a, b, v[order]) for a, b, v in cols]
-    return [c[0] for c in cols], _stream(_fixed(3, cols, n), [])
+    order = np.lexsort((sids, z))  # the key order (z, structure_id)
+    return pack(len(sids), [("structure_id", ">i8", sids[order]), ("z", ">i2", z[order]),
+                            ("count", ">i4", count[order])], [])
+
+
+def _float_column(name: str, values: list, fixed: list, var: list) -> None:
+    """A nullable float column: a fixed '>f8' field when no row is NULL, else variable."""
+    if not any(v is None for v in values):
+        fixed.append((name, ">f8", np.asarray(values, dtype=np.float64)))
+    else:
+        var.append((name, [None if v is None else np.float64(v).astype(">f8").tobytes()
+                           for v in values]))
 
 
 def labels_stream(picks, run_id: int, now: datetime):
     """Label rows from ``picks``: (LabelRows, level_id, kept positions, structure ids)."""
     sid = np.concatenate([sids[keep] for _, _, keep, sids in picks])
     lid = np.concatenate([np.full(len(keep), level) for _, level, keep, _ in picks])
-    order = np.lexsort((lid, sid)).tolist()
+    order = np.lexsort((sid, lid)).tolist()  # the key order (level_id, structure_id)
 
     def gather(attr):
         flat = []
@@ -106,12 +139,13 @@ def labels_stream(picks, run_id: int, now: datetime):
 
     status = [s for lr, _, keep, _ in picks for s in [lr.status] * len(keep)]
     unit = [s for lr, _, keep, _ in picks for s in [lr.source_unit] * len(keep)]
-    fixed_cols = [("structure_id", ">i8", sid[order]), ("level_id", ">i8", lid[order]),
-                  ("run_id", ">i8", run_id), ("created_at", ">i8", timestamp(now))]
-    var = [_var(gather("hashes")), _float(gather("energy")), _var(gather("forces")),
-           _var(gather("dipole")), _var(gather("charges")), _var(gather("stress")),
-           _float(gather("max_force")), _var([status[i] for i in order]),
-           _var([unit[i] for i in order])]
-    names = [c[0] for c in fixed_cols] + ["hash", "energy", "forces", "dipole", "charges",
-                                          "stress", "max_force", "status", "source_unit"]
-    return names, _stream(_fixed(len(names), fixed_cols, len(sid)), var)
+    o = np.asarray(order, dtype=np.int64)
+    fixed = [("structure_id", ">i8", sid[o]), ("level_id", ">i8", lid[o]),
+             ("run_id", ">i8", run_id), ("created_at", ">i8", timestamp(now))]
+    var = [("hash", gather("hashes")), ("status", [status[i] for i in order]),
+           ("source_unit", [unit[i] for i in order])]
+    _float_column("energy", gather("energy"), fixed, var)
+    _float_column("max_force", gather("max_force"), fixed, var)
+    var += [("dipole", gather("dipole")), ("charges", gather("charges")),
+            ("stress", gather("stress")), ("forces", gather("forces"))]
+    return pack(len(o), fixed, var)

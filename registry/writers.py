@@ -232,7 +232,7 @@ def _write_postgres_merge(cur, pb: PreparedBatch, level_ids: dict[str, int], run
                 SELECT m.id, l.level_id, l.hash, l.energy, l.forces, l.dipole, l.charges,
                        l.stress, l.max_force, l.status, l.source_unit, %(run)s, %(now)s
                 FROM nnp_stage_l l JOIN nnp_map m ON m.idx = l.sidx
-                ORDER BY m.id, l.level_id
+                ORDER BY l.level_id, m.id
                 ON CONFLICT (structure_id, level_id) WHERE status = 'ok' DO NOTHING""",
             {"run": run_id, "now": now})
         out.labels_new = cur.rowcount
