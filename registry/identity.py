@@ -20,7 +20,6 @@ Everything is vectorised over a ragged batch (``numbers``, ``positions``, ``offs
 from __future__ import annotations
 
 import hashlib
-from itertools import chain
 
 import numpy as np
 
@@ -89,35 +88,40 @@ def canonical_order(numbers, grid, offsets) -> np.ndarray:
 
 
 def structure_hashes(numbers, positions, offsets, cells, pbc, charges, mults):
-    """Return (hashes, order): hex sha256 per structure and the canonical atom permutation."""
+    """Return (hashes, order): hex sha256 per structure and the canonical atom permutation.
+
+    Messages are assembled with numpy, one block per (atom count, periodic) group of
+    structures (equal-length messages side by side), then hashed from slices of it."""
     numbers = np.asarray(numbers, dtype=np.int64)
+    offsets = np.asarray(offsets, dtype=np.int64)
     grid = canonical_grid(positions, offsets, cells, pbc)
     order = canonical_order(numbers, grid, offsets)
-    z_bytes = numbers[order].astype("<i2").tobytes()
-    g_bytes = grid[order].astype("<i8").tobytes()
-    cell_grid = np.rint(cells / TOLERANCE).astype("<i8")
+    cell_grid = np.rint(cells / TOLERANCE).astype("<i8").reshape(-1, 9)
     periodic = pbc.any(axis=1)
-    pbc_bits = (pbc * np.array([1, 2, 4])).sum(axis=1)
     b = len(offsets) - 1
     head = np.empty(b, dtype=_HEADER_DT)
     head["magic"] = b"nnp-st1\0"
-    head["n"] = np.diff(offsets)
+    counts = np.diff(offsets)
+    head["n"] = counts
     head["charge"] = charges
     head["mult"] = mults
-    head["pbc"] = pbc_bits
-    hb, hw = head.tobytes(), _HEADER_DT.itemsize
-    cb = cell_grid.tobytes()
-    per = periodic.tolist()
-    lo = np.asarray(offsets[:-1], dtype=np.int64)
-    hi = np.asarray(offsets[1:], dtype=np.int64)
-    pieces = zip(
-        [hb[i: i + hw] for i in range(0, b * hw, hw)],
-        [cb[72 * s: 72 * s + 72] if per[s] else b"" for s in range(b)],
-        [z_bytes[a: c] for a, c in zip((2 * lo).tolist(), (2 * hi).tolist(), strict=True)],
-        [g_bytes[a: c] for a, c in zip((24 * lo).tolist(), (24 * hi).tolist(), strict=True)],
-        strict=True)
-    ends = np.cumsum(hw + 72 * periodic + 26 * (hi - lo)).tolist()
-    buf = memoryview(b"".join(chain.from_iterable(pieces)))
+    head["pbc"] = (pbc * np.array([1, 2, 4])).sum(axis=1)
+    head_u8 = head.view(np.uint8).reshape(b, _HEADER_DT.itemsize)
+    hashes: list[str | None] = [None] * b
     sha = hashlib.sha256
-    hashes = [sha(buf[a: c]).hexdigest() for a, c in zip([0] + ends[:-1], ends, strict=True)]
+    group = counts * 2 + periodic
+    for key in np.unique(group).tolist():
+        members = np.flatnonzero(group == key)
+        n, per = key >> 1, bool(key & 1)
+        atoms = order[offsets[members][:, None] + np.arange(n)]
+        parts = [head_u8[members]]
+        if per:
+            parts.append(cell_grid[members].view(np.uint8))
+        parts += [numbers[atoms].astype("<i2").view(np.uint8).reshape(len(members), 2 * n),
+                  np.ascontiguousarray(grid[atoms], dtype="<i8").view(np.uint8)
+                  .reshape(len(members), 24 * n)]
+        buf = memoryview(np.concatenate(parts, axis=1)).cast("B")
+        w = buf.nbytes // len(members)
+        for s, i in zip(members.tolist(), range(0, buf.nbytes, w), strict=True):
+            hashes[s] = sha(buf[i: i + w]).hexdigest()
     return hashes, order

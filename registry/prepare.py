@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from itertools import chain
 
 import numpy as np
 
@@ -218,39 +217,70 @@ def _label_values(level: str, c: LabelColumns, offsets, order, hashes,
     poff = np.concatenate([[0], np.cumsum(counts)])
     atoms = order[_ranges(offsets[frames], counts)]
     none = [None] * n
-    f_b = _split_bytes(c.forces[atoms], poff, 3) if c.forces is not None else None
+    f_all = c.forces[atoms] if c.forces is not None else None
+    f_b = _split_bytes(f_all, poff, 3) if f_all is not None else None
     q_b = _split_bytes(c.charges[atoms], poff, 1) if c.charges is not None else None
     d_b = _per_frame_bytes(c.dipole[frames], n) if c.dipole is not None else None
     s_b = _per_frame_bytes(c.stress[frames], n) if c.stress is not None else None
-    e_b = _per_frame_bytes(c.energy[frames][:, None], n) if c.energy is not None else None
     f_b, q_b, d_b, s_b = (_drop_absent(col, c, name, frames) for col, name in (
         (f_b, "forces"), (q_b, "charges"), (d_b, "dipole"), (s_b, "stress")))
     fl = frames.tolist()
-    pieces = [[level.encode() + b"\0"] * n, [hashes[i].encode() for i in fl]]
-    for tag, col in ((b"E", e_b), (b"F", f_b), (b"D", d_b), (b"Q", q_b), (b"S", s_b)):
-        if col is None:
-            continue
-        if any(x is None for x in col):  # absent in some frames: hashed as if not given
-            pieces += [[b"" if x is None else tag for x in col], [x or b"" for x in col]]
-        else:
-            pieces += [[tag] * n, col]
-    lens = np.zeros(n, dtype=np.int64)
-    for col in pieces:
-        lens += np.fromiter(map(len, col), dtype=np.int64, count=n)
-    buf = memoryview(b"".join(chain.from_iterable(zip(*pieces, strict=True))))
-    sha = hashlib.sha256
-    digests = [sha(buf[lo: hi]).hexdigest() for lo, hi in _bounds(
-        np.concatenate([[0], np.cumsum(lens)]))]
+    values = {"E": (c.energy, False), "F": (f_all, True), "D": (c.dipole, False),
+              "Q": (c.charges[atoms] if c.charges is not None else None, True),
+              "S": (c.stress, False)}
+    masks = {"F": "forces", "D": "dipole", "Q": "charges", "S": "stress"}
+    present = {}
+    for tag, (arr, _) in values.items():
+        if arr is not None:
+            mask = c.masks.get(masks.get(tag, ""))
+            present[tag] = np.ones(n, dtype=bool) if mask is None else mask[frames].astype(bool)
+    digests = _label_digests(level, [hashes[i] for i in fl], frames, counts, poff, values,
+                             present)
     fmax = none
     if c.forces is not None and n:
-        f = c.forces[atoms]
-        norms = np.sqrt(np.einsum("ij,ij->i", f, f))
+        norms = np.sqrt(np.einsum("ij,ij->i", f_all, f_all))
         fmax = np.maximum.reduceat(norms, poff[:-1]).astype(float).tolist()
         if "forces" in c.masks:
             fmax = [m if b is not None else None for m, b in zip(fmax, f_b, strict=True)]
     return _LabelValues(
         digests, c.energy[frames].astype(float).tolist() if c.energy is not None else none,
         f_b or none, d_b or none, q_b or none, s_b or none, fmax)
+
+
+def _label_digests(level: str, hashes: list[str], frames: np.ndarray, counts: np.ndarray,
+                   poff: np.ndarray, values: dict, present: dict) -> list[str]:
+    """sha256 per label over: level name + NUL, structure hash (hex), then for each quantity
+    present in that frame its tag (E, F, D, Q, S) and little-endian float64 bytes.
+
+    Labels with the same atom count and the same quantities present have messages of one
+    length: each such group is assembled as one numpy block and hashed from slices."""
+    n = len(frames)
+    prefix = np.frombuffer(level.encode() + b"\0", dtype=np.uint8)
+    hex_u8 = np.array(hashes, dtype="S64").view(np.uint8).reshape(n, 64)
+    tags = [t for t in "EFDQS" if t in present]
+    pattern = np.zeros(n, dtype=np.int64)
+    for bit, t in enumerate(tags):
+        pattern |= present[t].astype(np.int64) << bit
+    key = counts.astype(np.int64) * (1 << len(tags)) + pattern
+    out: list[str | None] = [None] * n
+    sha = hashlib.sha256
+    for k in np.unique(key).tolist():
+        rows = np.flatnonzero(key == k)
+        m, nat, pat = len(rows), k >> len(tags), k & ((1 << len(tags)) - 1)
+        parts = [np.broadcast_to(prefix, (m, len(prefix))), hex_u8[rows]]
+        atoms = poff[rows][:, None] + np.arange(nat)
+        for bit, t in enumerate(tags):
+            if not pat >> bit & 1:
+                continue
+            arr, per_atom = values[t]
+            v = arr[atoms] if per_atom else arr[frames[rows]]
+            parts.append(np.full((m, 1), ord(t), dtype=np.uint8))
+            parts.append(np.ascontiguousarray(v, dtype="<f8").reshape(m, -1).view(np.uint8))
+        buf = memoryview(np.concatenate(parts, axis=1)).cast("B")
+        w = buf.nbytes // m
+        for r, i in zip(rows.tolist(), range(0, buf.nbytes, w), strict=True):
+            out[r] = sha(buf[i: i + w]).hexdigest()
+    return out
 
 
 def prepare_part(batch: FrameBatch, plan: Plan, lo: int, hi: int) -> PreparedBatch:
