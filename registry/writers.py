@@ -113,7 +113,9 @@ def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int
                 ids[i], is_new[i] = sid, False
     new_idx = np.flatnonzero(is_new)
     start = conn.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM structures").scalar()
-    ids[new_idx] = start + 1 + np.arange(len(new_idx))
+    # Ids ascend in insertion (hash) order, so every B-tree of the part is appended to.
+    rows = _by_hash(pb, new_idx)
+    ids[rows] = start + 1 + np.arange(len(rows))
     raw = conn.connection.driver_connection.cursor()  # same connection and transaction
     if len(new_idx):
         # Integer constants (hash version, run id; level id below) are SQL literals rather
@@ -123,12 +125,13 @@ def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int
             "positions, cell, pbc, nperiodic, charge, multiplicity, formula_hill, "
             "formula_reduced, formula_anonymous, source, info, created_at, run_id) VALUES "
             f"(?, ?, {int(HASH_VERSION)}, {','.join('?' * 15)}, {int(run_id)})",
-            _structure_rows(pb, _by_hash(pb, new_idx), ids, stamp))
-        e = is_new[pb.elem_index]
+            _structure_rows(pb, rows, ids, stamp))
+        e = np.flatnonzero(is_new[pb.elem_index])
+        sid, z = ids[pb.elem_index[e]], pb.elem_z[e]
+        o = np.lexsort((sid, z))  # key order (z, structure_id)
         raw.executemany(
             "INSERT INTO structure_elements (structure_id, z, count) VALUES (?, ?, ?)",
-            zip(ids[pb.elem_index[e]].tolist(), pb.elem_z[e].tolist(),
-                pb.elem_count[e].tolist(), strict=True))
+            zip(sid[o].tolist(), z[o].tolist(), pb.elem_count[e][o].tolist(), strict=True))
     out.structures_new = len(new_idx)
     out.structures_existing = len(pb) - len(new_idx)
     for lr in pb.labels:
@@ -142,13 +145,16 @@ def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int
                 "SELECT structure_id, hash FROM labels WHERE status = 'ok' AND level_id = ? "
                 f"AND structure_id IN ({','.join('?' * len(chunk))})",
                 (level_id, *chunk)).all())
-        keep = _new_labels(pb, lr, [old.get(sid) for sid in sids.tolist()], out)
+        keep = np.asarray(_new_labels(pb, lr, [old.get(sid) for sid in sids.tolist()], out),
+                          dtype=np.int64)
+        keep = keep[np.argsort(sids[keep], kind="stable")]  # index (level, structure) order
         m = len(keep)
-        if m == len(sids):
+        if np.array_equal(keep, np.arange(len(sids))):
             cols = (lr.hashes, lr.energy, lr.forces, lr.dipole, lr.charges, lr.stress,
                     lr.max_force)
         else:
-            cols = tuple([col[k] for k in keep] for col in (
+            k_list = keep.tolist()
+            cols = tuple([col[k] for k in k_list] for col in (
                 lr.hashes, lr.energy, lr.forces, lr.dipole, lr.charges, lr.stress,
                 lr.max_force))
         if m:
@@ -291,9 +297,9 @@ def _write_postgres_copy(cur, pb: PreparedBatch, level_ids: dict[str, int], run_
         got = cur.execute("SELECT string_agg(nextval(pg_get_serial_sequence('structures', "
                           "'id'))::text, ',') FROM generate_series(1, %s)",
                           (len(new_idx),)).fetchone()[0]
-        ids[new_idx] = np.sort(np.array(got.split(","), dtype=np.int64))
-        _copy(cur, "structures", pgcopy.structure_stream(pb, _by_hash(pb, new_idx), ids, run_id,
-                                                         now))
+        rows = _by_hash(pb, new_idx)  # ids ascend in insertion (hash) order
+        ids[rows] = np.sort(np.array(got.split(","), dtype=np.int64))
+        _copy(cur, "structures", pgcopy.structure_stream(pb, rows, ids, run_id, now))
         e = np.flatnonzero(is_new[pb.elem_index])
         _copy(cur, "structure_elements", pgcopy.elements_stream(
             ids[pb.elem_index[e]], pb.elem_z[e], pb.elem_count[e]))
