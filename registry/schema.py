@@ -194,7 +194,7 @@ class Label(Base):
     # Provenance pointer written by the ingest run itself (see Structure.run_id): no FK, no
     # index. structure_id and level_id are checked references: declarative foreign keys on
     # SQLite; on PostgreSQL one set-based check per statement, the parents being append-only
-    # (migration 0002; PG_SET_CHECKED_FKS).
+    # (migration 0002, PG_SET_CHECKED_FKS; dataset_members likewise).
     run_id: Mapped[int | None] = mapped_column(BigID)
     created_at: Mapped[datetime] = _created()
     __table_args__ = (
@@ -213,8 +213,12 @@ class Label(Base):
 
 
 # Foreign keys of the ORM that PostgreSQL enforces with set-based statement triggers instead
-# of per-row constraint triggers (migration 0002).
-PG_SET_CHECKED_FKS = ("fk_labels_structure_id_structures", "fk_labels_level_id_levels_of_theory")
+# of per-row constraint triggers, their parents being append-only (migration 0002).
+PG_SET_CHECKED_FKS = (
+    "fk_labels_structure_id_structures", "fk_labels_level_id_levels_of_theory",
+    "fk_dataset_members_label_id_labels", "fk_dataset_members_structure_id_structures",
+    "fk_dataset_members_version_id_dataset_versions",
+)
 
 
 class Dataset(Base):

@@ -80,7 +80,7 @@ def test_label_references_are_enforced(registry):
     with pytest.raises(IntegrityError, match="(?i)foreign key"):
         with registry.engine.begin() as conn:
             conn.execute(update(Label).values(structure_id=sid + 1000))
-    for table in (Structure, LevelOfTheory):
+    for table in (Structure, LevelOfTheory, Label):
         with pytest.raises(IntegrityError, match="(?i)foreign key|append-only"):
             with registry.engine.begin() as conn:
                 conn.execute(delete(table))
@@ -97,3 +97,31 @@ def test_registry_refuses_missing_schema(empty_db_url):
 
     with pytest.raises(SchemaOutOfDate, match="nnp db upgrade"):
         Registry(empty_db_url)
+
+
+def test_dataset_member_references_are_enforced(registry):
+    """Members must point at existing labels, structures and versions (both backends)."""
+    import pytest
+    from ase import Atoms
+    from sqlalchemy import func, insert, select
+    from sqlalchemy.exc import IntegrityError
+
+    from registry.schema import DatasetMember, DatasetVersion, Label
+
+    for k in range(3):
+        a = Atoms("H2", positions=[[0, 0, 0], [0.7 + 0.01 * k, 0, 0]])
+        a.info["energy"] = -1.0 - k
+        registry.ingest([a], level="pbe/sz")
+    v = registry.create_dataset_version("d", levels=["pbe/sz"], split="1,0,0")
+    with registry.engine.connect() as conn:
+        vid = conn.execute(select(DatasetVersion.id)).scalar()
+        lab, sid = conn.execute(select(Label.id, Label.structure_id)).first()
+        n = conn.execute(select(func.count()).select_from(DatasetMember)).scalar()
+    assert n == v["n_structures"] == 3
+    for bad in ({"version_id": vid + 99}, {"label_id": lab + 99}, {"structure_id": sid + 99}):
+        row = {"version_id": vid, "label_id": lab, "structure_id": sid, "split": 0} | bad
+        with pytest.raises(IntegrityError, match="(?i)foreign key|unique|duplicate"):
+            with registry.engine.begin() as conn:
+                conn.execute(insert(DatasetMember).values(**row))
+    with registry.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(DatasetMember)).scalar() == 3
