@@ -87,8 +87,38 @@ def canonical_order(numbers, grid, offsets) -> np.ndarray:
     return perm
 
 
-def structure_hashes(numbers, positions, offsets, cells, pbc, charges, mults):
+def structure_hashes(numbers, positions, offsets, cells, pbc, charges, mults,
+                     threads: int = 1):
     """Return (hashes, order): hex sha256 per structure and the canonical atom permutation.
+
+    With ``threads`` > 1 a large batch is cut into that many slices of structures hashed at
+    once (numpy releases the GIL for most of the work)."""
+    b = len(offsets) - 1
+    if threads > 1 and b >= 2 * _THREAD_MIN:
+        from concurrent.futures import ThreadPoolExecutor
+
+        offsets = np.asarray(offsets, dtype=np.int64)
+        cuts = [b * k // threads for k in range(threads + 1)]
+
+        def one(k):
+            lo, hi = cuts[k], cuts[k + 1]
+            a, z = offsets[lo], offsets[hi]
+            return _structure_hashes(numbers[a:z], positions[a:z], offsets[lo:hi + 1] - a,
+                                     cells[lo:hi], pbc[lo:hi], charges[lo:hi], mults[lo:hi])
+
+        with ThreadPoolExecutor(threads, thread_name_prefix="nnp-hash") as ex:
+            parts = list(ex.map(one, range(threads)))
+        hashes = [h for part, _ in parts for h in part]
+        order = np.concatenate([o + offsets[cuts[k]] for k, (_, o) in enumerate(parts)])
+        return hashes, order
+    return _structure_hashes(numbers, positions, offsets, cells, pbc, charges, mults)
+
+
+_THREAD_MIN = 20_000  # structures per slice below which one thread hashes
+
+
+def _structure_hashes(numbers, positions, offsets, cells, pbc, charges, mults):
+    """:func:`structure_hashes` of one slice.
 
     Messages are assembled with numpy, one block per (atom count, periodic) group of
     structures (equal-length messages side by side), then hashed from slices of it."""

@@ -147,7 +147,8 @@ def plan_batch(batch: FrameBatch) -> Plan:
     numbers = batch.numbers.astype(np.int64)
     hashes, order = structure_hashes(numbers, batch.positions, offsets,
                                      batch.cells.astype(np.float64), batch.pbc.astype(bool),
-                                     batch.charge, batch.multiplicity)
+                                     np.asarray(batch.charge), np.asarray(batch.multiplicity),
+                                     threads=2)
     first: dict[str, int] = {}
     keep = []
     dup_of = np.arange(b)

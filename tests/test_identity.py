@@ -157,3 +157,25 @@ def test_element_table_matches_ase():
     from registry.elements import MAX_Z, SYMBOLS
 
     assert list(SYMBOLS) == list(chemical_symbols[: MAX_Z + 1])
+
+
+def test_threaded_hashing_matches_one_thread(monkeypatch):
+    """Slices hashed in threads give the same hashes and atom order as one pass, for a mix
+    of molecules and crystals."""
+    import registry.identity as ident
+
+    frames = [molecule(n) for n in ("H2O", "CH4", "C6H6", "NH3", "CH3OH")] * 3
+    frames += [bulk("Cu", "fcc", a=3.6 + 0.01 * k, cubic=True) for k in range(4)]
+    counts = [len(a) for a in frames]
+    args = (np.concatenate([a.numbers for a in frames]),
+            np.concatenate([a.positions for a in frames]).astype(np.float64),
+            np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            np.stack([a.cell.array for a in frames]).astype(np.float64),
+            np.stack([a.pbc for a in frames]), np.zeros(len(frames), int),
+            np.ones(len(frames), int))
+    one = structure_hashes(*args)
+    monkeypatch.setattr(ident, "_THREAD_MIN", 2)
+    for threads in (2, 3):
+        got = structure_hashes(*args, threads=threads)
+        assert got[0] == one[0]
+        np.testing.assert_array_equal(got[1], one[1])
