@@ -117,6 +117,19 @@ def fresh_sqlite(tmp: str) -> str:
     return url
 
 
+def steady_state(reg) -> None:
+    """Statistics (and on PostgreSQL the visibility map) after a bulk load, as autovacuum
+    would leave them, so timed reads neither race it nor run on a fresh table's guesses."""
+    from sqlalchemy import text
+
+    if reg.dialect == "postgresql":
+        with reg.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            c.execute(text("VACUUM ANALYZE"))
+    else:
+        with reg.engine.begin() as c:
+            c.execute(text("ANALYZE"))
+
+
 # ----------------------------------------------------------------------------- runs
 def time_registry(url: str, data, batch_size: int, **kw) -> tuple[float, dict]:
     from registry.core import Registry

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import text
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -36,6 +35,7 @@ from ingest import (  # noqa: E402
     drop_pg,
     fresh_pg,
     fresh_sqlite,
+    steady_state,
     synthetic_batch,  # noqa: E402
 )
 
@@ -67,14 +67,7 @@ def bench_registry(url: str, batch: FrameBatch, repeat: int, cache_dir: str) -> 
         v = reg.create_dataset_version("bench", levels=[LEVEL_A], split="0.8,0.1,0.1")
         t_create = time.perf_counter() - t0
         n = v["n_structures"]
-        # Steady state, as autovacuum leaves it (and not racing the timed reads):
-        # statistics and the visibility map after the bulk load.
-        if reg.dialect == "postgresql":
-            with reg.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-                c.execute(text("VACUUM ANALYZE"))
-        else:
-            with reg.engine.begin() as c:
-                c.execute(text("ANALYZE"))
+        steady_state(reg)
         t_db, m = median_time(lambda: reg.materialize("bench", cache=False), repeat)
         reg.materialize("bench", cache_dir=cache_dir)  # build the cache
         t_cache, mc = median_time(lambda: reg.materialize("bench", cache_dir=cache_dir), repeat)

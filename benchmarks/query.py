@@ -30,6 +30,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ingest import steady_state  # noqa: E402
 
 from registry.frames import FrameBatch, LabelColumns  # noqa: E402
 
@@ -123,13 +126,7 @@ def bench_registry(url: str, n: int, fresh: bool, filt: str, repeat: int) -> dic
             print(f"loading {n - have:,} structures into {reg.dialect} ...", flush=True)
             secs = load(reg, n - have)
             print(f"  ingest: {secs:.0f} s ({(n - have) / secs:,.0f} structures/s)")
-        # statistics + visibility map (index-only scans skip the heap), as autovacuum would
-        if reg.dialect == "postgresql":
-            with reg.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-                c.execute(text("VACUUM ANALYZE"))
-        else:
-            with reg.engine.begin() as c:
-                c.execute(text("ANALYZE"))
+        steady_state(reg)  # statistics + visibility map (index-only scans skip the heap)
         out = {"structures": reg.count(), "matches": reg.count(filt),
                "count_s": timed(lambda: reg.count(filt), repeat),
                "ids_s": timed(lambda: reg.query_ids(filt), repeat)}
