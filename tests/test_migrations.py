@@ -125,3 +125,36 @@ def test_dataset_member_references_are_enforced(registry):
                 conn.execute(insert(DatasetMember).values(**row))
     with registry.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(DatasetMember)).scalar() == 3
+
+
+def test_upgrade_keeps_data_of_a_0001_database(empty_db_url):
+    """Rows written under revision 0001 survive 0002/0003 (the SQLite table rebuild too) and
+    the upgraded registry finds them through the new keys."""
+    from sqlalchemy import text
+
+    from registry.core import Registry
+
+    upgrade(empty_db_url, "0001")
+    engine = make_engine(empty_db_url)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO levels_of_theory (id, name, method, hash, fidelity_rank, created_at) "
+            "VALUES (1, 'pbe/sz', 'pbe', :h, 0, CURRENT_TIMESTAMP)"), {"h": "1" * 64})
+        conn.execute(text(
+            "INSERT INTO structures (id, hash, hash_version, n_atoms, nelements, numbers, "
+            "positions, pbc, nperiodic, charge, multiplicity, formula_hill, formula_reduced, "
+            "formula_anonymous, created_at) VALUES (1, :h, 1, 3, 2, :z, :p, 0, 0, 0, 1, 'H2O', "
+            "'H2O', 'A2B', CURRENT_TIMESTAMP)"),
+            {"h": "a" * 64, "z": bytes([1, 1, 8]), "p": bytes(72)})
+        conn.execute(text("INSERT INTO structure_elements (structure_id, z, count) VALUES "
+                          "(1, 1, 2), (1, 8, 1)"))
+        conn.execute(text(
+            "INSERT INTO labels (structure_id, level_id, hash, energy, status, created_at) "
+            "VALUES (1, 1, :h, -1.5, 'ok', CURRENT_TIMESTAMP)"), {"h": "b" * 64})
+    engine.dispose()
+    upgrade(empty_db_url)
+    with Registry(empty_db_url) as reg:
+        assert reg.count('elements HAS ALL "H","O"') == 1
+        assert reg.count('elements HAS ONLY "H","O"') == 1
+        assert reg.count('elements HAS ONLY "H"') == 0
+        assert reg.count('_nnp_levels HAS "pbe/sz"') == 1
