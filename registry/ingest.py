@@ -9,36 +9,24 @@ while batch k is written (numpy, hashlib and the database drivers release the GI
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 
 from .frames import FrameBatch
 from .levels import canonical_name
 from .prepare import plan_batch, prepare_part
 from .runs import RunHandle
 from .schema import utcnow
-from .writers import WRITERS, SqliteRows, WriteCounts, apply_sqlite, sqlite_rows
+from .writers import WRITERS, WriteCounts
 
 Progress = Callable[[int, int], None]
 _RETRIES = 5
 _PG_WRITERS = 2  # parts written at once on PostgreSQL
-
-
-@dataclass
-class _Ahead:
-    """A prepared SQLite part with its inserts built ahead (see :func:`sqlite_rows`)."""
-
-    part: object
-    rows: SqliteRows
-
-    def __len__(self) -> int:
-        return len(self.part)
 
 
 @dataclass
@@ -131,29 +119,14 @@ class IngestMixin:
         def write(part):
             return self._write_part(part, level_ids, handle), len(part)
 
-        reader = []  # SQLite: the helper thread's read connection for lookups ahead
-
-        def prepare(lo, hi):
-            part = prepare_part(batch, plan, lo, hi)
-            if self.dialect != "sqlite":
-                return part
-            if not reader:
-                reader.append(self.engine.raw_connection())
-            return _Ahead(part, sqlite_rows(reader[0].driver_connection, part, level_ids,
-                                            handle.id, utcnow()))
-
-        def close_reader():
-            while reader:
-                reader.pop().close()
-
         with ThreadPoolExecutor(1, thread_name_prefix="nnp-prepare") as prep, \
                 ThreadPoolExecutor(max(parallel, 1), thread_name_prefix="nnp-write") as io:
             try:
-                ahead = prep.submit(prepare, *bounds[0])
+                ahead = prep.submit(prepare_part, batch, plan, *bounds[0])
                 for k in range(len(bounds)):
                     part = ahead.result()
                     if k + 1 < len(bounds):  # prepare the next part while this one is written
-                        ahead = prep.submit(prepare, *bounds[k + 1])
+                        ahead = prep.submit(prepare_part, batch, plan, *bounds[k + 1])
                     if not parallel:
                         counts, size = write(part)
                         totals.add(counts)
@@ -170,15 +143,8 @@ class IngestMixin:
                 for fut in inflight:
                     if fut.exception() is None:
                         totals.add(fut.result()[0])
-                prep.submit(close_reader).result()
 
     def _write_part(self, part, level_ids, handle: RunHandle) -> WriteCounts:
-        if isinstance(part, _Ahead):  # SQLite rows built ahead of the lock
-            try:
-                with self.engine.begin() as conn:
-                    return apply_sqlite(conn, part.rows)
-            except (IntegrityError, sqlite3.IntegrityError):
-                part = part.part  # a concurrent ingest wrote the same rows: look up again
         writer = WRITERS[self.dialect]
         for attempt in range(_RETRIES):
             try:

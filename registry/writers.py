@@ -93,45 +93,18 @@ def _new_labels(pb, lr, stored: list[str | None], out: WriteCounts) -> list[int]
 
 
 # --------------------------------------------------------------------------- SQLite
-_START = "$START"  # replaced by the table's largest structure id when the part is written
-
-
-@dataclass
-class SqliteRows:
-    """A part's SQLite inserts, built before the write lock is taken: (SQL, rows) pairs and
-    the counts they give. New structures carry ids relative to the largest structure id at
-    write time (``? + $START``), so the rows need no database state but the lookups."""
-
-    counts: WriteCounts
-    statements: list[tuple[str, list]]
-
-
-def _lookup(raw, sql: str, head: tuple, keys: list) -> dict:
-    """``dict(rows)`` of ``sql`` with ``head`` + ``keys`` (in IN-lists of 10,000)."""
-    out: dict = {}
-    cur = raw.cursor()
-    try:
-        for lo in range(0, len(keys), 10000):
-            chunk = keys[lo: lo + 10000]
-            out.update(cur.execute(sql.replace("(?*)", f"({','.join('?' * len(chunk))})"),
-                                   (*head, *chunk)).fetchall())
-    finally:
-        cur.close()
-    return out
-
-
-def sqlite_rows(raw, pb: PreparedBatch, level_ids: dict[str, int], run_id: int,
-                now: datetime) -> SqliteRows:
-    """Look up what exists (on the DBAPI connection ``raw``) and build the inserts of ``pb``.
-
-    Read-only; in the writer's transaction it sees what it will write against, ahead of it
-    (another connection, no transaction) a concurrent ingest may still commit the same rows:
-    the unique indexes then refuse the inserts and the part is written again in the lock."""
+def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int,
+                 now: datetime) -> WriteCounts:
+    """Write ``pb`` on a SQLite connection inside BEGIN IMMEDIATE."""
     out = WriteCounts()
     stamp = now.strftime("%Y-%m-%d %H:%M:%S.%f")
-    existing = _lookup(raw, "SELECT hash, id FROM structures WHERE hash IN (?*)", (),
-                       pb.hashes)
-    ids = np.zeros(len(pb), dtype=np.int64)  # relative (1, 2, ...) for new, else absolute
+    existing: dict[str, int] = {}
+    for lo in range(0, len(pb), 10000):
+        chunk = pb.hashes[lo: lo + 10000]
+        marks = ",".join("?" * len(chunk))
+        existing.update(conn.exec_driver_sql(
+            f"SELECT hash, id FROM structures WHERE hash IN ({marks})", tuple(chunk)).all())
+    ids = np.zeros(len(pb), dtype=np.int64)
     is_new = np.ones(len(pb), dtype=bool)
     if existing:
         for i, h in enumerate(pb.hashes):
@@ -139,76 +112,60 @@ def sqlite_rows(raw, pb: PreparedBatch, level_ids: dict[str, int], run_id: int,
             if sid is not None:
                 ids[i], is_new[i] = sid, False
     new_idx = np.flatnonzero(is_new)
+    start = conn.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM structures").scalar()
     # Ids ascend in insertion (hash) order, so every B-tree of the part is appended to.
     rows = _by_hash(pb, new_idx)
-    ids[rows] = 1 + np.arange(len(rows))
-    statements = []
+    ids[rows] = start + 1 + np.arange(len(rows))
+    raw = conn.connection.driver_connection.cursor()  # same connection and transaction
     if len(new_idx):
         # Integer constants (hash version, run id; level id below) are SQL literals rather
         # than parameters bound again for every row; int() makes them plain numbers.
-        statements.append((
+        raw.executemany(
             "INSERT INTO structures (id, hash, hash_version, n_atoms, nelements, numbers, "
             "positions, cell, pbc, nperiodic, charge, multiplicity, formula_hill, "
             "formula_reduced, formula_anonymous, source, info, created_at, run_id) VALUES "
-            f"(? + {_START}, ?, {int(HASH_VERSION)}, {','.join('?' * 15)}, {int(run_id)})",
-            list(_structure_rows(pb, rows, ids, stamp))))
+            f"(?, ?, {int(HASH_VERSION)}, {','.join('?' * 15)}, {int(run_id)})",
+            _structure_rows(pb, rows, ids, stamp))
         e = np.flatnonzero(is_new[pb.elem_index])
         sid, z = ids[pb.elem_index[e]], pb.elem_z[e]
         o = np.lexsort((sid, z))  # key order (z, structure_id)
-        statements.append((
-            f"INSERT INTO structure_elements (structure_id, z, count) VALUES (? + {_START}, ?, ?)",
-            list(zip(sid[o].tolist(), z[o].tolist(), pb.elem_count[e][o].tolist(),
-                     strict=True))))
+        raw.executemany(
+            "INSERT INTO structure_elements (structure_id, z, count) VALUES (?, ?, ?)",
+            zip(sid[o].tolist(), z[o].tolist(), pb.elem_count[e][o].tolist(), strict=True))
     out.structures_new = len(new_idx)
     out.structures_existing = len(pb) - len(new_idx)
     for lr in pb.labels:
         level_id = level_ids[lr.level]
-        sids, fresh = ids[lr.index], is_new[lr.index]
-        old = _lookup(raw, "SELECT structure_id, hash FROM labels WHERE status = 'ok' AND "
-                      "level_id = ? AND structure_id IN (?*)", (level_id,),
-                      sids[~fresh].tolist())
-        stored = [None if f else old.get(sid) for sid, f in zip(sids.tolist(), fresh.tolist(),
-                                                               strict=True)]
-        keep = np.asarray(_new_labels(pb, lr, stored, out), dtype=np.int64)
-        out.labels_new += len(keep)
-        for new_structures in (True, False):  # relative ids, then absolute ones
-            k = keep[fresh[keep] == new_structures]
-            if not len(k):
-                continue
-            k = k[np.argsort(sids[k], kind="stable")]  # index (level, structure) order
-            kl = k.tolist()
-            cols = [[col[i] for i in kl] for col in (
+        sids = ids[lr.index]
+        old = {}
+        check = sids[~is_new[lr.index]].tolist()
+        for lo in range(0, len(check), 10000):
+            chunk = check[lo: lo + 10000]
+            old.update(conn.exec_driver_sql(
+                "SELECT structure_id, hash FROM labels WHERE status = 'ok' AND level_id = ? "
+                f"AND structure_id IN ({','.join('?' * len(chunk))})",
+                (level_id, *chunk)).all())
+        keep = np.asarray(_new_labels(pb, lr, [old.get(sid) for sid in sids.tolist()], out),
+                          dtype=np.int64)
+        keep = keep[np.argsort(sids[keep], kind="stable")]  # index (level, structure) order
+        m = len(keep)
+        if np.array_equal(keep, np.arange(len(sids))):
+            cols = (lr.hashes, lr.energy, lr.forces, lr.dipole, lr.charges, lr.stress,
+                    lr.max_force)
+        else:
+            k_list = keep.tolist()
+            cols = tuple([col[k] for k in k_list] for col in (
                 lr.hashes, lr.energy, lr.forces, lr.dipole, lr.charges, lr.stress,
-                lr.max_force)]
-            m = len(kl)
-            offset = f" + {_START}" if new_structures else ""
-            statements.append((
+                lr.max_force))
+        if m:
+            raw.executemany(
                 "INSERT INTO labels (level_id, run_id, structure_id, hash, energy, forces, "
                 "dipole, charges, stress, max_force, status, source_unit, created_at) VALUES "
-                f"({int(level_id)}, {int(run_id)}, ?{offset}, {','.join('?' * 10)})",
-                list(zip(sids[k].tolist(), *cols, [lr.status] * m, [lr.source_unit] * m,
-                         [stamp] * m, strict=True))))
-    return SqliteRows(out, statements)
-
-
-def apply_sqlite(conn, rows: SqliteRows) -> WriteCounts:
-    """Run ``rows``' inserts on a SQLite connection inside BEGIN IMMEDIATE."""
-    raw = conn.connection.driver_connection
-    start = int(raw.execute("SELECT COALESCE(MAX(id), 0) FROM structures").fetchone()[0])
-    cur = raw.cursor()  # same connection and transaction
-    try:
-        for sql, data in rows.statements:
-            cur.executemany(sql.replace(_START, str(start)), data)
-    finally:
-        cur.close()
-    return rows.counts
-
-
-def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int,
-                 now: datetime) -> WriteCounts:
-    """Write ``pb`` on a SQLite connection inside BEGIN IMMEDIATE (lookups in the lock)."""
-    return apply_sqlite(conn, sqlite_rows(conn.connection.driver_connection, pb, level_ids,
-                                          run_id, now))
+                f"({int(level_id)}, {int(run_id)}, {','.join('?' * 11)})",
+                zip(sids[keep].tolist(), *cols, [lr.status] * m, [lr.source_unit] * m,
+                    [stamp] * m, strict=True))
+        out.labels_new += m
+    return out
 
 
 # ----------------------------------------------------------------------- PostgreSQL
