@@ -158,3 +158,30 @@ def test_quantities_carried_by_some_frames_only(registry):
     assert rows[0].max_force == 0.0
     alone = registry.ingest([mol], "pbe")  # same label, computed from a uniform batch
     assert (alone.labels_existing, alone.labels_conflicting) == (1, 0)
+
+
+def test_concurrent_insert_between_prepare_and_write(registry, monkeypatch):
+    """Another ingest commits the same rows after a part was prepared and before it is
+    written: nothing is duplicated and the counts say what happened."""
+    import registry.ingest as ing
+    from registry.core import Registry
+
+    batch = two_level_batch(n=30, seed=7)
+    other = two_level_batch(n=30, seed=7)
+    fired = []
+    original = ing.prepare_part
+
+    def prepared_then_raced(*args, **kw):
+        out = original(*args, **kw)
+        if not fired:
+            fired.append(True)
+            with Registry(registry.url) as rival:
+                rival.ingest_batch(other)
+        return out
+
+    monkeypatch.setattr(ing, "prepare_part", prepared_then_raced)
+    s = registry.ingest_batch(batch, batch_size=10)
+    assert fired
+    assert (s.structures_new, s.structures_existing) == (0, 30)
+    assert (s.labels_new, s.labels_existing, s.labels_conflicting) == (0, 45, 0)
+    assert counts(registry) == (30, 45)
