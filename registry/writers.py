@@ -40,8 +40,8 @@ class WriteCounts:
 
 
 def _structure_rows(pb: PreparedBatch, idx: np.ndarray, ids: np.ndarray, now):
-    """Rows for :data:`_S_INSERT` (structures ``idx``), built column-wise (an iterator, so
-    rows are made as the driver consumes them)."""
+    """Rows of the SQLite structures insert (structures ``idx``), built column-wise (an
+    iterator, so rows are made as the driver consumes them)."""
     r = idx.tolist()
     n = len(r)
 
