@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from itertools import chain
+from operator import itemgetter
 
 import numpy as np
 
@@ -106,13 +107,20 @@ def structure_stream(pb, rows: np.ndarray, ids: np.ndarray, run_id: int, now: da
            ("formula_hill", pb.hill), ("formula_reduced", pb.reduced),
            ("formula_anonymous", pb.anonymous), ("numbers", pb.numbers),
            ("positions", pb.positions)]
-    return pack(len(r), fixed, [(name, [col[i] for i in r]) for name, col in var])
+    return pack(len(r), fixed, [(name, _take(col, r)) for name, col in var])
 
 
 def elements_stream(sids: np.ndarray, z: np.ndarray, count: np.ndarray):
     order = np.lexsort((sids, z))  # the key order (z, structure_id)
     return pack(len(sids), [("structure_id", ">i8", sids[order]), ("z", ">i2", z[order]),
                             ("count", ">i4", count[order])], [])
+
+
+def _take(seq, idx: list[int]) -> list:
+    """``[seq[i] for i in idx]`` at C speed."""
+    if len(idx) > 1:
+        return list(itemgetter(*idx)(seq))
+    return [seq[i] for i in idx]
 
 
 def _float_column(name: str, values: list, fixed: list, var: list) -> None:
@@ -134,16 +142,16 @@ def labels_stream(picks, run_id: int, now: datetime):
         flat = []
         for lr, _, keep, _ in picks:
             col = getattr(lr, attr)
-            flat.extend(col[k] for k in keep.tolist())
-        return [flat[i] for i in order]
+            flat.extend(col if len(keep) == len(col) else _take(col, keep.tolist()))
+        return _take(flat, order)
 
     status = [s for lr, _, keep, _ in picks for s in [lr.status] * len(keep)]
     unit = [s for lr, _, keep, _ in picks for s in [lr.source_unit] * len(keep)]
     o = np.asarray(order, dtype=np.int64)
     fixed = [("structure_id", ">i8", sid[o]), ("level_id", ">i8", lid[o]),
              ("run_id", ">i8", run_id), ("created_at", ">i8", timestamp(now))]
-    var = [("hash", gather("hashes")), ("status", [status[i] for i in order]),
-           ("source_unit", [unit[i] for i in order])]
+    var = [("hash", gather("hashes")), ("status", _take(status, order)),
+           ("source_unit", _take(unit, order))]
     _float_column("energy", gather("energy"), fixed, var)
     _float_column("max_force", gather("max_force"), fixed, var)
     var += [("dipole", gather("dipole")), ("charges", gather("charges")),
