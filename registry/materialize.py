@@ -257,10 +257,13 @@ def _sqlite_exact_floats() -> bool:
     return sqlite3.sqlite_version_info >= (3, 43) or np.finfo(np.longdouble).nmant >= 63
 
 
-def _expand_forces(packed: np.ndarray, has: np.ndarray, n_atoms: np.ndarray) -> np.ndarray:
-    """(N_atoms, 3) forces from the concatenation of the present ones; NaN where absent."""
+def _expand_forces(packed, has: np.ndarray, n_atoms: np.ndarray):
+    """(N_atoms, 3) forces from the concatenation of the present ones; NaN where absent.
+    ``packed`` may be a list of the ranges' arrays (kept a list when all are present)."""
     if has.all():
-        return packed.reshape(-1, 3)
+        return _rows3(packed)
+    if isinstance(packed, list):
+        packed = np.concatenate(packed)
     out = np.full((int(n_atoms.sum()), 3), np.nan)
     out[np.repeat(has, n_atoms)] = packed.reshape(-1, 3)
     return out
@@ -299,9 +302,29 @@ def _read_ranges(connect, dialect: str, version_id: int, n_structures: int, n_le
         return list(ex.map(run, ranges))
 
 
-def _concat(parts: list[dict]) -> dict:
-    return {k: np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k]
+def _concat(parts: list[dict], keep: tuple[str, ...] = ()) -> dict:
+    """One dict of the ranges' columns; the columns in ``keep`` stay lists of the ranges'
+    arrays (the big atom arrays go straight into the buckets, never copied into one)."""
+    if len(parts) == 1:
+        return dict(parts[0])
+    return {k: [p[k] for p in parts] if k in keep else np.concatenate([p[k] for p in parts])
             for k in parts[0]}
+
+
+def _rows3(a):
+    """(N, 3) view of a flat float array, or of each array of a list of them."""
+    return [x.reshape(-1, 3) for x in a] if isinstance(a, list) else a.reshape(-1, 3)
+
+
+def _scatter(block: np.ndarray, dst: np.ndarray, values) -> None:
+    """``block[dst] = values`` for an array or the concatenation of a list of arrays."""
+    if not isinstance(values, list):
+        block[dst] = values
+        return
+    at = 0
+    for v in values:
+        block[dst[at: at + len(v)]] = v
+        at += len(v)
 
 
 def read_version(connect, dialect: str, version_id: int, level_ids: list[int],
@@ -322,7 +345,8 @@ def read_version(connect, dialect: str, version_id: int, level_ids: list[int],
         return np.frombuffer((v or "").encode(), dtype="S64")
 
     got = _read_ranges(connect, dialect, version_id, n_structures, len(level_ids), jobs)
-    f = _concat([g[0] for g in got])
+    single = len(level_ids) == 1 and not delta
+    f = _concat([g[0] for g in got], keep=("numbers", "positions", "forces") if single else ())
     others = [_concat([g[1][k] for g in got]) for k in range(len(level_ids) - 1)]
     n = len(f["sid"])
     if n == 0:
@@ -337,7 +361,7 @@ def read_version(connect, dialect: str, version_id: int, level_ids: list[int],
     cell = np.zeros((n, 3, 3))
     cell[(flags & 2) > 0] = f["cell"].reshape(-1, 3, 3)
     flat = {"structure_id": f["sid"], "n_atoms": n_atoms, "offsets": offsets,
-            "numbers": f["numbers"], "positions": f["positions"].reshape(-1, 3), "cell": cell,
+            "numbers": f["numbers"], "positions": _rows3(f["positions"]), "cell": cell,
             "pbc": (f["pbc"][:, None] >> np.arange(3)) & 1 == 1, "split": f["split"],
             "order": _hash_order(f["key"], lambda: np.concatenate(_read_ranges(
                 connect, dialect, version_id, n, len(level_ids), hashes)))}
@@ -411,11 +435,11 @@ def bucketize(flat: dict) -> list[dict[str, np.ndarray]]:
     block_start = np.concatenate([[0], np.cumsum(counts_b * uniq)])
     blocks = {}
     nums = np.zeros(total, dtype=np.uint8)
-    nums[dst] = flat["numbers"]
+    _scatter(nums, dst, flat["numbers"])
     blocks["numbers"] = nums
     for name in ("positions", "forces"):
         arr = np.zeros((total, 3), dtype=np.float64)
-        arr[dst] = flat[name]
+        _scatter(arr, dst, flat[name])
         blocks[name] = arr
     per = {k: flat[k][s_order] for k in ("structure_id", "n_atoms", "split", "cell", "pbc",
                                           "energy")}
