@@ -98,7 +98,10 @@ class Materialized:
 # (group_concat / string_agg) so a whole version crosses the driver as a few big values, and
 # numpy parses them without a Python loop per structure. All aggregates of one row see the rows
 # in the same order; chunks and levels are aligned by the structure ids they carry.
-_CHUNK_ROWS = 250_000  # members per aggregate row (each value stays far below 1 GB)
+# Structures per aggregate row (each value stays far below 1 GB). Fewer, larger ranges: on
+# PostgreSQL each range's hash join scans the tables once (8 ranges: 1.80 s, 2: 1.12 s for
+# 200,000); on SQLite ranges of 40,000 and one of 200,000 took the same (1.085 vs 1.096 s).
+_CHUNK_ROWS = 250_000
 _ID_MIN, _ID_MAX = -(2**63), 2**63 - 1
 _JOIN = ("FROM dataset_members m JOIN labels l ON l.id = m.label_id {s}"
          "WHERE m.version_id = ? AND l.level_id = ? AND m.structure_id BETWEEN ? AND ?")
@@ -191,15 +194,29 @@ class _Reader:
             cur.close()
 
     def cuts(self, n_members: int, pieces: int) -> list[int]:
-        """Structure ids splitting the version's members into ``pieces`` near-equal ranges."""
-        sql = ("SELECT structure_id FROM dataset_members WHERE version_id = ? "
-               "ORDER BY structure_id LIMIT 1 OFFSET ?")
-        out = []
-        for k in range(1, pieces):
-            row = self._one(sql, (self.version_id, k * n_members // pieces))
-            if row is not None and (not out or row[0] > out[-1]):
-                out.append(int(row[0]))
+        """Structure ids splitting the version's members into ``pieces`` near-equal ranges
+        (one pass over the version's members in structure-id order)."""
+        step = max(-(-n_members // pieces), 1)
+        rows = self._all(
+            "SELECT structure_id FROM (SELECT structure_id, row_number() OVER "
+            "(ORDER BY structure_id) AS rn FROM dataset_members WHERE version_id = ?) AS o "
+            "WHERE rn % ? = 1 AND rn > 1 ORDER BY structure_id", (self.version_id, step))
+        out: list[int] = []
+        for (sid,) in rows:
+            if not out or sid > out[-1]:
+                out.append(int(sid))
         return out
+
+    def _all(self, sql: str, params: tuple) -> list:
+        if self.pg:
+            with self.raw.cursor() as cur:
+                cur.execute(sql.replace("%", "%%").replace("?", "%s"), params)
+                return cur.fetchall()
+        cur = self.raw.cursor()
+        try:
+            return cur.execute(sql, params).fetchall()
+        finally:
+            cur.close()
 
     def chunk(self, level_id: int, lo: int, hi: int, structures: bool) -> dict:
         """Columns of the members at ``level_id`` with structure id in [lo, hi]."""
@@ -285,7 +302,8 @@ def _read_ranges(connect, dialect: str, version_id: int, n_structures: int, n_le
     from concurrent.futures import ThreadPoolExecutor
 
     readers = _READERS.get(dialect, 1)
-    pieces = max(-(-n_structures // _CHUNK_ROWS), readers if n_structures >= _PARALLEL_MIN else 1)
+    pieces = max(-(-n_structures // _CHUNK_ROWS),
+                 readers if n_structures >= _PARALLEL_MIN else 1)
     with connect() as conn:
         rd = _Reader(conn, dialect, version_id)
         cuts = rd.cuts(n_structures * n_levels, pieces) if pieces > 1 else []
