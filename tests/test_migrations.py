@@ -158,3 +158,28 @@ def test_upgrade_keeps_data_of_a_0001_database(empty_db_url):
         assert reg.count('elements HAS ONLY "H","O"') == 1
         assert reg.count('elements HAS ONLY "H"') == 0
         assert reg.count('_nnp_levels HAS "pbe/sz"') == 1
+
+
+def test_backend_settings_after_upgrade(empty_db_url):
+    """SQLite: a new file has 32 KiB pages (set before WAL, at creation), WAL and foreign keys
+    on. PostgreSQL: the set-based reference and append-only triggers of migration 0002 exist."""
+    from sqlalchemy import text
+
+    upgrade(empty_db_url)
+    engine = make_engine(empty_db_url)
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            raw = conn.connection.driver_connection
+            assert raw.execute("PRAGMA page_size").fetchone()[0] == 32768
+            assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert raw.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+            names = {r[0] for r in conn.execute(text(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger'"))}
+        else:
+            names = {r[0] for r in conn.execute(text(
+                "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"))}
+            assert {"nnp_labels_refs_insert", "nnp_labels_refs_update",
+                    "nnp_dataset_members_refs_insert"} <= names
+    engine.dispose()
+    for table in ("structures", "levels_of_theory", "labels", "dataset_versions"):
+        assert f"nnp_{table}_no_delete" in names and f"nnp_{table}_fixed_id" in names
