@@ -31,7 +31,7 @@ def structure_filter(text: str | Cond | None, *, level: str | None = None, sessi
     """
     from .compile import Compiler
 
-    return Compiler(level=level, session=session)(as_filter(text))
+    return Compiler(level=level, session=session).root(as_filter(text))
 
 
 __all__ = ["FIELDS", "Cond", "FieldSpec", "Q", "as_filter", "parse", "structure_filter"]

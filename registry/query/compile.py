@@ -84,6 +84,24 @@ class Compiler:
         kind = type(node).__name__
         return getattr(self, "_" + kind.lower())(node)
 
+    def root(self, node: ast.Cond):
+        """Compile a whole filter. The first ``elements HAS`` / ``HAS ALL`` condition of the
+        top-level AND (or the filter itself) becomes ``id IN (structures with that element)``,
+        so a database can drive the query from the composition key ``(z, structure_id)``
+        (SQLite would otherwise scan ``structures`` and test each row's ``EXISTS``es); the
+        rest stay ``EXISTS``. The same rows match either way."""
+        items = list(node.items) if isinstance(node, ast.And) else [node]
+        for k, item in enumerate(items):
+            if isinstance(item, ast.Has) and item.field == "elements" \
+                    and item.mode in ("", "ALL") and item.values:
+                zs = [symbol_to_z(v) for v in item.values]
+                se = aliased(StructureElement)
+                drive = S.id.in_(select(se.structure_id).where(se.z == zs[0]))
+                rest = [self._elements([z]) for z in zs[1:]]
+                others = [self(i) for i in items[:k] + items[k + 1:]]
+                return and_(drive, *rest, *others)
+        return self(node)
+
     # ------------------------------------------------------------- boolean structure
     def _everything(self, node):
         return true()
