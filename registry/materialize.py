@@ -179,17 +179,21 @@ class _Reader:
             self.raw.execute("PRAGMA mmap_size = 1073741824")
 
     def _one(self, sql: str, params: tuple) -> tuple:
+        return self._query(sql, params)[0]
+
+    def _query(self, sql: str, params: tuple) -> list:
+        """All rows of ``sql`` (``?`` placeholders; binary results on PostgreSQL)."""
         if self.pg:
             with self.raw.transaction(), self.raw.cursor(binary=True) as cur:
                 # One backend per range (the reader threads are the parallelism); the hash
                 # join of a range fits in memory instead of spilling in batches.
                 for setting in _PG_SETTINGS:
                     cur.execute(setting)
-                cur.execute(sql.replace("?", "%s"), params, binary=True)
-                return cur.fetchone()
+                cur.execute(sql.replace("%", "%%").replace("?", "%s"), params, binary=True)
+                return cur.fetchall()
         cur = self.raw.cursor()
         try:
-            return cur.execute(sql, params).fetchone()
+            return cur.execute(sql, params).fetchall()
         finally:
             cur.close()
 
@@ -197,7 +201,7 @@ class _Reader:
         """Structure ids splitting the version's members into ``pieces`` near-equal ranges
         (one pass over the version's members in structure-id order)."""
         step = max(-(-n_members // pieces), 1)
-        rows = self._all(
+        rows = self._query(
             "SELECT structure_id FROM (SELECT structure_id, row_number() OVER "
             "(ORDER BY structure_id) AS rn FROM dataset_members WHERE version_id = ?) AS o "
             "WHERE rn % ? = 1 AND rn > 1 ORDER BY structure_id", (self.version_id, step))
@@ -206,17 +210,6 @@ class _Reader:
             if not out or sid > out[-1]:
                 out.append(int(sid))
         return out
-
-    def _all(self, sql: str, params: tuple) -> list:
-        if self.pg:
-            with self.raw.cursor() as cur:
-                cur.execute(sql.replace("%", "%%").replace("?", "%s"), params)
-                return cur.fetchall()
-        cur = self.raw.cursor()
-        try:
-            return cur.execute(sql, params).fetchall()
-        finally:
-            cur.close()
 
     def chunk(self, level_id: int, lo: int, hi: int, structures: bool) -> dict:
         """Columns of the members at ``level_id`` with structure id in [lo, hi]."""
@@ -294,29 +287,33 @@ _READERS = {"postgresql": 2, "sqlite": 1}
 _PARALLEL_MIN = 20_000  # members below which one range on one connection is read
 
 
-def _read_ranges(connect, dialect: str, version_id: int, n_structures: int, n_levels: int,
-                 jobs) -> list:
-    """Run ``jobs(reader, lo, hi)`` over structure-id ranges of the version, ``_READERS``
-    ranges at once, each on its own connection (in a thread; the drivers release the GIL
-    while the database works). Returns the results in range (structure id) order."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    readers = _READERS.get(dialect, 1)
+def _ranges(connect, dialect: str, version_id: int, n_structures: int,
+            n_levels: int) -> list[tuple[int, int]]:
+    """Structure-id ranges of at most ``_CHUNK_ROWS`` structures, and at least one per reader
+    (``_READERS``) for versions of ``_PARALLEL_MIN`` structures or more."""
     pieces = max(-(-n_structures // _CHUNK_ROWS),
-                 readers if n_structures >= _PARALLEL_MIN else 1)
-    with connect() as conn:
-        rd = _Reader(conn, dialect, version_id)
-        cuts = rd.cuts(n_structures * n_levels, pieces) if pieces > 1 else []
-        lows = [_ID_MIN, *cuts]
-        ranges = list(zip(lows, [c - 1 for c in cuts] + [_ID_MAX], strict=True))
-        if len(ranges) == 1:
-            return [jobs(rd, *ranges[0])]
+                 _READERS.get(dialect, 1) if n_structures >= _PARALLEL_MIN else 1)
+    cuts = []
+    if pieces > 1:
+        with connect() as conn:
+            cuts = _Reader(conn, dialect, version_id).cuts(n_structures * n_levels, pieces)
+    return list(zip([_ID_MIN, *cuts], [c - 1 for c in cuts] + [_ID_MAX], strict=True))
+
+
+def _read_ranges(connect, dialect: str, version_id: int, ranges, jobs) -> list:
+    """Run ``jobs(reader, lo, hi)`` over ``ranges``, ``_READERS`` at once, each on its own
+    connection (in a thread; the drivers release the GIL while the database works). Returns
+    the results in range (structure id) order."""
+    from concurrent.futures import ThreadPoolExecutor
 
     def run(lo_hi):
         with connect() as c:
             return jobs(_Reader(c, dialect, version_id), *lo_hi)
 
-    with ThreadPoolExecutor(min(readers, len(ranges)), thread_name_prefix="nnp-read") as ex:
+    if len(ranges) == 1:
+        return [run(ranges[0])]
+    readers = min(_READERS.get(dialect, 1), len(ranges))
+    with ThreadPoolExecutor(readers, thread_name_prefix="nnp-read") as ex:
         return list(ex.map(run, ranges))
 
 
@@ -362,7 +359,8 @@ def read_version(connect, dialect: str, version_id: int, level_ids: list[int],
                     (version_id, level_ids[0], lo, hi))[0]
         return np.frombuffer((v or "").encode(), dtype="S64")
 
-    got = _read_ranges(connect, dialect, version_id, n_structures, len(level_ids), jobs)
+    ranges = _ranges(connect, dialect, version_id, n_structures, len(level_ids))
+    got = _read_ranges(connect, dialect, version_id, ranges, jobs)
     single = len(level_ids) == 1 and not delta
     f = _concat([g[0] for g in got], keep=("numbers", "positions", "forces") if single else ())
     others = [_concat([g[1][k] for g in got]) for k in range(len(level_ids) - 1)]
@@ -382,7 +380,7 @@ def read_version(connect, dialect: str, version_id: int, level_ids: list[int],
             "numbers": f["numbers"], "positions": _rows3(f["positions"]), "cell": cell,
             "pbc": (f["pbc"][:, None] >> np.arange(3)) & 1 == 1, "split": f["split"],
             "order": _hash_order(f["key"], lambda: np.concatenate(_read_ranges(
-                connect, dialect, version_id, n, len(level_ids), hashes)))}
+                connect, dialect, version_id, ranges, hashes)))}
     energies = [f["energy"]]
     forces = [_expand_forces(f["forces"], (flags & 1) > 0, n_atoms)]
     for g in others:
