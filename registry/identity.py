@@ -138,7 +138,6 @@ def _structure_hashes(numbers, positions, offsets, cells, pbc, charges, mults):
     head["pbc"] = (pbc * np.array([1, 2, 4])).sum(axis=1)
     head_u8 = head.view(np.uint8).reshape(b, _HEADER_DT.itemsize)
     hashes: list[str | None] = [None] * b
-    sha = hashlib.sha256
     group = counts * 2 + periodic
     for key in np.unique(group).tolist():
         members = np.flatnonzero(group == key)
@@ -150,8 +149,16 @@ def _structure_hashes(numbers, positions, offsets, cells, pbc, charges, mults):
         parts += [numbers[atoms].astype("<i2").view(np.uint8).reshape(len(members), 2 * n),
                   np.ascontiguousarray(grid[atoms], dtype="<i8").view(np.uint8)
                   .reshape(len(members), 24 * n)]
-        buf = memoryview(np.concatenate(parts, axis=1)).cast("B")
-        w = buf.nbytes // len(members)
-        for s, i in zip(members.tolist(), range(0, buf.nbytes, w), strict=True):
-            hashes[s] = sha(buf[i: i + w]).hexdigest()
+        for s, h in zip(members.tolist(), hash_rows(parts), strict=True):
+            hashes[s] = h
     return hashes, order
+
+
+def hash_rows(columns: list[np.ndarray]) -> list[str]:
+    """Hex sha256 of each row of the uint8 blocks ``columns`` joined side by side (messages
+    of one length; used for structure and label hashes)."""
+    buf = memoryview(np.concatenate(columns, axis=1)).cast("B")
+    m = len(columns[0])
+    w = buf.nbytes // m
+    sha = hashlib.sha256
+    return [sha(buf[i: i + w]).hexdigest() for i in range(0, m * w, w)]

@@ -9,7 +9,6 @@ conflicting labels inside the input refused: everything that can make the input 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 
@@ -18,7 +17,7 @@ import numpy as np
 from .elements import compact_composition, formulas_batch
 from .errors import BadInput
 from .frames import FrameBatch, LabelColumns
-from .identity import HASH_VERSION, structure_hashes
+from .identity import HASH_VERSION, hash_rows, structure_hashes
 
 _PBC_BITS = np.array([1, 2, 4])
 
@@ -219,24 +218,27 @@ def _label_values(level: str, c: LabelColumns, offsets, order, hashes,
     atoms = order[_ranges(offsets[frames], counts)]
     none = [None] * n
     f_all = c.forces[atoms] if c.forces is not None else None
+    q_all = c.charges[atoms] if c.charges is not None else None
     f_b = _split_bytes(f_all, poff, 3) if f_all is not None else None
-    q_b = _split_bytes(c.charges[atoms], poff, 1) if c.charges is not None else None
+    q_b = _split_bytes(q_all, poff, 1) if q_all is not None else None
     d_b = _per_frame_bytes(c.dipole[frames], n) if c.dipole is not None else None
     s_b = _per_frame_bytes(c.stress[frames], n) if c.stress is not None else None
     f_b, q_b, d_b, s_b = (_drop_absent(col, c, name, frames) for col, name in (
         (f_b, "forces"), (q_b, "charges"), (d_b, "dipole"), (s_b, "stress")))
     fl = frames.tolist()
-    values = {"E": (c.energy, False), "F": (f_all, True), "D": (c.dipole, False),
-              "Q": (c.charges[atoms] if c.charges is not None else None, True),
-              "S": (c.stress, False)}
-    masks = {"F": "forces", "D": "dipole", "Q": "charges", "S": "stress"}
-    present = {}
-    for tag, (arr, _) in values.items():
+    # (tag, values, per atom, frames carrying it); energy is never masked
+    quantities = []
+    for tag, name, arr, per_atom in (("E", "energy", c.energy, False),
+                                     ("F", "forces", f_all, True),
+                                     ("D", "dipole", c.dipole, False),
+                                     ("Q", "charges", q_all, True),
+                                     ("S", "stress", c.stress, False)):
         if arr is not None:
-            mask = c.masks.get(masks.get(tag, ""))
-            present[tag] = np.ones(n, dtype=bool) if mask is None else mask[frames].astype(bool)
-    digests = _label_digests(level, [hashes[i] for i in fl], frames, counts, poff, values,
-                             present)
+            mask = c.masks.get(name)
+            quantities.append((tag, arr, per_atom, np.ones(n, dtype=bool) if mask is None
+                               else mask[frames].astype(bool)))
+    digests = _label_digests(level, [hashes[i] for i in fl], frames, counts, poff,
+                             quantities)
     fmax = none
     if c.forces is not None and n:
         norms = np.sqrt(np.einsum("ij,ij->i", f_all, f_all))
@@ -249,38 +251,35 @@ def _label_values(level: str, c: LabelColumns, offsets, order, hashes,
 
 
 def _label_digests(level: str, hashes: list[str], frames: np.ndarray, counts: np.ndarray,
-                   poff: np.ndarray, values: dict, present: dict) -> list[str]:
+                   poff: np.ndarray, quantities: list) -> list[str]:
     """sha256 per label over: level name + NUL, structure hash (hex), then for each quantity
-    present in that frame its tag (E, F, D, Q, S) and little-endian float64 bytes.
+    present in that frame its tag (E, F, D, Q, S, in that order) and little-endian float64
+    bytes. ``quantities``: (tag, values, per atom, present per label).
 
     Labels with the same atom count and the same quantities present have messages of one
     length: each such group is assembled as one numpy block and hashed from slices."""
     n = len(frames)
     prefix = np.frombuffer(level.encode() + b"\0", dtype=np.uint8)
     hex_u8 = np.array(hashes, dtype="S64").view(np.uint8).reshape(n, 64)
-    tags = [t for t in "EFDQS" if t in present]
+    q = len(quantities)
     pattern = np.zeros(n, dtype=np.int64)
-    for bit, t in enumerate(tags):
-        pattern |= present[t].astype(np.int64) << bit
-    key = counts.astype(np.int64) * (1 << len(tags)) + pattern
+    for bit, (_, _, _, present) in enumerate(quantities):
+        pattern |= present.astype(np.int64) << bit
+    key = counts.astype(np.int64) * (1 << q) + pattern
     out: list[str | None] = [None] * n
-    sha = hashlib.sha256
     for k in np.unique(key).tolist():
         rows = np.flatnonzero(key == k)
-        m, nat, pat = len(rows), k >> len(tags), k & ((1 << len(tags)) - 1)
+        m, nat, pat = len(rows), k >> q, k & ((1 << q) - 1)
         parts = [np.broadcast_to(prefix, (m, len(prefix))), hex_u8[rows]]
         atoms = poff[rows][:, None] + np.arange(nat)
-        for bit, t in enumerate(tags):
-            if not pat >> bit & 1:
-                continue
-            arr, per_atom = values[t]
-            v = arr[atoms] if per_atom else arr[frames[rows]]
-            parts.append(np.full((m, 1), ord(t), dtype=np.uint8))
-            parts.append(np.ascontiguousarray(v, dtype="<f8").reshape(m, -1).view(np.uint8))
-        buf = memoryview(np.concatenate(parts, axis=1)).cast("B")
-        w = buf.nbytes // m
-        for r, i in zip(rows.tolist(), range(0, buf.nbytes, w), strict=True):
-            out[r] = sha(buf[i: i + w]).hexdigest()
+        for bit, (tag, arr, per_atom, _) in enumerate(quantities):
+            if pat >> bit & 1:
+                v = arr[atoms] if per_atom else arr[frames[rows]]
+                parts.append(np.full((m, 1), ord(tag), dtype=np.uint8))
+                parts.append(np.ascontiguousarray(v, dtype="<f8").reshape(m, -1)
+                             .view(np.uint8))
+        for r, h in zip(rows.tolist(), hash_rows(parts), strict=True):
+            out[r] = h
     return out
 
 
