@@ -10,6 +10,7 @@ themselves. Element sub-queries always name ``z``, the leading key column.
 from __future__ import annotations
 
 import operator
+from dataclasses import replace
 
 from sqlalchemy import Float, Integer, and_, case, cast, exists, func, not_, null, or_, select, true
 from sqlalchemy.ext.compiler import compiles
@@ -94,12 +95,14 @@ class Compiler:
         for k, item in enumerate(items):
             if isinstance(item, ast.Has) and item.field == "elements" \
                     and item.mode in ("", "ALL") and item.values:
-                zs = [symbol_to_z(v) for v in item.values]
                 se = aliased(StructureElement)
-                drive = S.id.in_(select(se.structure_id).where(se.z == zs[0]))
-                rest = [self._elements([z]) for z in zs[1:]]
-                others = [self(i) for i in items[:k] + items[k + 1:]]
-                return and_(drive, *rest, *others)
+                first, rest = item.values[0], item.values[1:]
+                drive = S.id.in_(select(se.structure_id).where(se.z == symbol_to_z(first)))
+                if rest:
+                    items[k] = replace(item, mode="ALL", values=rest)
+                else:
+                    del items[k]
+                return and_(drive, *(self(i) for i in items))
         return self(node)
 
     # ------------------------------------------------------------- boolean structure
