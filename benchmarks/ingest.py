@@ -130,6 +130,18 @@ def fresh_sqlite(tmp: str) -> str:
     return url
 
 
+def median_seconds(fn, repeat: int, warmup: int = 3) -> float:
+    """Median wall time of ``fn()`` over ``repeat`` runs after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def steady_state(reg) -> None:
     """Statistics (and on PostgreSQL the visibility map) after a bulk load, as autovacuum
     would leave them, so timed reads neither race it nor run on a fresh table's guesses; on

@@ -38,20 +38,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from ingest import drop_pg, fresh_pg  # noqa: E402  (benchmarks/ingest.py)
+from ingest import drop_pg, fresh_pg, median_seconds  # noqa: E402  (benchmarks/ingest.py)
 
 ONE_MB = 1 << 20
 
 
 def median_ms(fn, repeat: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
+    return median_seconds(fn, repeat, warmup) * 1e3
 
 
 def state_1mb() -> dict:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ingest import steady_state  # noqa: E402
+from ingest import median_seconds, steady_state  # noqa: E402
 
 from registry.frames import FrameBatch, LabelColumns  # noqa: E402
 
@@ -83,14 +82,7 @@ def load(reg, n: int, chunk: int = 100_000) -> float:
 
 def timed(fn, repeat: int) -> float:
     """Median seconds of ``fn()`` over ``repeat`` runs after 3 warm-ups."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return median_seconds(fn, repeat)
 
 
 def pg_database(admin_url: str, reuse: bool) -> tuple[str, bool]:
