@@ -32,10 +32,6 @@ from .schema import (
 from .splits import GROUP_BY, SPLIT_NAMES, assign_splits, parse_fractions
 
 _RETRIES = 5
-# one row of PostgreSQL's binary COPY: field count, then (length, big-endian value) per field
-_COPY_ROW = np.dtype([("nf", ">i2"), ("l8", ">i4"), ("v", ">i8"), ("l8b", ">i4"),
-                      ("lab", ">i8"), ("l8c", ">i4"), ("sid", ">i8"), ("l2", ">i4"),
-                      ("sp", ">i2")])
 
 
 def version_dict(dv: DatasetVersion, name: str, aliases: list[str] | None = None) -> dict:
@@ -244,15 +240,13 @@ class DatasetsMixin:
         lab, sid, sp = lab[o], sid[o], sp[o]
         conn = s.connection()
         if self.dialect == "postgresql":
-            rows = np.empty(len(lab), dtype=_COPY_ROW)
-            rows["nf"], rows["l8"], rows["l8b"], rows["l8c"], rows["l2"] = 4, 8, 8, 8, 2
-            rows["v"], rows["lab"], rows["sid"], rows["sp"] = version_id, lab, sid, sp
-            payload = (b"PGCOPY\n\xff\r\n\x00" + bytes(8) + rows.tobytes()
-                       + b"\xff\xff")
-            cur = conn.connection.driver_connection.cursor()
-            with cur.copy("COPY dataset_members (version_id, label_id, structure_id, split) "
-                          "FROM STDIN (FORMAT BINARY)") as cp:
-                cp.write(payload)
+            from . import pgcopy
+
+            pgcopy.copy_into(conn.connection.driver_connection.cursor(), "dataset_members",
+                             pgcopy.pack(len(lab), [("version_id", ">i8", version_id),
+                                                    ("label_id", ">i8", lab),
+                                                    ("structure_id", ">i8", sid),
+                                                    ("split", ">i2", sp)], []))
         else:
             conn.exec_driver_sql(
                 "INSERT INTO dataset_members (version_id, label_id, structure_id, split) "

@@ -83,6 +83,8 @@ def pack(n: int, fixed: list[tuple[str, str, object]], var: list[tuple[str, list
     for name, value in assign:
         rec[name] = value
     buf, w = rec.tobytes(), dt.itemsize
+    if not rest:  # fixed-width rows only: the records are the stream
+        return names, HEADER + buf + TRAILER
     columns = [[buf[i: i + w] for i in range(0, n * w, w)]]
     for k, (name, values, lens) in enumerate(rest):
         names.append(name)
@@ -157,3 +159,14 @@ def labels_stream(picks, run_id: int, now: datetime):
     var += [("dipole", gather("dipole")), ("charges", gather("charges")),
             ("stress", gather("stress")), ("forces", gather("forces"))]
     return pack(len(o), fixed, var)
+
+
+def copy_into(cur, table: str, stream: tuple[list[str], bytes]) -> None:
+    """Binary-COPY a ``(columns, bytes)`` stream into ``table`` on a psycopg cursor."""
+    from psycopg import sql
+
+    cols, data = stream
+    stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, cols)))
+    with cur.copy(stmt) as cp:
+        cp.write(data)

@@ -299,9 +299,9 @@ def _write_postgres_copy(cur, pb: PreparedBatch, level_ids: dict[str, int], run_
                           (len(new_idx),)).fetchone()[0]
         rows = _by_hash(pb, new_idx)  # ids ascend in insertion (hash) order
         ids[rows] = np.sort(np.array(got.split(","), dtype=np.int64))
-        _copy(cur, "structures", pgcopy.structure_stream(pb, rows, ids, run_id, now))
+        pgcopy.copy_into(cur, "structures", pgcopy.structure_stream(pb, rows, ids, run_id, now))
         e = np.flatnonzero(is_new[pb.elem_index])
-        _copy(cur, "structure_elements", pgcopy.elements_stream(
+        pgcopy.copy_into(cur, "structure_elements", pgcopy.elements_stream(
             ids[pb.elem_index[e]], pb.elem_z[e], pb.elem_count[e]))
     out.structures_new = len(new_idx)
     out.structures_existing = n - len(new_idx)
@@ -322,18 +322,8 @@ def _write_postgres_copy(cur, pb: PreparedBatch, level_ids: dict[str, int], run_
             picks.append((lr, lid, np.asarray(keep, dtype=np.int64), ids[lr.index]))
         out.labels_new += len(keep)
     if picks:
-        _copy(cur, "labels", pgcopy.labels_stream(picks, run_id, now))
+        pgcopy.copy_into(cur, "labels", pgcopy.labels_stream(picks, run_id, now))
     return out
-
-
-def _copy(cur, table: str, stream: tuple[list[str], bytes]) -> None:
-    cols, data = stream
-    from psycopg import sql
-
-    stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, cols)))
-    with cur.copy(stmt) as cp:
-        cp.write(data)
 
 
 WRITERS = {"sqlite": write_sqlite, "postgresql": write_postgres}
