@@ -117,13 +117,13 @@ def test_chunked_read_equals_single_read(registry, monkeypatch):
     _data(registry)
     registry.create_dataset_version("k", levels=[LEVEL], group_by="none")
     whole = registry.materialize("k", cache=False)
-    monkeypatch.setattr(mat, "_CHUNK_ROWS", 4)
+    monkeypatch.setattr(mat, "_CHUNK_ROWS", {"sqlite": 4, "postgresql": 4})
     chunked = registry.materialize("k", cache=False)
     # ranges read in parallel threads, each on its own connection, on both backends
     monkeypatch.setattr(mat, "_READERS", {"sqlite": 3, "postgresql": 3})
     monkeypatch.setattr(mat, "_PARALLEL_MIN", 1)
     parallel = registry.materialize("k", cache=False)
-    monkeypatch.setattr(mat, "_CHUNK_ROWS", 1000)
+    monkeypatch.setattr(mat, "_CHUNK_ROWS", {"sqlite": 1000, "postgresql": 1000})
     two_ranges = registry.materialize("k", cache=False)
     assert len(chunked) == len(whole) == len(parallel) == len(two_ranges) == 16
     for got in (chunked, parallel, two_ranges):
