@@ -105,6 +105,7 @@ class IngestMixin:
         n = len(plan)
         bounds = [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
         parallel = _PG_WRITERS if self.dialect == "postgresql" else 0
+        blob = bytes if self.dialect == "postgresql" else bytearray  # see prepare_part
         done = 0
         inflight: deque = deque()
 
@@ -122,11 +123,11 @@ class IngestMixin:
         with ThreadPoolExecutor(1, thread_name_prefix="nnp-prepare") as prep, \
                 ThreadPoolExecutor(max(parallel, 1), thread_name_prefix="nnp-write") as io:
             try:
-                ahead = prep.submit(prepare_part, batch, plan, *bounds[0])
+                ahead = prep.submit(prepare_part, batch, plan, *bounds[0], blob)
                 for k in range(len(bounds)):
                     part = ahead.result()
                     if k + 1 < len(bounds):  # prepare the next part while this one is written
-                        ahead = prep.submit(prepare_part, batch, plan, *bounds[k + 1])
+                        ahead = prep.submit(prepare_part, batch, plan, *bounds[k + 1], blob)
                     if not parallel:
                         counts, size = write(part)
                         totals.add(counts)

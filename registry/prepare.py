@@ -89,20 +89,21 @@ class PreparedBatch:
             self.elem_z[e], self.elem_count[e], labels, hi - lo, 0)
 
 
-def _split_bytes(arr: np.ndarray, offsets: np.ndarray, width: int) -> list[bytes]:
-    """Per-structure byte strings of a (N, ...) float64 array laid out by ``offsets``."""
-    buf = np.ascontiguousarray(arr, dtype="<f8").tobytes()
+def _split_bytes(arr: np.ndarray, offsets: np.ndarray, width: int, blob=bytes) -> list:
+    """Per-structure byte strings (of type ``blob``) of a (N, ...) float64 array laid out by
+    ``offsets``."""
+    buf = blob(np.ascontiguousarray(arr, dtype="<f8"))
     step = 8 * width
     ends = (offsets * step).tolist()
     return [buf[lo: hi] for lo, hi in zip(ends[:-1], ends[1:], strict=True)]
 
 
-def _per_frame_bytes(arr: np.ndarray | None, b: int) -> list[bytes | None]:
+def _per_frame_bytes(arr: np.ndarray | None, b: int, blob=bytes) -> list:
     if arr is None:
         return [None] * b
     buf = np.ascontiguousarray(arr, dtype="<f8").reshape(b, -1)
     w = 8 * buf.shape[1]
-    data = buf.tobytes()
+    data = blob(buf)
     return [data[i: i + w] for i in range(0, b * w, w)]
 
 
@@ -128,7 +129,7 @@ class Plan:
     numbers: np.ndarray  # (N,) int64, input order
     offsets: np.ndarray  # (B+1,) int64
     order: np.ndarray  # canonical atom permutation (within each frame's rows)
-    keep: np.ndarray  # first frame of each distinct structure = structure slots, input order
+    keep: np.ndarray  # first frame of each distinct structure = structure slots, hash order
     levels: list[tuple[str, LabelColumns, np.ndarray, np.ndarray]]  # level, columns,
     # frames carrying it (one per structure) sorted by slot, and their slots
     duplicates_in_input: int
@@ -158,6 +159,10 @@ def plan_batch(batch: FrameBatch) -> Plan:
         else:
             dup_of[i] = j
     keep = np.asarray(keep, dtype=np.int64)
+    # slots in structure-hash order: the parts, and the rows inside each, are then written
+    # in the key order of the hash index (and ids ascend with it) without reordering
+    keep = keep[np.argsort(np.array([hashes[i] for i in keep.tolist()], dtype="S64"),
+                           kind="stable")]
     slot = np.full(b, -1, dtype=np.int64)
     slot[keep] = np.arange(len(keep))
     unique_slot = slot[dup_of]
@@ -206,7 +211,7 @@ def _drop_absent(col: list | None, c: LabelColumns, name: str, frames) -> list |
 
 
 def _label_values(level: str, c: LabelColumns, offsets, order, hashes,
-                  frames: np.ndarray) -> _LabelValues:
+                  frames: np.ndarray, blob=bytes) -> _LabelValues:
     """Packed values and label hashes of ``frames``. Label hash: sha256 over level name,
     structure hash and the packed values present (tags E, F, D, Q, S in that order), one
     contiguous message per label."""
@@ -219,10 +224,10 @@ def _label_values(level: str, c: LabelColumns, offsets, order, hashes,
     none = [None] * n
     f_all = c.forces[atoms] if c.forces is not None else None
     q_all = c.charges[atoms] if c.charges is not None else None
-    f_b = _split_bytes(f_all, poff, 3) if f_all is not None else None
-    q_b = _split_bytes(q_all, poff, 1) if q_all is not None else None
-    d_b = _per_frame_bytes(c.dipole[frames], n) if c.dipole is not None else None
-    s_b = _per_frame_bytes(c.stress[frames], n) if c.stress is not None else None
+    f_b = _split_bytes(f_all, poff, 3, blob) if f_all is not None else None
+    q_b = _split_bytes(q_all, poff, 1, blob) if q_all is not None else None
+    d_b = _per_frame_bytes(c.dipole[frames], n, blob) if c.dipole is not None else None
+    s_b = _per_frame_bytes(c.stress[frames], n, blob) if c.stress is not None else None
     f_b, q_b, d_b, s_b = (_drop_absent(col, c, name, frames) for col, name in (
         (f_b, "forces"), (q_b, "charges"), (d_b, "dipole"), (s_b, "stress")))
     fl = frames.tolist()
@@ -283,8 +288,11 @@ def _label_digests(level: str, hashes: list[str], frames: np.ndarray, counts: np
     return out
 
 
-def prepare_part(batch: FrameBatch, plan: Plan, lo: int, hi: int) -> PreparedBatch:
-    """Rows of distinct structures ``lo:hi`` (slots of ``plan``) and their labels."""
+def prepare_part(batch: FrameBatch, plan: Plan, lo: int, hi: int,
+                 blob: type = bytes) -> PreparedBatch:
+    """Rows of distinct structures ``lo:hi`` (slots of ``plan``) and their labels; packed
+    arrays as ``blob`` values (``bytearray`` for SQLite: its driver binds those without a
+    pass through its adapter protocol)."""
     fr = plan.keep[lo:hi]
     m = len(fr)
     counts = np.diff(plan.offsets)[fr]
@@ -294,16 +302,17 @@ def prepare_part(batch: FrameBatch, plan: Plan, lo: int, hi: int) -> PreparedBat
     zs, comp = compact_composition(numbers, poff)
     elem_index, elem_col = np.nonzero(comp)
     hill, reduced, anon = formulas_batch(zs, comp)
-    nb = numbers.astype("<u1").tobytes()
+    nb = blob(numbers.astype("<u1"))
     cells = batch.cells[fr].astype(np.float64)
     pbc = batch.pbc[fr].astype(bool)
     has_cell = (pbc.any(axis=1) | cells.reshape(m, 9).any(axis=1)).tolist()
-    cbuf = cells.astype("<f8").tobytes()
+    cbuf = blob(cells.astype("<f8"))
     fl = fr.tolist()
     labels = []
     for level, c, frames, slots in plan.levels:
         a, b = np.searchsorted(slots, [lo, hi]).tolist()
-        v = _label_values(level, c, plan.offsets, plan.order, plan.hashes, frames[a:b])
+        v = _label_values(level, c, plan.offsets, plan.order, plan.hashes, frames[a:b],
+                          blob)
         labels.append(LabelRows(level, slots[a:b] - lo, v.digests, v.energy, v.forces,
                                 v.dipole, v.charges, v.stress, v.max_force, status=c.status,
                                 source_unit=c.source_unit))
@@ -314,7 +323,7 @@ def prepare_part(batch: FrameBatch, plan: Plan, lo: int, hi: int) -> PreparedBat
         n_atoms=counts,
         nelements=(comp > 0).sum(axis=1),
         numbers=[nb[a: b] for a, b in _bounds(poff)],
-        positions=_split_bytes(batch.positions[atoms], poff, 3),
+        positions=_split_bytes(batch.positions[atoms], poff, 3, blob),
         cells=[cbuf[72 * k: 72 * k + 72] if has_cell[k] else None for k in range(m)],
         pbc=(pbc * _PBC_BITS).sum(axis=1),
         nperiodic=pbc.sum(axis=1),

@@ -39,24 +39,46 @@ class WriteCounts:
         self.conflicts.extend(other.conflicts[: max(0, 100 - len(self.conflicts))])
 
 
-def _structure_rows(pb: PreparedBatch, idx: np.ndarray, ids: np.ndarray, now):
-    """Rows of the SQLite structures insert (structures ``idx``), built column-wise (an
-    iterator, so rows are made as the driver consumes them)."""
+def _sqlite_insert(raw, table: str, consts: dict[str, int], cols: list[tuple[str, list]]):
+    """``executemany`` INSERT of ``cols`` (name, values per row) into ``table``.
+
+    Integer constants and columns NULL in every row are SQL literals, not parameters: the
+    driver adapts every bound None (and bytes) through its adapter protocol, which cost about
+    a third of a microsecond per value, more than the insert of the value itself."""
+    names, marks, data = [], [], []
+    for name, value in consts.items():
+        names.append(name)
+        marks.append(str(int(value)))
+    for name, values in cols:
+        names.append(name)
+        if values and values[0] is None and values.count(None) == len(values):
+            marks.append("NULL")
+        else:
+            marks.append("?")
+            data.append(values)
+    raw.executemany(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(marks)})",
+                    zip(*data, strict=True))
+
+
+def _structure_cols(pb: PreparedBatch, idx: np.ndarray, ids: np.ndarray, now):
+    """Columns of the SQLite structures insert (structures ``idx``)."""
     r = idx.tolist()
-    n = len(r)
+    identity = r == list(range(len(pb)))
 
     def pick(col):
-        return [col[i] for i in r]
+        return col if identity else [col[i] for i in r]
 
     def ints(arr):
         return np.asarray(arr)[idx].tolist()
 
-    return zip(
-        ids[idx].tolist(), pick(pb.hashes), ints(pb.n_atoms),
-        ints(pb.nelements), pick(pb.numbers), pick(pb.positions), pick(pb.cells),
-        ints(pb.pbc), ints(pb.nperiodic), ints(pb.charge), ints(pb.multiplicity),
-        pick(pb.hill), pick(pb.reduced), pick(pb.anonymous), pick(pb.sources), pick(pb.infos),
-        [now] * n, strict=True)
+    return [("id", ids[idx].tolist()), ("hash", pick(pb.hashes)), ("n_atoms", ints(pb.n_atoms)),
+            ("nelements", ints(pb.nelements)), ("numbers", pick(pb.numbers)),
+            ("positions", pick(pb.positions)), ("cell", pick(pb.cells)), ("pbc", ints(pb.pbc)),
+            ("nperiodic", ints(pb.nperiodic)), ("charge", ints(pb.charge)),
+            ("multiplicity", ints(pb.multiplicity)), ("formula_hill", pick(pb.hill)),
+            ("formula_reduced", pick(pb.reduced)), ("formula_anonymous", pick(pb.anonymous)),
+            ("source", pick(pb.sources)), ("info", pick(pb.infos)),
+            ("created_at", [now] * len(r))]
 
 
 _S_COLS = ("hash, hash_version, n_atoms, nelements, numbers, positions, cell, pbc, nperiodic, "
@@ -67,8 +89,10 @@ _L_COLS = ("structure_id, level_id, hash, energy, forces, dipole, charges, stres
 
 
 def _by_hash(pb: PreparedBatch, idx: np.ndarray) -> np.ndarray:
-    """``idx`` ordered by structure hash (index-friendly insertion, one lock order)."""
-    return idx[np.argsort(np.asarray(pb.hashes, dtype=object)[idx], kind="stable")]
+    """``idx`` ordered by structure hash (index-friendly insertion, one lock order); parts
+    come in hash order already (see ``plan_batch``), which this sort checks in linear time."""
+    h = pb.hashes if len(idx) == len(pb) else [pb.hashes[i] for i in idx.tolist()]
+    return idx[np.asarray(sorted(range(len(h)), key=h.__getitem__), dtype=np.int64)]
 
 
 def _conflict(pb, lr, k):
@@ -118,14 +142,8 @@ def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int
     ids[rows] = start + 1 + np.arange(len(rows))
     raw = conn.connection.driver_connection.cursor()  # same connection and transaction
     if len(new_idx):
-        # Integer constants (hash version, run id; level id below) are SQL literals rather
-        # than parameters bound again for every row; int() makes them plain numbers.
-        raw.executemany(
-            "INSERT INTO structures (id, hash, hash_version, n_atoms, nelements, numbers, "
-            "positions, cell, pbc, nperiodic, charge, multiplicity, formula_hill, "
-            "formula_reduced, formula_anonymous, source, info, created_at, run_id) VALUES "
-            f"(?, ?, {int(HASH_VERSION)}, {','.join('?' * 15)}, {int(run_id)})",
-            _structure_rows(pb, rows, ids, stamp))
+        _sqlite_insert(raw, "structures", {"hash_version": HASH_VERSION, "run_id": run_id},
+                       _structure_cols(pb, rows, ids, stamp))
         e = np.flatnonzero(is_new[pb.elem_index])
         sid, z = ids[pb.elem_index[e]], pb.elem_z[e]
         o = np.lexsort((sid, z))  # key order (z, structure_id)
@@ -158,12 +176,11 @@ def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int
                 lr.hashes, lr.energy, lr.forces, lr.dipole, lr.charges, lr.stress,
                 lr.max_force))
         if m:
-            raw.executemany(
-                "INSERT INTO labels (level_id, run_id, structure_id, hash, energy, forces, "
-                "dipole, charges, stress, max_force, status, source_unit, created_at) VALUES "
-                f"({int(level_id)}, {int(run_id)}, {','.join('?' * 11)})",
-                zip(sids[keep].tolist(), *cols, [lr.status] * m, [lr.source_unit] * m,
-                    [stamp] * m, strict=True))
+            names = ("hash", "energy", "forces", "dipole", "charges", "stress", "max_force")
+            _sqlite_insert(raw, "labels", {"level_id": level_id, "run_id": run_id}, [
+                ("structure_id", sids[keep].tolist()), *zip(names, cols, strict=True),
+                ("status", [lr.status] * m), ("source_unit", [lr.source_unit] * m),
+                ("created_at", [stamp] * m)])
         out.labels_new += m
     return out
 

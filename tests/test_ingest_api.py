@@ -185,3 +185,45 @@ def test_concurrent_insert_between_prepare_and_write(registry, monkeypatch):
     assert (s.structures_new, s.structures_existing) == (0, 30)
     assert (s.labels_new, s.labels_existing, s.labels_conflicting) == (0, 45, 0)
     assert counts(registry) == (30, 45)
+
+
+def test_rows_in_hash_order_with_null_and_mixed_columns(registry):
+    """Structures are written in hash order (on SQLite ids ascend with the hash); a
+    column NULL in a whole part and one mixed inside a part are both stored exactly, as
+    blobs or NULL (SQLite binds all-NULL columns as literals and arrays as bytearrays)."""
+    from ase.build import bulk, molecule
+    from sqlalchemy import text
+
+    mols = [molecule(n) for n in ("H2O", "CH4", "NH3", "C2H6", "CH3OH")]
+    xtal = bulk("Cu", "fcc", a=3.6)
+    frames = [*mols, xtal]
+    for k, a in enumerate(frames):
+        a.info["energy"] = -float(k)
+        a.arrays["forces"] = np.full((len(a), 3), 0.1 * k)
+    frames[1].info["dipole"] = np.array([0.1, 0.2, 0.3])
+    s = registry.ingest(frames, "pbe", batch_size=2)  # dipole: only where present
+    assert (s.structures_new, s.labels_new) == (6, 6)
+    with registry.session() as db:
+        rows = db.execute(select(Structure.id, Structure.hash, Structure.cell,
+                                 Structure.positions, Structure.n_atoms)
+                          .order_by(Structure.id)).all()
+        labels = db.execute(select(Label.energy, Label.dipole, Label.forces)
+                            .order_by(Label.energy)).all()
+        if registry.dialect == "sqlite":
+            kinds = set(db.execute(text(
+                "SELECT typeof(positions), typeof(numbers) FROM structures")).all())
+            assert kinds == {("blob", "blob")}
+            assert set(db.execute(text("SELECT typeof(forces) FROM labels")).scalars()) \
+                == {"blob"}
+    if registry.dialect == "sqlite":  # one writer (PostgreSQL writes two parts at once)
+        assert [r.hash for r in rows] == sorted(r.hash for r in rows)
+    cells = [r.cell for r in rows]
+    assert sum(c is None for c in cells) == 5
+    (cell,) = [c for c in cells if c is not None]
+    assert np.frombuffer(cell, "<f8").reshape(3, 3).tolist() == xtal.cell.array.tolist()
+    assert sorted(r.n_atoms for r in rows) == sorted(len(a) for a in frames)
+    dipoles = {-round(e): d for e, d, _ in labels}
+    assert np.frombuffer(dipoles[1], "<f8").tolist() == [0.1, 0.2, 0.3]
+    assert all(d is None for k, d in dipoles.items() if k != 1)
+    for e, _, f in labels:
+        assert np.allclose(np.frombuffer(f, "<f8"), -0.1 * e)
