@@ -305,14 +305,22 @@ def _write_postgres_copy(cur, pb: PreparedBatch, level_ids: dict[str, int], run_
         # The hashes travel as one comma-separated text (hex digests hold no commas), not as
         # an array parameter dumped element by element; ids come back as one text too.
         pos = {h: i for i, h in enumerate(pb.hashes)}
+        # Probe the hash index (a part's hashes are sorted, so the probes walk it in order);
+        # without statistics, as during a bulk load, the planner would hash the list and
+        # scan the whole table for every part.
+        cur.execute("SET LOCAL enable_seqscan = off")
         for h, sid in cur.execute(
                 "SELECT hash, id FROM structures WHERE hash = ANY(string_to_array(%s, ','))",
                 (",".join(pb.hashes),)):
             ids[pos[h]], is_new[pos[h]] = sid, False
+        cur.execute("SET LOCAL enable_seqscan = on")
     new_idx = np.flatnonzero(is_new)
     if len(new_idx):
-        got = cur.execute("SELECT string_agg(nextval(pg_get_serial_sequence('structures', "
-                          "'id'))::text, ',') FROM generate_series(1, %s)",
+        # the sequence is looked up once (OFFSET 0 keeps the subquery from being inlined
+        # into a per-row catalog lookup, which cost more than the nextval itself)
+        got = cur.execute("SELECT string_agg(nextval(q.seq)::text, ',') FROM (SELECT "
+                          "pg_get_serial_sequence('structures', 'id')::regclass AS seq "
+                          "OFFSET 0) AS q CROSS JOIN generate_series(1, %s)",
                           (len(new_idx),)).fetchone()[0]
         rows = _by_hash(pb, new_idx)  # ids ascend in insertion (hash) order
         ids[rows] = np.sort(np.array(got.split(","), dtype=np.int64))
