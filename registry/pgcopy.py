@@ -34,13 +34,22 @@ def timestamp(now: datetime) -> int:
     return (now - _EPOCH) // timedelta(microseconds=1)
 
 
-def _column(values: list) -> tuple[list, np.ndarray | None]:
+def _column(values) -> tuple[list, np.ndarray | None]:
     """(values as bytes, lengths with -1 for NULL), or (values, None) if every row is NULL.
-    A column holds one type: str values are UTF-8 encoded."""
+    A column holds one type: str values are UTF-8 encoded, except ASCII columns of one
+    length (hex digests), which stay str (numpy packs those itself). A single bytes or str
+    value is a constant column."""
+    if isinstance(values, bytes | str):
+        v = values.encode() if isinstance(values, str) else values
+        return [v], np.array([len(v)])
     n = len(values)
     nulls = values.count(None)
     if nulls == n:
         return values, None
+    if not nulls and isinstance(values[0], str) and "".join(values).isascii():
+        lens = np.fromiter(map(len, values), dtype=np.int64, count=n)
+        if (lens == lens[0]).all():
+            return values, lens
     if nulls:
         if any(isinstance(v, str) for v in values):
             values = [None if v is None else v.encode() for v in values]
@@ -54,7 +63,8 @@ def _column(values: list) -> tuple[list, np.ndarray | None]:
 
 def pack(n: int, fixed: list[tuple[str, str, object]], var: list[tuple[str, list]]):
     """Binary COPY stream of ``n`` rows: ``fixed`` (name, '>i8'-style code, values or a
-    scalar) and ``var`` (name, list of bytes/str/None) columns, in that order."""
+    scalar) and ``var`` (name, list of bytes/str/None, or one bytes/str value for every row)
+    columns, in that order."""
     fields = [("nf", ">i2")]
     assign = [("nf", len(fixed) + len(var))]
     for name, code, values in fixed:
@@ -74,7 +84,8 @@ def pack(n: int, fixed: list[tuple[str, str, object]], var: list[tuple[str, list
         assign.append((f"l_{name}", w))
         if w > 0:  # the same length in every row: a fixed field
             fields.append((name, f"S{w}"))
-            assign.append((name, np.array(values, dtype=f"S{w}")))
+            assign.append((name, np.array(values, dtype=f"S{w}") if len(values) > 1
+                           else np.bytes_(values[0])))
     if rest:  # the first variable value's length closes the fixed record
         fields.append(("l_first", ">i4"))
         assign.append(("l_first", rest[0][2]))
@@ -147,13 +158,18 @@ def labels_stream(picks, run_id: int, now: datetime):
             flat.extend(col if len(keep) == len(col) else _take(col, keep.tolist()))
         return _take(flat, order)
 
-    status = [s for lr, _, keep, _ in picks for s in [lr.status] * len(keep)]
-    unit = [s for lr, _, keep, _ in picks for s in [lr.source_unit] * len(keep)]
+    def per_label(attr):  # one value for all picks: a constant column
+        values = {getattr(lr, attr) for lr, _, _, _ in picks}
+        if len(values) == 1 and None not in values:
+            return values.pop()
+        return _take([s for lr, _, keep, _ in picks for s in [getattr(lr, attr)] * len(keep)],
+                     order)
+
     o = np.asarray(order, dtype=np.int64)
     fixed = [("structure_id", ">i8", sid[o]), ("level_id", ">i8", lid[o]),
              ("run_id", ">i8", run_id), ("created_at", ">i8", timestamp(now))]
-    var = [("hash", gather("hashes")), ("status", _take(status, order)),
-           ("source_unit", _take(unit, order))]
+    var = [("hash", gather("hashes")), ("status", per_label("status")),
+           ("source_unit", per_label("source_unit"))]
     _float_column("energy", gather("energy"), fixed, var)
     _float_column("max_force", gather("max_force"), fixed, var)
     var += [("dipole", gather("dipole")), ("charges", gather("charges")),
