@@ -9,10 +9,13 @@ while batch k is written (numpy, hashlib and the database drivers release the GI
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 from sqlalchemy.exc import DBAPIError
@@ -42,6 +45,32 @@ class IngestSummary(WriteCounts):
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+_gc_was_enabled = False
+
+
+@contextmanager
+def _gc_paused():
+    """Pause the cyclic garbage collector while batches are prepared and written: the rows
+    are millions of short-lived acyclic objects, and each full collection would also walk
+    every object of the input (8 % of a 200,000-structure SQLite ingest). Nested and
+    concurrent uses share one pause; the last one out restores the collector's state."""
+    global _gc_pausers, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 class IngestMixin:
@@ -78,7 +107,8 @@ class IngestMixin:
         t0 = time.perf_counter()
         batch.validate()
         batch.labels = {canonical_name(k): v for k, v in batch.labels.items()}
-        plan = plan_batch(batch)
+        with _gc_paused():
+            plan = plan_batch(batch)
         level_ids = {lv: self.ensure_level(lv)["id"] for lv in batch.labels}
         handle = self.start_run(kind, params)
         for item in inputs:
@@ -89,7 +119,9 @@ class IngestMixin:
                                 duplicates_in_input=plan.duplicates_in_input, run_id=handle.id)
         totals = WriteCounts()
         try:
-            self._write_all(batch, plan, level_ids, handle, batch_size, totals, on_progress)
+            with _gc_paused():
+                self._write_all(batch, plan, level_ids, handle, batch_size, totals,
+                                on_progress)
         except BaseException as exc:
             self._finish(handle, summary, totals, t0, error=exc)
             raise

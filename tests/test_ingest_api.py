@@ -227,3 +227,47 @@ def test_rows_in_hash_order_with_null_and_mixed_columns(registry):
     assert all(d is None for k, d in dipoles.items() if k != 1)
     for e, _, f in labels:
         assert np.allclose(np.frombuffer(f, "<f8"), -0.1 * e)
+
+
+def test_garbage_collector_state_is_restored(registry, monkeypatch):
+    """Ingest pauses the cyclic collector while it works and restores its state after, also
+    after bad input, after a failure while writing, and when ingests overlap in threads."""
+    import gc
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pytest
+
+    import registry.ingest as ing
+    from registry.errors import BadInput
+    from registry.ingest import _gc_paused
+
+    assert gc.isenabled()
+    registry.ingest_batch(two_level_batch(n=6))
+    assert gc.isenabled()
+    bad = two_level_batch(n=6, seed=3)
+    bad.labels["wb97x/6-31g*"].energy[2] = np.nan
+    with pytest.raises(BadInput):
+        registry.ingest_batch(bad)
+    assert gc.isenabled()
+
+    def broken(*args, **kw):
+        assert not gc.isenabled()
+        raise RuntimeError("disk on fire")
+
+    with monkeypatch.context() as m:
+        m.setattr(ing, "prepare_part", broken)
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            registry.ingest_batch(two_level_batch(n=6, seed=4))
+    assert gc.isenabled()
+    with _gc_paused():
+        assert not gc.isenabled()
+        with ThreadPoolExecutor(2) as ex:
+            list(ex.map(lambda s: registry.ingest_batch(two_level_batch(n=5, seed=s)), [1, 2]))
+        assert not gc.isenabled()  # still inside the outer pause
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        registry.ingest_batch(two_level_batch(n=4, seed=9))
+        assert not gc.isenabled()  # a disabled collector stays disabled
+    finally:
+        gc.enable()
