@@ -30,10 +30,10 @@ class LabelRows:
     index: np.ndarray  # (L,) index into PreparedBatch structures
     hashes: list[str]
     energy: list[float | None]
-    forces: list[bytes | None]
-    dipole: list[bytes | None]
-    charges: list[bytes | None]
-    stress: list[bytes | None]
+    forces: list[bytes | bytearray | None]  # packed arrays: bytes, or bytearray for SQLite
+    dipole: list[bytes | bytearray | None]
+    charges: list[bytes | bytearray | None]
+    stress: list[bytes | bytearray | None]
     max_force: list[float | None]  # max per-atom force norm, eV/Å
     status: str
     source_unit: str
@@ -46,9 +46,9 @@ class PreparedBatch:
     hashes: list[str]
     n_atoms: np.ndarray
     nelements: np.ndarray
-    numbers: list[bytes]
-    positions: list[bytes]
-    cells: list[bytes | None]
+    numbers: list[bytes | bytearray]  # bytes, or bytearray for SQLite (see prepare_part)
+    positions: list[bytes | bytearray]
+    cells: list[bytes | bytearray | None]
     pbc: np.ndarray
     nperiodic: np.ndarray
     charge: np.ndarray
