@@ -114,6 +114,8 @@ class FrameBatch:
 
     def _finite(self, arr, *, per_atom, what, mask=None):
         ok = np.isfinite(arr)
+        if ok.all():  # the common case, without a per-row reduction
+            return
         if ok.ndim > 1:
             ok = ok.reshape(len(ok), -1).all(axis=1)
         if mask is not None:
