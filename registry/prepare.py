@@ -149,20 +149,18 @@ def plan_batch(batch: FrameBatch) -> Plan:
                                      batch.cells.astype(np.float64), batch.pbc.astype(bool),
                                      np.asarray(batch.charge), np.asarray(batch.multiplicity),
                                      threads=2)
-    first: dict[str, int] = {}
-    keep = []
-    dup_of = np.arange(b)
-    for i, h in enumerate(hashes):
-        j = first.setdefault(h, i)
-        if j == i:
-            keep.append(i)
-        else:
-            dup_of[i] = j
-    keep = np.asarray(keep, dtype=np.int64)
-    # slots in structure-hash order: the parts, and the rows inside each, are then written
-    # in the key order of the hash index (and ids ascend with it) without reordering
-    keep = keep[np.argsort(np.array([hashes[i] for i in keep.tolist()], dtype="S64"),
-                           kind="stable")]
+    # Distinct structures in hash order (one stable sort): the first frame of each run of
+    # equal hashes is kept, the others point at it. Slots follow the hash, so the parts, and
+    # the rows inside each, are written in the key order of the hash index (ids ascend with
+    # it) without reordering.
+    hex_h = np.array(hashes, dtype="S64")
+    by_hash = np.argsort(hex_h, kind="stable")
+    sorted_h = hex_h[by_hash]
+    starts = np.ones(b, dtype=bool)
+    starts[1:] = sorted_h[1:] != sorted_h[:-1]
+    keep = by_hash[starts]
+    dup_of = np.empty(b, dtype=np.int64)
+    dup_of[by_hash] = keep[np.cumsum(starts) - 1]
     slot = np.full(b, -1, dtype=np.int64)
     slot[keep] = np.arange(len(keep))
     unique_slot = slot[dup_of]
