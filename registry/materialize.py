@@ -291,8 +291,8 @@ _READERS = {"postgresql": 2, "sqlite": 2}
 _PARALLEL_MIN = 20_000  # members below which one range on one connection is read
 
 
-def _ranges(connect, dialect: str, version_id: int, n_structures: int,
-            n_levels: int) -> list[tuple[int, int]]:
+def _ranges(connect, dialect: str, version_id: int,
+            n_structures: int) -> list[tuple[int, int]]:
     """Structure-id ranges of at most ``_CHUNK_ROWS`` structures, and at least one per reader
     (``_READERS``) for versions of ``_PARALLEL_MIN`` structures or more."""
     pieces = max(-(-n_structures // _CHUNK_ROWS.get(dialect, 250_000)),
@@ -367,7 +367,7 @@ def read_version(connect, dialect: str, version_id: int, level_ids: list[int],
                     (version_id, level_ids[0], lo, hi))[0]
         return np.frombuffer((v or "").encode(), dtype="S64")
 
-    ranges = _ranges(connect, dialect, version_id, n_structures, len(level_ids))
+    ranges = _ranges(connect, dialect, version_id, n_structures)
     got = _read_ranges(connect, dialect, version_id, ranges, jobs)
     single = len(level_ids) == 1 and not delta
     f = _concat([g[0] for g in got], keep=("numbers", "positions", "forces") if single else ())
