@@ -160,6 +160,27 @@ def test_multi_fidelity_and_delta(registry, tmp_path):
         registry.create_dataset_version("delta", levels=[LOW, HIGH], delta="pbe-ccsd")
 
 
+def test_two_level_version_read_in_ranges(registry, monkeypatch):
+    """A version with two member rows per structure reads the same in many small ranges on
+    parallel readers as in one range (the cuts count each structure once)."""
+    import registry.materialize as mat
+
+    _two_levels(registry)
+    registry.create_dataset_version("delta", levels=[LOW, HIGH], delta=f"{HIGH}-{LOW}")
+    whole = registry.materialize("delta", cache=False)
+    monkeypatch.setattr(mat, "_CHUNK_ROWS", {"sqlite": 2, "postgresql": 2})
+    monkeypatch.setattr(mat, "_READERS", {"sqlite": 2, "postgresql": 2})
+    monkeypatch.setattr(mat, "_PARALLEL_MIN", 1)
+    assert len(mat._ranges(registry.engine.connect, registry.dialect,
+                           registry.resolve_dataset("delta")["id"], 6)) == 3
+    ranged = registry.materialize("delta", cache=False)
+    assert len(ranged) == len(whole) == 6
+    for a, b in zip(whole.buckets, ranged.buckets, strict=True):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+
+
 def test_reference_energies_fit_and_set(registry, tmp_path):
     refs = {1: -13.6, 6: -1029.0, 7: -1485.0, 8: -2042.0}
     mols = []
