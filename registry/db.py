@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .errors import BadInput, DatabaseUnavailable, SchemaOutOfDate
 
+SQLITE_CACHE = -262144  # page cache of a connection, KiB (negative: a size, not pages)
+
 
 def _sqlite_pragmas(dbapi_conn, _record):
     # Let SQLAlchemy issue BEGIN itself (so BEGIN IMMEDIATE works), WAL, FKs on. The page
@@ -25,7 +27,7 @@ def _sqlite_pragmas(dbapi_conn, _record):
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=60000")
-    cur.execute("PRAGMA cache_size=-262144")
+    cur.execute(f"PRAGMA cache_size={SQLITE_CACHE}")
     cur.close()
 
 

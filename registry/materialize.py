@@ -41,10 +41,12 @@ import xxhash
 from sqlalchemy import select
 
 from .config import DEFAULT_HOME
+from .db import SQLITE_CACHE
 from .elements import SYMBOLS
 from .schema import LevelOfTheory, ReferenceEnergy
 
 CACHE_FORMAT = 2
+_SQLITE_READ_CACHE = -8192  # KiB of page cache while a version is read
 _ALIGN = 64
 _ZERO_CELL = bytes(72)
 
@@ -193,8 +195,13 @@ class _Reader:
                 return cur.fetchall()
         cur = self.raw.cursor()
         try:
+            # A small page cache for the one pass over the version: pages are reused instead
+            # of growing the connection's 256 MB cache, whose fresh memory a first read in a
+            # new process would fault in (0.95-1.75 s -> 0.83-0.88 s for 200,000 structures).
+            cur.execute(f"PRAGMA cache_size = {_SQLITE_READ_CACHE}")
             return cur.execute(sql, params).fetchall()
         finally:
+            cur.execute(f"PRAGMA cache_size = {SQLITE_CACHE}")
             cur.close()
 
     def cuts(self, pieces: int) -> list[int]:

@@ -155,3 +155,43 @@ def test_hash_prefix_ties_fall_back_to_full_hashes(registry, monkeypatch):
     for a, b in zip(whole.buckets, tied.buckets, strict=True):
         for k in a:
             np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_reader_settings_do_not_leak(registry, monkeypatch):
+    """The readers' per-read settings (SQLite: a small page cache; PostgreSQL: no parallel
+    query, more work_mem) hold only while a version is read: every pooled connection has its
+    usual settings back."""
+    import registry.materialize as mat
+    from registry.db import SQLITE_CACHE
+
+    sqlite = registry.dialect == "sqlite"
+    show = "PRAGMA cache_size" if sqlite else "SHOW work_mem"
+    _data(registry)
+    registry.create_dataset_version("p", levels=[LEVEL], group_by="none")
+    raw = registry.engine.raw_connection()
+    try:
+        usual = SQLITE_CACHE if sqlite else raw.cursor().execute(show).fetchone()[0]
+    finally:
+        raw.close()
+    monkeypatch.setattr(mat, "_CHUNK_ROWS", {"sqlite": 3, "postgresql": 3})
+    monkeypatch.setattr(mat, "_PARALLEL_MIN", 1)
+    seen = []
+    query = mat._Reader._query
+
+    def spy(self, sql, params):
+        seen.append(self.raw.cursor().execute(show).fetchone()[0])
+        if not self.pg:
+            self.raw.commit()
+        else:
+            self.raw.rollback()
+        return query(self, sql, params)
+
+    monkeypatch.setattr(mat._Reader, "_query", spy)
+    assert len(registry.materialize("p", cache=False)) == 16
+    assert seen and set(seen) == {usual}  # before each read: the usual setting
+    raws = [registry.engine.raw_connection() for _ in range(4)]  # no transaction opened
+    try:
+        assert {r.cursor().execute(show).fetchone()[0] for r in raws} == {usual}
+    finally:
+        for r in raws:
+            r.close()
