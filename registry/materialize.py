@@ -100,12 +100,13 @@ class Materialized:
 # (group_concat / string_agg) so a whole version crosses the driver as a few big values, and
 # numpy parses them without a Python loop per structure. All aggregates of one row see the rows
 # in the same order; chunks and levels are aligned by the structure ids they carry.
-# Structures per aggregate row. PostgreSQL: few, large ranges (each range's hash join scans
-# the tables once: 8 ranges took 1.80 s, 2 took 1.12 s for 200,000). SQLite: small ranges,
-# each parsed into numpy arrays and freed before the next, so the driver's and the engine's
-# buffers (a few MB) are reused warm; one aggregate of 200,000 structures spent about half
-# its time faulting in ~90,000 fresh pages for the ~180 MB buffers (0.58 s -> 0.36 s).
-_CHUNK_ROWS = {"postgresql": 250_000, "sqlite": 8_192}
+# Structures per aggregate row: small ranges, each parsed into numpy arrays and freed before
+# the next, so the driver's and the engine's buffers (a few MB) are reused warm. One aggregate
+# of 200,000 structures spent about half its time faulting in ~90,000 fresh pages for its
+# ~180 MB of buffers (SQLite: 0.58 s -> 0.36 s in ranges). On PostgreSQL each range is three
+# index walks (members by (version, structure), labels and structures by id: 42 ms for 8,192
+# structures); hash joins would scan both tables for every range.
+_CHUNK_ROWS = {"postgresql": 8_192, "sqlite": 8_192}
 _ID_MIN, _ID_MAX = -(2**63), 2**63 - 1
 _JOIN = ("FROM dataset_members m JOIN labels l ON l.id = m.label_id {s}"
          "WHERE m.version_id = ? AND l.level_id = ? AND m.structure_id BETWEEN ? AND ?")
@@ -138,7 +139,7 @@ _PG_LABEL = (
     "::int::int2) || float8send(coalesce(l.energy, 'NaN')), ''), string_agg(l.forces, '') "
     + _JOIN.format(s=""))
 _PG_SETTINGS = ("SET LOCAL jit = off", "SET LOCAL max_parallel_workers_per_gather = 0",
-                "SET LOCAL work_mem = '256MB'")
+                "SET LOCAL enable_hashjoin = off", "SET LOCAL enable_mergejoin = off")
 _PG_STRUCT_ROW = np.dtype([("sid", ">i8"), ("n", ">i4"), ("pbc", ">i2"), ("split", ">i2"),
                            ("flags", ">i2"), ("energy", ">f8")])
 _PG_LABEL_ROW = np.dtype([("sid", ">i8"), ("flags", ">i2"), ("energy", ">f8")])
@@ -187,8 +188,8 @@ class _Reader:
         """All rows of ``sql`` (``?`` placeholders; binary results on PostgreSQL)."""
         if self.pg:
             with self.raw.transaction(), self.raw.cursor(binary=True) as cur:
-                # One backend per range (the reader threads are the parallelism); the hash
-                # join of a range fits in memory instead of spilling in batches.
+                # One backend per range (the reader threads are the parallelism), joined
+                # by index lookups (see _CHUNK_ROWS).
                 for setting in _PG_SETTINGS:
                     cur.execute(setting)
                 cur.execute(sql.replace("%", "%%").replace("?", "%s"), params, binary=True)
