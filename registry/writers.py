@@ -60,6 +60,15 @@ def _sqlite_insert(raw, table: str, consts: dict[str, int], cols: list[tuple[str
                     zip(*data, strict=True))
 
 
+def _new_elements(pb: PreparedBatch, ids: np.ndarray, is_new: np.ndarray):
+    """(structure_id, z, count) of the new structures' composition rows, in the key order
+    ``(z, structure_id)`` of ``structure_elements``."""
+    e = np.flatnonzero(is_new[pb.elem_index])
+    sid, z, count = ids[pb.elem_index[e]], pb.elem_z[e], pb.elem_count[e]
+    o = np.lexsort((sid, z))
+    return sid[o], z[o], count[o]
+
+
 def _structure_cols(pb: PreparedBatch, idx: np.ndarray, ids: np.ndarray, now):
     """Columns of the SQLite structures insert (structures ``idx``)."""
     r = idx.tolist()
@@ -144,12 +153,9 @@ def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int
     if len(new_idx):
         _sqlite_insert(raw, "structures", {"hash_version": HASH_VERSION, "run_id": run_id},
                        _structure_cols(pb, rows, ids, stamp))
-        e = np.flatnonzero(is_new[pb.elem_index])
-        sid, z = ids[pb.elem_index[e]], pb.elem_z[e]
-        o = np.lexsort((sid, z))  # key order (z, structure_id)
         raw.executemany(
             "INSERT INTO structure_elements (structure_id, z, count) VALUES (?, ?, ?)",
-            zip(sid[o].tolist(), z[o].tolist(), pb.elem_count[e][o].tolist(), strict=True))
+            zip(*(c.tolist() for c in _new_elements(pb, ids, is_new)), strict=True))
     out.structures_new = len(new_idx)
     out.structures_existing = len(pb) - len(new_idx)
     for lr in pb.labels:
@@ -325,9 +331,8 @@ def _write_postgres_copy(cur, pb: PreparedBatch, level_ids: dict[str, int], run_
         rows = _by_hash(pb, new_idx)  # ids ascend in insertion (hash) order
         ids[rows] = np.sort(np.array(got.split(","), dtype=np.int64))
         pgcopy.copy_into(cur, "structures", pgcopy.structure_stream(pb, rows, ids, run_id, now))
-        e = np.flatnonzero(is_new[pb.elem_index])
-        pgcopy.copy_into(cur, "structure_elements", pgcopy.elements_stream(
-            ids[pb.elem_index[e]], pb.elem_z[e], pb.elem_count[e]))
+        pgcopy.copy_into(cur, "structure_elements",
+                         pgcopy.elements_stream(*_new_elements(pb, ids, is_new)))
     out.structures_new = len(new_idx)
     out.structures_existing = n - len(new_idx)
 
