@@ -120,7 +120,7 @@ def structure_stream(pb, rows: np.ndarray, ids: np.ndarray, run_id: int, now: da
            ("formula_hill", pb.hill), ("formula_reduced", pb.reduced),
            ("formula_anonymous", pb.anonymous), ("numbers", pb.numbers),
            ("positions", pb.positions)]
-    return pack(len(r), fixed, [(name, _take(col, r)) for name, col in var])
+    return pack(len(r), fixed, [(name, take(col, r)) for name, col in var])
 
 
 def elements_stream(sids: np.ndarray, z: np.ndarray, count: np.ndarray):
@@ -129,8 +129,8 @@ def elements_stream(sids: np.ndarray, z: np.ndarray, count: np.ndarray):
                             ("count", ">i4", count)], [])
 
 
-def _take(seq, idx: list[int]) -> list:
-    """``[seq[i] for i in idx]`` at C speed."""
+def take(seq, idx: list[int]) -> list:
+    """``[seq[i] for i in idx]`` at C speed (also used by the SQLite writer)."""
     if len(idx) > 1:
         return list(itemgetter(*idx)(seq))
     return [seq[i] for i in idx]
@@ -155,14 +155,14 @@ def labels_stream(picks, run_id: int, now: datetime):
         flat = []
         for lr, _, keep, _ in picks:
             col = getattr(lr, attr)
-            flat.extend(col if len(keep) == len(col) else _take(col, keep.tolist()))
-        return _take(flat, order)
+            flat.extend(col if len(keep) == len(col) else take(col, keep.tolist()))
+        return take(flat, order)
 
     def per_label(attr):  # one value for all picks: a constant column
         values = {getattr(lr, attr) for lr, _, _, _ in picks}
         if len(values) == 1 and None not in values:
             return values.pop()
-        return _take([s for lr, _, keep, _ in picks for s in [getattr(lr, attr)] * len(keep)],
+        return take([s for lr, _, keep, _ in picks for s in [getattr(lr, attr)] * len(keep)],
                      order)
 
     o = np.asarray(order, dtype=np.int64)
