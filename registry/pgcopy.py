@@ -74,8 +74,7 @@ def pack(n: int, fixed: list[tuple[str, str, object]], var: list[tuple[str, list
     rest: list[tuple[str, list, np.ndarray]] = []
     for name, values in var:
         values, lens = _column(values)
-        names_or_rest = lens is not None and not (lens == lens[0]).all()
-        if names_or_rest:
+        if lens is not None and not (lens == lens[0]).all():  # lengths vary by row
             rest.append((name, values, lens))
             continue
         names.append(name)
