@@ -32,6 +32,9 @@ BigID = BigInteger().with_variant(Integer(), "sqlite")
 # through strcoll; hex compares the same bytewise, so the column uses the "C" collation
 # (memcmp) for its unique index and ORDER BY hash.
 HashHex = String(64).with_variant(String(64, collation="C"), "postgresql")
+# Chemical formulas (ASCII) compare bytewise on both backends: SQLite's BINARY, PostgreSQL's
+# "C" (migration 0004), so the formula index never compares through strcoll.
+Formula = String(255).with_variant(String(255, collation="C"), "postgresql")
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -107,9 +110,9 @@ class Structure(Base):
     nperiodic: Mapped[int] = mapped_column(SmallInteger)
     charge: Mapped[int] = mapped_column(SmallInteger, default=0)
     multiplicity: Mapped[int] = mapped_column(SmallInteger, default=1)
-    formula_hill: Mapped[str] = mapped_column(String(255))
-    formula_reduced: Mapped[str] = mapped_column(String(255), index=True)
-    formula_anonymous: Mapped[str] = mapped_column(String(255))
+    formula_hill: Mapped[str] = mapped_column(Formula)
+    formula_reduced: Mapped[str] = mapped_column(Formula, index=True)
+    formula_anonymous: Mapped[str] = mapped_column(Formula)
     source: Mapped[str | None] = mapped_column(Text)
     info: Mapped[dict | None]
     # The ingest run that created the row (provenance). Deliberately no foreign key: the row
@@ -192,9 +195,10 @@ class Label(Base):
     source_unit: Mapped[str | None] = mapped_column(String(16))
     supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id"))
     # Provenance pointer written by the ingest run itself (see Structure.run_id): no FK, no
-    # index. structure_id and level_id are checked references: declarative foreign keys on
-    # SQLite; on PostgreSQL one set-based check per statement, the parents being append-only
-    # (migration 0002, PG_SET_CHECKED_FKS; dataset_members likewise).
+    # index. structure_id, level_id and supersedes_id are checked references: declarative
+    # foreign keys on SQLite; on PostgreSQL one set-based check per statement, the parents
+    # being append-only (migrations 0002 and 0004, PG_SET_CHECKED_FKS; dataset_members
+    # likewise).
     run_id: Mapped[int | None] = mapped_column(BigID)
     created_at: Mapped[datetime] = _created()
     __table_args__ = (
@@ -213,11 +217,11 @@ class Label(Base):
 
 
 # Foreign keys of the ORM that PostgreSQL enforces with set-based statement triggers instead
-# of per-row constraint triggers, their parents being append-only (migration 0002).
+# of per-row constraint triggers, their parents being append-only (migrations 0002, 0004).
 PG_SET_CHECKED_FKS = (
     "fk_labels_structure_id_structures", "fk_labels_level_id_levels_of_theory",
     "fk_dataset_members_label_id_labels", "fk_dataset_members_structure_id_structures",
-    "fk_dataset_members_version_id_dataset_versions",
+    "fk_dataset_members_version_id_dataset_versions", "fk_labels_supersedes_id_labels",
 )
 
 

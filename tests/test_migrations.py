@@ -44,7 +44,8 @@ def test_schema_matches_models(db_url):
     assert [d for d in diff if d[0] != "add_fk" or not pg] == []
 
 
-def _insert_label(conn, structure_id: int, level_id: int) -> None:
+def _insert_label(conn, structure_id: int, level_id: int, supersedes: int | None = None,
+                  status: str = "ok") -> None:
     from datetime import UTC, datetime
 
     from sqlalchemy import insert
@@ -52,7 +53,7 @@ def _insert_label(conn, structure_id: int, level_id: int) -> None:
     from registry.schema import Label
 
     conn.execute(insert(Label).values(structure_id=structure_id, level_id=level_id, hash="0" * 64,
-                                      energy=1.0, status="ok",
+                                      energy=1.0, status=status, supersedes_id=supersedes,
                                       created_at=datetime.now(UTC)))
 
 
@@ -80,6 +81,14 @@ def test_label_references_are_enforced(registry):
     with pytest.raises(IntegrityError, match="(?i)foreign key"):
         with registry.engine.begin() as conn:
             conn.execute(update(Label).values(structure_id=sid + 1000))
+    with registry.engine.connect() as conn:
+        label_id = conn.execute(select(func.max(Label.id))).scalar()
+    with pytest.raises(IntegrityError, match="(?i)foreign key"):  # supersedes a missing label
+        with registry.engine.begin() as conn:
+            _insert_label(conn, sid, lid, supersedes=label_id + 1000, status="failed")
+    with registry.engine.begin() as conn:  # superseding an existing label is fine
+        _insert_label(conn, sid, lid, supersedes=label_id, status="failed")
+    n_labels += 1
     for table in (Structure, LevelOfTheory, Label):
         with pytest.raises(IntegrityError, match="(?i)foreign key|append-only"):
             with registry.engine.begin() as conn:
