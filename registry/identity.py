@@ -20,6 +20,7 @@ Everything is vectorised over a ragged batch (``numbers``, ``positions``, ``offs
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -91,14 +92,13 @@ def structure_hashes(numbers, positions, offsets, cells, pbc, charges, mults,
                      threads: int = 1):
     """Return (hashes, order): hex sha256 per structure and the canonical atom permutation.
 
-    With ``threads`` > 1 a large batch is cut into that many slices of structures hashed at
-    once (numpy releases the GIL for most of the work)."""
+    A large batch is cut into slices of ``_SLICE`` structures, hashed on ``threads`` threads
+    (numpy releases the GIL for most of the work)."""
     b = len(offsets) - 1
-    if threads > 1 and b >= 2 * _THREAD_MIN:
-        from concurrent.futures import ThreadPoolExecutor
-
+    if b > _SLICE:
         offsets = np.asarray(offsets, dtype=np.int64)
-        cuts = [b * k // threads for k in range(threads + 1)]
+        k_slices = -(-b // _SLICE)
+        cuts = [b * k // k_slices for k in range(k_slices + 1)]
 
         def one(k):
             lo, hi = cuts[k], cuts[k + 1]
@@ -106,15 +106,22 @@ def structure_hashes(numbers, positions, offsets, cells, pbc, charges, mults,
             return _structure_hashes(numbers[a:z], positions[a:z], offsets[lo:hi + 1] - a,
                                      cells[lo:hi], pbc[lo:hi], charges[lo:hi], mults[lo:hi])
 
-        with ThreadPoolExecutor(threads, thread_name_prefix="nnp-hash") as ex:
-            parts = list(ex.map(one, range(threads)))
+        if threads <= 1:
+            parts = [one(k) for k in range(k_slices)]
+        else:
+            with ThreadPoolExecutor(threads, thread_name_prefix="nnp-hash") as ex:
+                parts = list(ex.map(one, range(k_slices)))
         hashes = [h for part, _ in parts for h in part]
         order = np.concatenate([o + offsets[cuts[k]] for k, (_, o) in enumerate(parts)])
         return hashes, order
     return _structure_hashes(numbers, positions, offsets, cells, pbc, charges, mults)
 
 
-_THREAD_MIN = 20_000  # structures per slice below which one thread hashes
+# Structures per slice: slices are hashed one after another on each thread, so their
+# temporaries (a few MB) are reused from the allocator instead of faulting in fresh pages.
+# 200,000 structures on two threads: one slice per thread 0.81-0.89 s of CPU (0.51-0.57 s
+# wall), slices of 10,000 0.59-0.60 s (0.38-0.40 s).
+_SLICE = 10_000
 
 
 def _structure_hashes(numbers, positions, offsets, cells, pbc, charges, mults):

@@ -174,8 +174,8 @@ def test_threaded_hashing_matches_one_thread(monkeypatch):
             np.stack([a.pbc for a in frames]), np.zeros(len(frames), int),
             np.ones(len(frames), int))
     one = structure_hashes(*args)
-    monkeypatch.setattr(ident, "_THREAD_MIN", 2)
-    for threads in (2, 3):
+    monkeypatch.setattr(ident, "_SLICE", 4)  # 19 frames in 5 slices of 3 or 4
+    for threads in (1, 2, 3):
         got = structure_hashes(*args, threads=threads)
         assert got[0] == one[0]
         np.testing.assert_array_equal(got[1], one[1])
