@@ -38,7 +38,13 @@ def symbol_to_z(symbol: str) -> int:
 def compact_composition(numbers: np.ndarray, offsets: np.ndarray):
     """(zs, counts): the sorted atomic numbers present and a (B, len(zs)) int32 count matrix."""
     n_struct = len(offsets) - 1
-    zs, col = np.unique(np.asarray(numbers, dtype=np.int64), return_inverse=True)
+    numbers = np.asarray(numbers, dtype=np.int64)
+    # atomic numbers are small: a presence table instead of a sort (np.unique)
+    seen = np.bincount(numbers, minlength=1) if len(numbers) else np.zeros(1, dtype=np.int64)
+    zs = np.flatnonzero(seen)
+    lut = np.zeros(len(seen), dtype=np.int64)
+    lut[zs] = np.arange(len(zs))
+    col = lut[numbers]
     owner = np.repeat(np.arange(n_struct), np.diff(offsets))
     k = max(len(zs), 1)
     flat = np.bincount(owner * k + col.reshape(-1), minlength=n_struct * k)

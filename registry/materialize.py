@@ -208,17 +208,28 @@ class _Reader:
             cur.execute(f"PRAGMA cache_size = {SQLITE_CACHE}")
             cur.close()
 
-    def cuts(self, pieces: int) -> list[int]:
-        """Structure ids splitting the version's structures into ``pieces`` near-equal ranges
-        (from one packed list of the members' structure ids, read off the version's index)."""
+    def cuts(self, pieces: int, n_structures: int) -> list[int]:
+        """Structure ids splitting the version's structures into ``pieces`` ranges.
+
+        Where the version's ids are dense (their span at most ``_DENSE`` times the number of
+        structures, as for a version of a whole load), the id span is cut into equal slices
+        from two index probes (min and max); ranges then hold about equally many structures,
+        some possibly none. Otherwise the cuts are exact, from one packed list of the members'
+        structure ids read off the version's index (~0.1 s per 200,000 members on SQLite)."""
+        lo, hi = self._one("SELECT min(structure_id), max(structure_id) FROM dataset_members "
+                           "WHERE version_id = ?", (self.version_id,))
+        if lo is None:
+            return []
+        span = hi - lo + 1
+        if span <= _DENSE * n_structures:
+            step = max(-(-span // pieces), 1)
+            return list(range(lo + step, hi + 1, step))
         if self.pg:
             sql = "SELECT string_agg(int8send(structure_id), '') "
         else:
             sql = "SELECT group_concat(structure_id) "
         (packed,) = self._one(sql + "FROM dataset_members WHERE version_id = ?",
                               (self.version_id,))
-        if not packed:
-            return []
         sids = (np.frombuffer(_blob(packed), dtype=">i8") if self.pg
                 else np.fromstring(packed, dtype=np.int64, sep=","))
         sids = np.unique(sids)  # sorted; one per structure whatever the number of levels
@@ -302,6 +313,7 @@ def _expand_forces(packed, has: np.ndarray, n_atoms: np.ndarray):
 # (200,000 structures: 0.77-0.91 s with two readers of 8,192, 0.66-0.69 s with three of 4,096).
 _READERS = {"postgresql": 2, "sqlite": 3}
 _PARALLEL_MIN = 20_000  # structures below which one range on one connection is read
+_DENSE = 2  # id span per structure up to which ranges are equal slices of the span
 
 
 def _ranges(connect, dialect: str, version_id: int,
@@ -313,7 +325,7 @@ def _ranges(connect, dialect: str, version_id: int,
     cuts = []
     if pieces > 1:
         with connect() as conn:
-            cuts = _Reader(conn, dialect, version_id).cuts(pieces)
+            cuts = _Reader(conn, dialect, version_id).cuts(pieces, n_structures)
     return list(zip([_ID_MIN, *cuts], [c - 1 for c in cuts] + [_ID_MAX], strict=True))
 
 

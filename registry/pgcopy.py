@@ -92,9 +92,10 @@ def pack(n: int, fixed: list[tuple[str, str, object]], var: list[tuple[str, list
     rec = np.empty(n, dtype=dt)
     for name, value in assign:
         rec[name] = value
-    buf, w = rec.tobytes(), dt.itemsize
+    w = dt.itemsize
     if not rest:  # fixed-width rows only: the records are the stream
-        return names, HEADER + buf + TRAILER
+        return names, b"".join((HEADER, rec.view(np.uint8), TRAILER))
+    buf = rec.tobytes()
     columns = [[buf[i: i + w] for i in range(0, n * w, w)]]
     for k, (name, values, lens) in enumerate(rest):
         names.append(name)
@@ -102,8 +103,9 @@ def pack(n: int, fixed: list[tuple[str, str, object]], var: list[tuple[str, list
             lb = lens.astype(">i4").tobytes()
             columns.append([lb[i: i + 4] for i in range(0, 4 * n, 4)])
         columns.append([b"" if v is None else v for v in values])
-    body = b"".join(chain.from_iterable(zip(*columns, strict=True)))
-    return names, HEADER + body + TRAILER
+    # one join, header and trailer included (concatenating them copied the body twice)
+    return names, b"".join(chain((HEADER,), chain.from_iterable(zip(*columns, strict=True)),
+                                 (TRAILER,)))
 
 
 def structure_stream(pb, rows: np.ndarray, ids: np.ndarray, run_id: int, now: datetime):

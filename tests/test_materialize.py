@@ -133,6 +133,50 @@ def test_chunked_read_equals_single_read(registry, monkeypatch):
                 np.testing.assert_array_equal(a[k], b[k])
 
 
+def test_range_cuts_dense_and_sparse(registry, monkeypatch):
+    """Range cuts: equal slices of the id span for dense versions, exact cuts from the member
+    list for sparse ones; either way, and with empty ranges, the read equals one range."""
+    from sqlalchemy import select
+
+    import registry.materialize as mat
+    from registry.schema import DatasetMember
+
+    _data(registry)
+    registry.create_dataset_version("s", levels=[LEVEL], filter="nsites>=6", group_by="none")
+    whole = registry.materialize("s", cache=False)
+    vid, n = (registry.resolve_dataset("s")[k] for k in ("id", "n_structures"))
+    with registry.engine.connect() as conn:
+        sids = sorted(conn.scalars(select(DatasetMember.structure_id)
+                                   .where(DatasetMember.version_id == vid)))
+    span = sids[-1] - sids[0] + 1
+    assert span > n  # the filter leaves gaps in the ids
+    monkeypatch.setattr(mat, "_CHUNK_ROWS", {"sqlite": 2, "postgresql": 2})
+    monkeypatch.setattr(mat, "_PARALLEL_MIN", 1)
+
+    def same_as_whole():
+        got = registry.materialize("s", cache=False)
+        for a, b in zip(whole.buckets, got.buckets, strict=True):
+            assert a.keys() == b.keys()
+            for k in a:
+                np.testing.assert_array_equal(a[k], b[k])
+
+    for dense in (0, span / n):  # exact cuts; equal slices of the span
+        monkeypatch.setattr(mat, "_DENSE", dense)
+        ranges = mat._ranges(registry.engine.connect, registry.dialect, vid, n)
+        sizes = [sum(lo <= s <= hi for s in sids) for lo, hi in ranges]
+        assert sum(sizes) == n and len(ranges) == -(-n // 2)
+        if dense:
+            step = -(-span // len(ranges))
+            assert all(hi - lo + 1 == step for lo, hi in ranges[1:-1])
+        else:
+            assert max(sizes) == 2
+        same_as_whole()
+    cuts = mat._Reader.cuts  # ranges holding no member read as empty
+    monkeypatch.setattr(mat._Reader, "cuts", lambda self, pieces, n_structures: [
+        sids[0] - 10, sids[0] - 5, *cuts(self, pieces, n_structures)])
+    same_as_whole()
+
+
 def test_hash_prefix_ties_fall_back_to_full_hashes(registry, monkeypatch):
     """Equal 64-bit hash prefixes are ordered by the full hashes (read in ranges)."""
     import registry.materialize as mat
