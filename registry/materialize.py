@@ -111,21 +111,22 @@ _ID_MIN, _ID_MAX = -(2**63), 2**63 - 1
 _JOIN = ("FROM dataset_members m JOIN labels l ON l.id = m.label_id {s}"
          "WHERE m.version_id = ? AND l.level_id = ? AND m.structure_id BETWEEN ? AND ?")
 _S = "JOIN structures s ON s.id = m.structure_id "
-# SQLite: blobs concatenated (CAST keeps the bytes); integers as fixed-width decimal text;
-# energies as 18 significant digits (exact for float64), 'nan' where NULL.
+# SQLite: blobs concatenated (CAST keeps the bytes); integers as comma-separated decimal
+# (SQLite's integer-to-text, much cheaper per row than printf), the small ones packed into
+# one (see _unpack); energies as 18 significant digits (exact for float64), 'nan' where NULL.
+_SQLITE_PACKED = ("((s.n_atoms * 8 + s.pbc) * 4 + m.split) * 4 + (l.forces IS NOT NULL) "
+                  "+ 2 * (s.cell IS NOT NULL)")
+_SQLITE_ENERGY = ("group_concat(CASE WHEN l.energy IS NULL THEN 'nan' "
+                  "ELSE printf('%!.17e', l.energy) END, ',')")
 _SQLITE_STRUCT = (
     "SELECT count(*), CAST(group_concat(substr(s.hash, 1, 16), '') AS BLOB), "
-    "CAST(group_concat(printf('%019d%010d%d%d%d', m.structure_id, s.n_atoms, s.pbc, m.split, "
-    "(l.forces IS NOT NULL) + 2 * (s.cell IS NOT NULL)), '') AS BLOB), "
-    "group_concat(CASE WHEN l.energy IS NULL THEN 'nan' ELSE printf('%!.17e', l.energy) END, "
-    "','), CAST(group_concat(s.numbers, '') AS BLOB), CAST(group_concat(s.positions, '') AS BLOB), "
+    f"group_concat(m.structure_id), group_concat({_SQLITE_PACKED}), {_SQLITE_ENERGY}, "
+    "CAST(group_concat(s.numbers, '') AS BLOB), CAST(group_concat(s.positions, '') AS BLOB), "
     "CAST(group_concat(s.cell, '') AS BLOB), CAST(group_concat(l.forces, '') AS BLOB) "
     + _JOIN.format(s=_S))
 _SQLITE_LABEL = (
-    "SELECT count(*), CAST(group_concat(printf('%019d%d', m.structure_id, "
-    "l.forces IS NOT NULL), '') AS BLOB), "
-    "group_concat(CASE WHEN l.energy IS NULL THEN 'nan' ELSE printf('%!.17e', l.energy) END, "
-    "','), CAST(group_concat(l.forces, '') AS BLOB) " + _JOIN.format(s=""))
+    "SELECT count(*), group_concat(m.structure_id), group_concat(l.forces IS NOT NULL), "
+    f"{_SQLITE_ENERGY}, CAST(group_concat(l.forces, '') AS BLOB) " + _JOIN.format(s=""))
 # PostgreSQL: the binary send functions give big-endian fixed-width fields.
 _PG_STRUCT = (
     "SELECT count(*), string_agg(decode(substr(s.hash, 1, 16), 'hex'), ''), "
@@ -148,14 +149,17 @@ _PG_STRUCT_ROW = np.dtype([("sid", ">i8"), ("n", ">i4"), ("pbc", ">i2"), ("split
 _PG_LABEL_ROW = np.dtype([("sid", ">i8"), ("flags", ">i2"), ("energy", ">f8")])
 
 
-def _digits(buf: bytes, n: int, widths: list[int]) -> list[np.ndarray]:
-    """Fixed-width unsigned decimal fields of ``n`` records -> int64 columns."""
-    d = (np.frombuffer(buf, dtype=np.uint8).reshape(n, sum(widths)) - 48).astype(np.int64)
-    out, at = [], 0
-    for w in widths:
-        out.append(d[:, at:at + w] @ (10 ** np.arange(w - 1, -1, -1, dtype=np.int64)))
-        at += w
+def _ints_text(text: str | None, n: int) -> np.ndarray:
+    """int64 column from ``n`` comma-separated decimal integers."""
+    out = np.fromstring(text, dtype=np.int64, sep=",") if n else np.zeros(0, dtype=np.int64)
+    if len(out) != n:
+        raise RuntimeError(f"materialize: parsed {len(out)} integers, expected {n}")
     return out
+
+
+def _unpack(packed: np.ndarray) -> tuple[np.ndarray, ...]:
+    """n_atoms, pbc bits, split, flags from the integers of ``_SQLITE_PACKED``."""
+    return packed >> 7, (packed >> 4) & 7, (packed >> 2) & 3, packed & 3
 
 
 def _hex_key(buf: bytes, n: int) -> np.ndarray:
@@ -270,15 +274,15 @@ class _Reader:
             blobs = row[2:]
         elif structures:
             out["key"] = _hex_key(_blob(row[1]), n)
-            sid, nat, pbc, split, flags = _digits(_blob(row[2]), n, [19, 10, 1, 1, 1])
-            out.update(sid=sid, n_atoms=nat.astype(np.int32), pbc=pbc,
+            nat, pbc, split, flags = _unpack(_ints_text(row[3], n))
+            out.update(sid=_ints_text(row[2], n), n_atoms=nat.astype(np.int32), pbc=pbc,
                        split=split.astype(np.int8), flags=flags)
+            out["energy"] = _floats_text(row[4], n)
+            blobs = row[5:]
+        else:
+            out["sid"], out["flags"] = _ints_text(row[1], n), _ints_text(row[2], n)
             out["energy"] = _floats_text(row[3], n)
             blobs = row[4:]
-        else:
-            out["sid"], out["flags"] = _digits(_blob(row[1]), n, [19, 1])
-            out["energy"] = _floats_text(row[2], n)
-            blobs = row[3:]
         names = ("numbers", "positions", "cell", "forces") if structures else ("forces",)
         for name, v in zip(names, blobs, strict=True):
             a = np.frombuffer(_blob(v), dtype=np.uint8 if name == "numbers" else "<f8")
