@@ -118,11 +118,19 @@ _SQLITE_PACKED = ("((s.n_atoms * 8 + s.pbc) * 4 + m.split) * 4 + (l.forces IS NO
                   "+ 2 * (s.cell IS NOT NULL)")
 _SQLITE_ENERGY = ("group_concat(CASE WHEN l.energy IS NULL THEN 'nan' "
                   "ELSE printf('%!.17e', l.energy) END, ',')")
+_SQLITE_HEAD = ("SELECT count(*), CAST(group_concat(substr(s.hash, 1, 16), '') AS BLOB), "
+                f"group_concat(m.structure_id), group_concat({_SQLITE_PACKED}), "
+                f"{_SQLITE_ENERGY}, ")
 _SQLITE_STRUCT = (
-    "SELECT count(*), CAST(group_concat(substr(s.hash, 1, 16), '') AS BLOB), "
-    f"group_concat(m.structure_id), group_concat({_SQLITE_PACKED}), {_SQLITE_ENERGY}, "
-    "CAST(group_concat(s.numbers, '') AS BLOB), CAST(group_concat(s.positions, '') AS BLOB), "
-    "CAST(group_concat(s.cell, '') AS BLOB), CAST(group_concat(l.forces, '') AS BLOB) "
+    _SQLITE_HEAD + "CAST(group_concat(s.numbers, '') AS BLOB), "
+    "CAST(group_concat(s.positions, '') AS BLOB), CAST(group_concat(s.cell, '') AS BLOB), "
+    "CAST(group_concat(l.forces, '') AS BLOB) " + _JOIN.format(s=_S))
+# The two passes of read_into_buckets: per-structure values first, then the atom arrays
+# (with their structure ids, so the second pass does not depend on the first one's row order).
+_SQLITE_META = _SQLITE_HEAD + "CAST(group_concat(s.cell, '') AS BLOB) " + _JOIN.format(s=_S)
+_SQLITE_ATOMS = (
+    "SELECT count(*), group_concat(m.structure_id), CAST(group_concat(s.numbers, '') AS BLOB), "
+    "CAST(group_concat(s.positions, '') AS BLOB), CAST(group_concat(l.forces, '') AS BLOB) "
     + _JOIN.format(s=_S))
 _SQLITE_LABEL = (
     "SELECT count(*), group_concat(m.structure_id), group_concat(l.forces IS NOT NULL), "
@@ -240,24 +248,42 @@ class _Reader:
         step = max(-(-len(sids) // pieces), 1)
         return sids[step::step].tolist()
 
-    def chunk(self, level_id: int, lo: int, hi: int, structures: bool) -> dict:
-        """Columns of the members at ``level_id`` with structure id in [lo, hi]."""
+    def chunk(self, level_id: int, lo: int, hi: int, structures: bool,
+              meta: bool = False) -> dict:
+        """Columns of the members at ``level_id`` with structure id in [lo, hi] (``meta``:
+        the per-structure values only, SQLite)."""
         if self.pg:
             sql = _PG_STRUCT if structures else _PG_LABEL
         else:
-            sql = _SQLITE_STRUCT if structures else _SQLITE_LABEL
+            sql = (_SQLITE_META if meta else _SQLITE_STRUCT) if structures else _SQLITE_LABEL
         try:
             row = self._one(sql, (self.version_id, level_id, lo, hi))
         except Exception as exc:  # a value over the server's size limit: halve the range
-            if "too big" not in str(exc) and "memory" not in str(exc).lower() or lo >= hi:
+            if not _too_big(exc) or lo >= hi:
                 raise
             mid = lo + (hi - lo) // 2
-            a = self.chunk(level_id, lo, mid, structures)
-            b = self.chunk(level_id, mid + 1, hi, structures)
+            a = self.chunk(level_id, lo, mid, structures, meta)
+            b = self.chunk(level_id, mid + 1, hi, structures, meta)
             return {k: np.concatenate([a[k], b[k]]) for k in a}
-        return self._parse(row, structures)
+        return self._parse(row, structures, meta)
 
-    def _parse(self, row: tuple, structures: bool) -> dict:
+    def atoms(self, level_id: int, lo: int, hi: int) -> list[tuple]:
+        """SQLite: (structure ids, numbers, positions, forces present) of the members at
+        ``level_id`` with structure id in [lo, hi], as numpy views of the driver's values;
+        one tuple, or several where the range had to be halved."""
+        try:
+            row = self._one(_SQLITE_ATOMS, (self.version_id, level_id, lo, hi))
+        except Exception as exc:
+            if not _too_big(exc) or lo >= hi:
+                raise
+            mid = lo + (hi - lo) // 2
+            return self.atoms(level_id, lo, mid) + self.atoms(level_id, mid + 1, hi)
+        n = int(row[0])
+        return [(_ints_text(row[1], n), np.frombuffer(_blob(row[2]), dtype=np.uint8),
+                 np.frombuffer(_blob(row[3]), dtype="<f8").reshape(-1, 3),
+                 np.frombuffer(_blob(row[4]), dtype="<f8").reshape(-1, 3))]
+
+    def _parse(self, row: tuple, structures: bool, meta: bool = False) -> dict:
         n = int(row[0])
         out: dict[str, np.ndarray] = {}
         if self.pg and structures:
@@ -283,12 +309,18 @@ class _Reader:
             out["sid"], out["flags"] = _ints_text(row[1], n), _ints_text(row[2], n)
             out["energy"] = _floats_text(row[3], n)
             blobs = row[4:]
-        names = ("numbers", "positions", "cell", "forces") if structures else ("forces",)
+        names = (("cell",) if meta else ("numbers", "positions", "cell", "forces")
+                 ) if structures else ("forces",)
         for name, v in zip(names, blobs, strict=True):
             a = np.frombuffer(_blob(v), dtype=np.uint8 if name == "numbers" else "<f8")
             # SQLite: own the bytes, so the driver's buffer is freed (and reused) now
             out[name] = a if self.pg else a.copy()
         return out
+
+
+def _too_big(exc: Exception) -> bool:
+    """A value over the database's size limit (the range is then read in halves)."""
+    return "too big" in str(exc) or "memory" in str(exc).lower()
 
 
 def _sqlite_exact_floats() -> bool:
@@ -390,12 +422,6 @@ def read_version(connect, dialect: str, version_id: int, level_ids: list[int],
         first = rd.chunk(level_ids[0], lo, hi, True)
         return first, [rd.chunk(lid, lo, hi, False) for lid in level_ids[1:]]
 
-    def hashes(rd, lo, hi):
-        v = rd._one(("SELECT string_agg(s.hash, '') " if rd.pg else
-                     "SELECT group_concat(s.hash, '') ") + _JOIN.format(s=_S),
-                    (version_id, level_ids[0], lo, hi))[0]
-        return np.frombuffer((v or "").encode(), dtype="S64")
-
     ranges = _ranges(connect, dialect, version_id, n_structures)
     got = _read_ranges(connect, dialect, version_id, ranges, jobs)
     single = len(level_ids) == 1 and not delta
@@ -416,8 +442,8 @@ def read_version(connect, dialect: str, version_id: int, level_ids: list[int],
     flat = {"structure_id": f["sid"], "n_atoms": n_atoms, "offsets": offsets,
             "numbers": f["numbers"], "positions": _rows3(f["positions"]), "cell": cell,
             "pbc": (f["pbc"][:, None] >> np.arange(3)) & 1 == 1, "split": f["split"],
-            "order": _hash_order(f["key"], lambda: np.concatenate(_read_ranges(
-                connect, dialect, version_id, ranges, hashes)))}
+            "order": _hash_order(f["key"], lambda: _full_hashes(
+                connect, dialect, version_id, level_ids[0], ranges))}
     energies = [f["energy"]]
     forces = [_expand_forces(f["forces"], (flags & 1) > 0, n_atoms)]
     for g in others:
@@ -443,6 +469,18 @@ def read_version(connect, dialect: str, version_id: int, level_ids: list[int],
     return flat
 
 
+def _full_hashes(connect, dialect: str, version_id: int, level_id: int, ranges) -> np.ndarray:
+    """The members' full structure hashes (S64), in the order the ranges read them."""
+
+    def hashes(rd, lo, hi):
+        v = rd._one(("SELECT string_agg(s.hash, '') " if rd.pg else
+                     "SELECT group_concat(s.hash, '') ") + _JOIN.format(s=_S),
+                    (version_id, level_id, lo, hi))[0]
+        return np.frombuffer((v or "").encode(), dtype="S64")
+
+    return np.concatenate(_read_ranges(connect, dialect, version_id, ranges, hashes))
+
+
 def _hash_order(key: np.ndarray, full_hashes) -> np.ndarray:
     """Permutation into full structure-hash order (the 64-bit prefix decides but for ties,
     when ``full_hashes()`` is read)."""
@@ -465,6 +503,62 @@ def _exact_energies(conn, version_id: int, level_id: int, sid: np.ndarray) -> np
     return e[pos[np.searchsorted(got_sid, sid, sorter=pos)]]
 
 
+@dataclass
+class _Layout:
+    """Where structures go in the blocks holding every bucket back to back (by bucket, then
+    structure-hash order)."""
+
+    s_order: np.ndarray  # structure indices in bucket order
+    sizes: list[int]  # padded atom count of each bucket
+    starts: np.ndarray  # (K+1,) bucket offsets into s_order
+    block_start: np.ndarray  # (K+1,) bucket offsets into the blocks' rows
+    base: np.ndarray  # (N,) block row of each structure's first atom
+    total: int  # rows of the blocks
+
+
+def _layout(n_atoms: np.ndarray, order: np.ndarray) -> _Layout:
+    sizes = bucket_size(n_atoms)
+    uniq = np.flatnonzero(np.bincount(sizes))  # padded sizes are small integers
+    lut = np.zeros(int(uniq[-1]) + 1, dtype=np.int16)
+    lut[uniq] = np.arange(len(uniq))
+    s_bucket = lut[sizes]
+    # by bucket, then hash (a stable sort of int16 keys is a radix sort)
+    s_order = order[np.argsort(s_bucket[order], kind="stable")]
+    counts_b = np.bincount(s_bucket, minlength=len(uniq))
+    base = np.empty(len(n_atoms), dtype=np.int64)
+    base[s_order] = np.concatenate([[0], np.cumsum(sizes[s_order])[:-1]])
+    return _Layout(s_order, uniq.tolist(), np.concatenate([[0], np.cumsum(counts_b)]),
+                   np.concatenate([[0], np.cumsum(counts_b * uniq)]), base, int(sizes.sum()))
+
+
+def _blocks(total: int) -> dict[str, np.ndarray]:
+    """Zeroed atom blocks (padding stays number 0, position and force 0)."""
+    return {"numbers": np.zeros(total, dtype=np.uint8),
+            "positions": np.zeros((total, 3), dtype=np.float64),
+            "forces": np.zeros((total, 3), dtype=np.float64)}
+
+
+_PER_STRUCTURE = ("structure_id", "n_atoms", "split", "cell", "pbc", "energy")
+
+
+def _assemble(lay: _Layout, per: dict[str, np.ndarray], blocks: dict) -> list[dict]:
+    """The buckets: per-structure arrays (``per``, in structure order) and views of the
+    atom blocks."""
+    per = {k: v[lay.s_order] for k, v in per.items()}
+    buckets = []
+    for k, size in enumerate(lay.sizes):
+        a, b = lay.starts[k], lay.starts[k + 1]
+        lo, hi = lay.block_start[k], lay.block_start[k + 1]
+        out = {name: per[name][a:b] for name in _PER_STRUCTURE}
+        out["numbers"] = blocks["numbers"][lo:hi].reshape(b - a, size)
+        out["positions"] = blocks["positions"][lo:hi].reshape(b - a, size, 3)
+        out["forces"] = blocks["forces"][lo:hi].reshape(b - a, size, 3)
+        if "level_energy" in per:
+            out["level_energy"] = per["level_energy"][a:b]
+        buckets.append(out)
+    return buckets
+
+
 def bucketize(flat: dict) -> list[dict[str, np.ndarray]]:
     """Pad the ragged arrays of :func:`read_version` into buckets by :func:`bucket_size`.
 
@@ -473,45 +567,81 @@ def bucketize(flat: dict) -> list[dict[str, np.ndarray]]:
     """
     if flat.get("n") == 0:
         return []
-    order, n_atoms, offsets = flat["order"], flat["n_atoms"], flat["offsets"]
-    n = len(n_atoms)
-    sizes = bucket_size(n_atoms)
-    uniq, s_bucket = np.unique(sizes, return_inverse=True)
-    s_order = order[np.argsort(s_bucket[order], kind="stable")]  # by bucket, then hash
-    counts_b = np.bincount(s_bucket, minlength=len(uniq))
-    starts_b = np.concatenate([[0], np.cumsum(counts_b)])
-    # padded slot of each structure's first atom in the block of all buckets
-    base = np.empty(n, dtype=np.int64)
-    base[s_order] = np.concatenate([[0], np.cumsum(sizes[s_order])[:-1]])
-    total = int(sizes.sum())
-    dst = np.repeat(base - offsets[:-1], n_atoms) + np.arange(int(offsets[-1]))
-    block_start = np.concatenate([[0], np.cumsum(counts_b * uniq)])
-    blocks = {}
-    nums = np.zeros(total, dtype=np.uint8)
-    _scatter(nums, dst, flat["numbers"])
-    blocks["numbers"] = nums
-    for name in ("positions", "forces"):
-        arr = np.zeros((total, 3), dtype=np.float64)
-        _scatter(arr, dst, flat[name])
-        blocks[name] = arr
-    per = {k: flat[k][s_order] for k in ("structure_id", "n_atoms", "split", "cell", "pbc",
-                                          "energy")}
-    multi = flat["level_energy"].shape[1] > 1
-    if multi:
-        per["level_energy"] = flat["level_energy"][s_order]
-    buckets = []
-    for k, size in enumerate(uniq.tolist()):
-        a, b = starts_b[k], starts_b[k + 1]
-        lo, hi = block_start[k], block_start[k + 1]
-        out = {name: per[name][a:b] for name in ("structure_id", "n_atoms", "split", "cell",
-                                                 "pbc", "energy")}
-        out["numbers"] = blocks["numbers"][lo:hi].reshape(b - a, size)
-        out["positions"] = blocks["positions"][lo:hi].reshape(b - a, size, 3)
-        out["forces"] = blocks["forces"][lo:hi].reshape(b - a, size, 3)
-        if multi:
-            out["level_energy"] = per["level_energy"][a:b]
-        buckets.append(out)
-    return buckets
+    n_atoms, offsets = flat["n_atoms"], flat["offsets"]
+    lay = _layout(n_atoms, flat["order"])
+    dst = np.repeat(lay.base - offsets[:-1], n_atoms) + np.arange(int(offsets[-1]))
+    blocks = _blocks(lay.total)
+    for name, block in blocks.items():
+        _scatter(block, dst, flat[name])
+    per = {k: flat[k] for k in _PER_STRUCTURE}
+    if flat["level_energy"].shape[1] > 1:
+        per["level_energy"] = flat["level_energy"]
+    return _assemble(lay, per, blocks)
+
+
+def read_buckets(connect, dialect: str, version_id: int, level_ids: list[int], delta: bool,
+                 n_structures: int) -> list[dict[str, np.ndarray]]:
+    """The buckets of a version: SQLite single-level versions by :func:`_read_into_buckets`,
+    the others by :func:`read_version` and :func:`bucketize`."""
+    if dialect == "sqlite" and len(level_ids) == 1 and not delta:
+        return _read_into_buckets(connect, version_id, level_ids[0], n_structures)
+    return bucketize(read_version(connect, dialect, version_id, level_ids, delta,
+                                  n_structures))
+
+
+def _read_into_buckets(connect, version_id: int, level_id: int,
+                       n_structures: int) -> list[dict[str, np.ndarray]]:
+    """SQLite, one level: two passes over the ranges. The first reads the per-structure
+    values, which fix the layout of the buckets; the second reads the atom arrays and the
+    reader threads copy them straight into the zeroed blocks.
+
+    The atom arrays are copied once, from the driver's values into the buckets, instead of
+    into per-range arrays first (~180 MB of fresh memory per 200,000 structures, whose page
+    faults cost as much as the copies here), and the copies run on the reader threads."""
+    ranges = _ranges(connect, "sqlite", version_id, n_structures)
+    f = _concat(_read_ranges(connect, "sqlite", version_id, ranges,
+                             lambda rd, lo, hi: rd.chunk(level_id, lo, hi, True, meta=True)))
+    sid, n_atoms, flags = f["sid"], f["n_atoms"].astype(np.int64), f["flags"]
+    n = len(sid)
+    if n == 0:
+        return []
+    if not _sqlite_exact_floats():
+        with connect() as conn:
+            f["energy"] = _exact_energies(conn, version_id, level_id, sid)
+    lay = _layout(n_atoms, _hash_order(f["key"], lambda: _full_hashes(
+        connect, "sqlite", version_id, level_id, ranges)))
+    blocks = _blocks(lay.total)
+    rows = {name: _records(block) for name, block in blocks.items()}
+    sorter = None if (sid[1:] > sid[:-1]).all() else np.argsort(sid, kind="stable")
+    has_forces = (flags & 1) > 0
+
+    def fill(rd, lo, hi):
+        for got, numbers, positions, forces in rd.atoms(level_id, lo, hi):
+            at = np.minimum(np.searchsorted(sid, got, sorter=sorter), n - 1)
+            idx = at if sorter is None else sorter[at]
+            nat = n_atoms[idx]
+            loc = np.concatenate([[0], np.cumsum(nat)])
+            has = np.repeat(has_forces[idx], nat)
+            if (not np.array_equal(sid[idx], got) or len(numbers) != loc[-1]
+                    or len(positions) != loc[-1] or len(forces) != int(has.sum())):
+                raise RuntimeError("materialize: the atom arrays of structure ids "
+                                   f"{lo}..{hi} do not match their structures")
+            dst = np.repeat(lay.base[idx] - loc[:-1], nat) + np.arange(loc[-1])
+            np.put(rows["numbers"], dst, _records(numbers))
+            np.put(rows["positions"], dst, _records(positions))
+            if has.all():
+                np.put(rows["forces"], dst, _records(forces))
+            else:
+                np.put(rows["forces"], dst[has], _records(forces))
+                blocks["forces"][dst[~has]] = np.nan
+
+    _read_ranges(connect, "sqlite", version_id, ranges, fill)
+    cell = np.zeros((n, 3, 3))
+    cell[(flags & 2) > 0] = f["cell"].reshape(-1, 3, 3)
+    per = {"structure_id": sid, "n_atoms": n_atoms.astype(np.int32), "split": f["split"],
+           "cell": cell, "pbc": (f["pbc"][:, None] >> np.arange(3)) & 1 == 1,
+           "energy": f["energy"]}
+    return _assemble(lay, per, blocks)
 
 
 # ------------------------------------------------------------------------ cache
@@ -616,9 +746,8 @@ class MaterializeMixin:
                 select(LevelOfTheory).where(LevelOfTheory.name.in_(info["levels"])))}
             level_ids = [lvs[n].id for n in info["levels"]]
             if buckets is None:
-                flat = read_version(self.engine.connect, self.dialect, info["id"], level_ids,
-                                    bool(delta), info["n_structures"])
-                buckets = bucketize(flat)
+                buckets = read_buckets(self.engine.connect, self.dialect, info["id"],
+                                       level_ids, bool(delta), info["n_structures"])
             refs = [dict(s.execute(select(ReferenceEnergy.z, ReferenceEnergy.energy)
                                    .where(ReferenceEnergy.level_id == lid)).all())
                     for lid in (level_ids[:2] if delta else level_ids[:1])]
@@ -641,8 +770,12 @@ class MaterializeMixin:
             for z, e in r.items():
                 table[z] += sign * e
                 known[z] = True
+        if not any(refs):  # no reference energies: nothing to add, nothing missing
+            for b in buckets:
+                b["energy_ref"] = np.zeros(len(b["energy"]))
+            return []
         seen = np.zeros(256, dtype=bool)
         for b in buckets:
             b["energy_ref"] = table[b["numbers"]].sum(axis=1)
             seen |= np.bincount(b["numbers"].ravel(), minlength=256) > 0
-        return [SYMBOLS[z] for z in np.flatnonzero(seen & ~known)] if any(refs) else []
+        return [SYMBOLS[z] for z in np.flatnonzero(seen & ~known)]
