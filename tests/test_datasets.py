@@ -163,7 +163,7 @@ def test_multi_fidelity_and_delta(registry, tmp_path):
 def test_two_level_version_read_in_ranges(registry, monkeypatch):
     """A version with two member rows per structure reads the same in many small ranges on
     parallel readers as in one range (the cuts count each structure once)."""
-    import registry.materialize as mat
+    import registry.version_read as mat
 
     _two_levels(registry)
     registry.create_dataset_version("delta", levels=[LOW, HIGH], delta=f"{HIGH}-{LOW}")
