@@ -46,11 +46,20 @@ _SQLITE_STRUCT = (
     _SQLITE_HEAD + "CAST(group_concat(s.numbers, '') AS BLOB), "
     "CAST(group_concat(s.positions, '') AS BLOB), CAST(group_concat(s.cell, '') AS BLOB), "
     "CAST(group_concat(l.forces, '') AS BLOB) " + _JOIN.format(s=_S))
-# The two passes of read_into_buckets: per-structure values first, then the atom arrays
-# (with their structure ids, so the second pass does not depend on the first one's row order).
-_SQLITE_META = _SQLITE_HEAD + "CAST(group_concat(s.cell, '') AS BLOB) " + _JOIN.format(s=_S)
+# The two passes of _read_into_buckets (one level). First the structures of the members (no
+# labels: every member of a one-level version is a label of that level): full hashes, as their
+# text is appended without a per-row substring, ids, and n_atoms, pbc, split and "has a cell"
+# packed in one integer; then the atom arrays with the labels' energies, and ids that carry
+# "has forces" in their lowest bit, so the second pass does not depend on the first one's row
+# order.
+_SQLITE_META = (
+    "SELECT count(*), CAST(group_concat(s.hash, '') AS BLOB), group_concat(m.structure_id), "
+    "group_concat(((s.n_atoms * 8 + s.pbc) * 4 + m.split) * 2 + (s.cell IS NOT NULL)), "
+    "CAST(group_concat(s.cell, '') AS BLOB) FROM dataset_members m "
+    f"{_S}WHERE m.version_id = ? AND m.structure_id BETWEEN ? AND ?")
 _SQLITE_ATOMS = (
-    "SELECT count(*), group_concat(m.structure_id), CAST(group_concat(s.numbers, '') AS BLOB), "
+    "SELECT count(*), group_concat(m.structure_id * 2 + (l.forces IS NOT NULL)), "
+    f"{_SQLITE_ENERGY}, CAST(group_concat(s.numbers, '') AS BLOB), "
     "CAST(group_concat(s.positions, '') AS BLOB), CAST(group_concat(l.forces, '') AS BLOB) "
     + _JOIN.format(s=_S))
 _SQLITE_LABEL = (
@@ -91,9 +100,9 @@ def _unpack(packed: np.ndarray) -> tuple[np.ndarray, ...]:
     return packed >> 7, (packed >> 4) & 7, (packed >> 2) & 3, packed & 3
 
 
-def _hex_key(buf: bytes, n: int) -> np.ndarray:
-    """uint64 of the first 16 hex digits of each hash."""
-    v = np.frombuffer(buf, dtype=np.uint8).reshape(n, 16).astype(np.uint64)
+def _hex_key(buf: bytes, n: int, width: int = 16) -> np.ndarray:
+    """uint64 of the first 16 hex digits of each of ``n`` hashes of ``width`` digits."""
+    v = np.frombuffer(buf, dtype=np.uint8).reshape(n, width)[:, :16].astype(np.uint64)
     v = np.where(v >= 97, v - 87, v - 48)
     return (v << (4 * np.arange(15, -1, -1, dtype=np.uint64))).sum(axis=1, dtype=np.uint64)
 
@@ -172,13 +181,14 @@ class _Reader:
     def chunk(self, level_id: int, lo: int, hi: int, structures: bool,
               meta: bool = False) -> dict:
         """Columns of the members at ``level_id`` with structure id in [lo, hi] (``meta``:
-        the per-structure values only, SQLite)."""
+        SQLite, the structures' values of a one-level version, ``level_id`` unused)."""
         if self.pg:
             sql = _PG_STRUCT if structures else _PG_LABEL
         else:
             sql = (_SQLITE_META if meta else _SQLITE_STRUCT) if structures else _SQLITE_LABEL
+        params = (self.version_id, lo, hi) if meta else (self.version_id, level_id, lo, hi)
         try:
-            row = self._one(sql, (self.version_id, level_id, lo, hi))
+            row = self._one(sql, params)
         except Exception as exc:  # a value over the server's size limit: halve the range
             if not _too_big(exc) or lo >= hi:
                 raise
@@ -189,9 +199,9 @@ class _Reader:
         return self._parse(row, structures, meta)
 
     def atoms(self, level_id: int, lo: int, hi: int) -> list[tuple]:
-        """SQLite: (structure ids, numbers, positions, forces present) of the members at
-        ``level_id`` with structure id in [lo, hi], as numpy views of the driver's values;
-        one tuple, or several where the range had to be halved."""
+        """SQLite: (structure ids, has forces, energies, numbers, positions, forces present)
+        of the members at ``level_id`` with structure id in [lo, hi], the arrays as numpy
+        views of the driver's values; one tuple, or several where the range was halved."""
         try:
             row = self._one(_SQLITE_ATOMS, (self.version_id, level_id, lo, hi))
         except Exception as exc:
@@ -200,9 +210,11 @@ class _Reader:
             mid = lo + (hi - lo) // 2
             return self.atoms(level_id, lo, mid) + self.atoms(level_id, mid + 1, hi)
         n = int(row[0])
-        return [(_ints_text(row[1], n), np.frombuffer(_blob(row[2]), dtype=np.uint8),
-                 np.frombuffer(_blob(row[3]), dtype="<f8").reshape(-1, 3),
-                 np.frombuffer(_blob(row[4]), dtype="<f8").reshape(-1, 3))]
+        tagged = _ints_text(row[1], n)
+        return [(tagged >> 1, (tagged & 1) > 0, _floats_text(row[2], n),
+                 np.frombuffer(_blob(row[3]), dtype=np.uint8),
+                 np.frombuffer(_blob(row[4]), dtype="<f8").reshape(-1, 3),
+                 np.frombuffer(_blob(row[5]), dtype="<f8").reshape(-1, 3))]
 
     def _parse(self, row: tuple, structures: bool, meta: bool = False) -> dict:
         n = int(row[0])
@@ -219,6 +231,14 @@ class _Reader:
             out["sid"], out["flags"] = rec["sid"].astype(np.int64), rec["flags"].astype(np.int64)
             out["energy"] = rec["energy"].astype("<f8")
             blobs = row[2:]
+        elif meta:
+            hashes = _blob(row[1])
+            out["key"], out["hash"] = _hex_key(hashes, n, 64), np.frombuffer(hashes, "S64")
+            packed = _ints_text(row[3], n)
+            out.update(sid=_ints_text(row[2], n), n_atoms=(packed >> 6).astype(np.int32),
+                       pbc=(packed >> 3) & 7, split=((packed >> 1) & 3).astype(np.int8),
+                       flags=(packed & 1) * 2)
+            blobs = row[4:]
         elif structures:
             out["key"] = _hex_key(_blob(row[1]), n)
             nat, pbc, split, flags = _unpack(_ints_text(row[3], n))
@@ -305,9 +325,8 @@ def _read_ranges(connect, dialect: str, version_id: int, ranges, jobs) -> list:
 def _concat(parts: list[dict], keep: tuple[str, ...] = ()) -> dict:
     """One dict of the ranges' columns; the columns in ``keep`` stay lists of the ranges'
     arrays (the big atom arrays go straight into the buckets, never copied into one)."""
-    if len(parts) == 1:
-        return dict(parts[0])
-    return {k: [p[k] for p in parts] if k in keep else np.concatenate([p[k] for p in parts])
+    return {k: [p[k] for p in parts] if k in keep
+            else parts[0][k] if len(parts) == 1 else np.concatenate([p[k] for p in parts])
             for k in parts[0]}
 
 
@@ -424,32 +443,32 @@ def _read_into_buckets(connect, version_id: int, level_id: int,
     faults cost as much as the copies here), and the copies run on the reader threads."""
     ranges = _ranges(connect, "sqlite", version_id, n_structures)
     f = _concat(_read_ranges(connect, "sqlite", version_id, ranges,
-                             lambda rd, lo, hi: rd.chunk(level_id, lo, hi, True, meta=True)))
-    sid, n_atoms, flags = f["sid"], f["n_atoms"].astype(np.int64), f["flags"]
+                             lambda rd, lo, hi: rd.chunk(level_id, lo, hi, True, meta=True)),
+                keep=("hash",))  # the full hashes are joined only to break prefix ties
+    sid, n_atoms = f["sid"], f["n_atoms"].astype(np.int64)
     n = len(sid)
     if n == 0:
         return []
-    if not _sqlite_exact_floats():
-        with connect() as conn:
-            f["energy"] = _exact_energies(conn, version_id, level_id, sid)
-    lay = layout(n_atoms, _hash_order(f["key"], lambda: _full_hashes(
-        connect, "sqlite", version_id, level_id, ranges)))
+    lay = layout(n_atoms, _hash_order(f["key"], lambda: np.concatenate(f["hash"])))
     blocks = new_blocks(lay.total)
     rows = {name: records(block) for name, block in blocks.items()}
     sorter = None if (sid[1:] > sid[:-1]).all() else np.argsort(sid, kind="stable")
-    has_forces = (flags & 1) > 0
+    energy = np.full(n, np.nan)
+    filled = []
 
     def fill(rd, lo, hi):
-        for got, numbers, positions, forces in rd.atoms(level_id, lo, hi):
+        for got, has_forces, got_energy, numbers, positions, forces in rd.atoms(level_id, lo,
+                                                                              hi):
             at = np.minimum(np.searchsorted(sid, got, sorter=sorter), n - 1)
             idx = at if sorter is None else sorter[at]
             nat = n_atoms[idx]
             loc = np.concatenate([[0], np.cumsum(nat)])
-            has = np.repeat(has_forces[idx], nat)
+            has = np.repeat(has_forces, nat)
             if (not np.array_equal(sid[idx], got) or len(numbers) != loc[-1]
                     or len(positions) != loc[-1] or len(forces) != int(has.sum())):
                 raise RuntimeError("materialize: the atom arrays of structure ids "
                                    f"{lo}..{hi} do not match their structures")
+            energy[idx] = got_energy
             dst = np.repeat(lay.base[idx] - loc[:-1], nat) + np.arange(loc[-1])
             np.put(rows["numbers"], dst, records(numbers))
             np.put(rows["positions"], dst, records(positions))
@@ -458,13 +477,20 @@ def _read_into_buckets(connect, version_id: int, level_id: int,
             else:
                 np.put(rows["forces"], dst[has], records(forces))
                 blocks["forces"][dst[~has]] = np.nan
+            filled.append(len(got))
 
     _read_ranges(connect, "sqlite", version_id, ranges, fill)
+    if sum(filled) != n:
+        raise RuntimeError(f"materialize: read atom arrays of {sum(filled)} structures, "
+                           f"expected {n}")
+    if not _sqlite_exact_floats():
+        with connect() as conn:
+            energy = _exact_energies(conn, version_id, level_id, sid)
     cell = np.zeros((n, 3, 3))
-    cell[(flags & 2) > 0] = f["cell"].reshape(-1, 3, 3)
+    cell[(f["flags"] & 2) > 0] = f["cell"].reshape(-1, 3, 3)
     per = {"structure_id": sid, "n_atoms": n_atoms.astype(np.int32), "split": f["split"],
            "cell": cell, "pbc": (f["pbc"][:, None] >> np.arange(3)) & 1 == 1,
-           "energy": f["energy"]}
+           "energy": energy}
     return assemble(lay, per, blocks)
 
 
