@@ -1,6 +1,7 @@
 """PostgreSQL binary COPY streams for prepared batches, built without per-field dumpers.
 
-A stream is ``(columns, bytes)``. Each row is laid out as
+A stream is ``(columns, pieces)``: the column names and an iterable of byte strings whose
+concatenation is the COPY data. Each row is laid out as
 
     [field count][fixed-width fields ...][length of var 1] var 1 [length] var 2 ...
 
@@ -8,14 +9,15 @@ Everything up to the first variable-width value is one numpy structured record p
 packed for all rows at once (big-endian): numbers, constant values, values of one byte length
 in every row (hex digests, equal strings), columns that are NULL in every row (a -1 length and
 no data), and the length prefix of the first variable value. The other length prefixes come
-from one packed int32 array. Rows are then joined by ``bytes.join`` from slices, so Python
-never concatenates per value.
+from one packed int32 array. Rows are then joined by ``bytes.join`` from slices, a few thousand
+rows per piece, so Python never concatenates per value.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from itertools import chain
+from itertools import chain, islice
 from operator import itemgetter
 
 import numpy as np
@@ -23,6 +25,7 @@ import numpy as np
 from .identity import HASH_VERSION
 
 HEADER = b"PGCOPY\n\xff\r\n\0" + bytes(8)
+_PIECE_ROWS = 2048
 TRAILER = b"\xff\xff"
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -94,7 +97,7 @@ def pack(n: int, fixed: list[tuple[str, str, object]], var: list[tuple[str, list
         rec[name] = value
     w = dt.itemsize
     if not rest:  # fixed-width rows only: the records are the stream
-        return names, b"".join((HEADER, rec.view(np.uint8), TRAILER))
+        return names, [HEADER, rec.tobytes(), TRAILER]
     buf = rec.tobytes()
     columns = [[buf[i: i + w] for i in range(0, n * w, w)]]
     for k, (name, values, lens) in enumerate(rest):
@@ -103,9 +106,18 @@ def pack(n: int, fixed: list[tuple[str, str, object]], var: list[tuple[str, list
             lb = lens.astype(">i4").tobytes()
             columns.append([lb[i: i + 4] for i in range(0, 4 * n, 4)])
         columns.append([b"" if v is None else v for v in values])
-    # one join, header and trailer included (concatenating them copied the body twice)
-    return names, b"".join(chain((HEADER,), chain.from_iterable(zip(*columns, strict=True)),
-                                 (TRAILER,)))
+    return names, _pieces(columns, n)
+
+
+def _pieces(columns: list[list], n: int):
+    """The stream of ``n`` rows in pieces of ``_PIECE_ROWS`` rows, joined lazily: a piece is
+    sent before the next is joined, so the server starts on the rows sooner and the piece's
+    buffer (~1 MB) is reused, where one join per stream took fresh memory (~12 MB) per COPY."""
+    yield HEADER
+    rows = zip(*columns, strict=True)
+    for _ in range(0, n, _PIECE_ROWS):
+        yield b"".join(chain.from_iterable(islice(rows, _PIECE_ROWS)))
+    yield TRAILER
 
 
 def structure_stream(pb, rows: np.ndarray, ids: np.ndarray, run_id: int, now: datetime):
@@ -178,12 +190,13 @@ def labels_stream(picks, run_id: int, now: datetime):
     return pack(len(o), fixed, var)
 
 
-def copy_into(cur, table: str, stream: tuple[list[str], bytes]) -> None:
-    """Binary-COPY a ``(columns, bytes)`` stream into ``table`` on a psycopg cursor."""
+def copy_into(cur, table: str, stream: tuple[list[str], Iterable[bytes]]) -> None:
+    """Binary-COPY a ``(columns, pieces)`` stream into ``table`` on a psycopg cursor."""
     from psycopg import sql
 
-    cols, data = stream
+    cols, pieces = stream
     stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, cols)))
     with cur.copy(stmt) as cp:
-        cp.write(data)
+        for piece in pieces:
+            cp.write(piece)
