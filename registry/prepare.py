@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from operator import itemgetter
 
 import numpy as np
 
@@ -89,11 +90,12 @@ class PreparedBatch:
             self.elem_z[e], self.elem_count[e], labels, hi - lo, 0)
 
 
-def _split_bytes(arr: np.ndarray, offsets: np.ndarray, width: int, blob=bytes) -> list:
-    """Per-structure byte strings (of type ``blob``) of a (N, ...) float64 array laid out by
-    ``offsets``."""
-    buf = blob(np.ascontiguousarray(arr, dtype="<f8"))
-    step = 8 * width
+def _split_bytes(arr: np.ndarray, offsets: np.ndarray, width: int, blob=bytes,
+                 itemsize: int = 8) -> list:
+    """Per-structure byte strings (of type ``blob``) of a (N, ...) array (float64, or already
+    packed ``itemsize``-byte items) laid out by ``offsets``."""
+    buf = blob(np.ascontiguousarray(arr, dtype="<f8") if itemsize == 8 else arr)
+    step = itemsize * width
     ends = (offsets * step).tolist()
     return [buf[lo: hi] for lo, hi in zip(ends[:-1], ends[1:], strict=True)]
 
@@ -116,9 +118,9 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.repeat(shift, lengths) + np.arange(total)
 
 
-def _bounds(offsets: np.ndarray) -> list[tuple[int, int]]:
-    o = offsets.tolist()
-    return list(zip(o[:-1], o[1:], strict=True))
+def _take(seq: list, idx: list[int]) -> list:
+    """``[seq[i] for i in idx]`` at C speed."""
+    return list(itemgetter(*idx)(seq)) if len(idx) > 1 else [seq[i] for i in idx]
 
 
 @dataclass
@@ -126,6 +128,7 @@ class Plan:
     """The whole-input pass of :func:`plan_batch`."""
 
     hashes: list[str]  # per frame
+    hex: np.ndarray  # the same as S64 (label digests take them from here)
     numbers: np.ndarray  # (N,) int64, input order
     offsets: np.ndarray  # (B+1,) int64
     order: np.ndarray  # canonical atom permutation (within each frame's rows)
@@ -171,7 +174,7 @@ def plan_batch(batch: FrameBatch) -> Plan:
         uniq, first_idx, counts = np.unique(roots, return_index=True, return_counts=True)
         if len(uniq) < len(present):  # a structure carries this level in several frames
             check = present[np.isin(roots, uniq[counts > 1])]
-            digests = _label_values(level, c, offsets, order, hashes, check).digests
+            digests = _label_values(level, c, offsets, order, hex_h, check).digests
             seen: dict[int, tuple[int, str]] = {}
             for i, root, digest in zip(check.tolist(), dup_of[check].tolist(), digests,
                                        strict=True):
@@ -185,7 +188,7 @@ def plan_batch(batch: FrameBatch) -> Plan:
         slots = unique_slot[frames]
         o = np.argsort(slots, kind="stable")
         levels.append((level, c, frames[o], slots[o]))
-    return Plan(hashes, numbers, offsets, order, keep, levels, b - len(keep))
+    return Plan(hashes, hex_h, numbers, offsets, order, keep, levels, b - len(keep))
 
 
 @dataclass
@@ -208,7 +211,7 @@ def _drop_absent(col: list | None, c: LabelColumns, name: str, frames) -> list |
     return [x if k else None for x, k in zip(col, keep, strict=True)]
 
 
-def _label_values(level: str, c: LabelColumns, offsets, order, hashes,
+def _label_values(level: str, c: LabelColumns, offsets, order, hex_hashes: np.ndarray,
                   frames: np.ndarray, blob=bytes) -> _LabelValues:
     """Packed values and label hashes of ``frames``. Label hash: sha256 over level name,
     structure hash and the packed values present (tags E, F, D, Q, S in that order), one
@@ -228,7 +231,6 @@ def _label_values(level: str, c: LabelColumns, offsets, order, hashes,
     s_b = _per_frame_bytes(c.stress[frames], n, blob) if c.stress is not None else None
     f_b, q_b, d_b, s_b = (_drop_absent(col, c, name, frames) for col, name in (
         (f_b, "forces"), (q_b, "charges"), (d_b, "dipole"), (s_b, "stress")))
-    fl = frames.tolist()
     # (tag, values, per atom, frames carrying it); energy is never masked
     quantities = []
     for tag, name, arr, per_atom in (("E", "energy", c.energy, False),
@@ -240,8 +242,7 @@ def _label_values(level: str, c: LabelColumns, offsets, order, hashes,
             mask = c.masks.get(name)
             quantities.append((tag, arr, per_atom, np.ones(n, dtype=bool) if mask is None
                                else mask[frames].astype(bool)))
-    digests = _label_digests(level, [hashes[i] for i in fl], frames, counts, poff,
-                             quantities)
+    digests = _label_digests(level, hex_hashes[frames], frames, counts, poff, quantities)
     fmax = none
     if c.forces is not None and n:
         norms = np.sqrt(np.einsum("ij,ij->i", f_all, f_all))
@@ -253,7 +254,7 @@ def _label_values(level: str, c: LabelColumns, offsets, order, hashes,
         f_b or none, d_b or none, q_b or none, s_b or none, fmax)
 
 
-def _label_digests(level: str, hashes: list[str], frames: np.ndarray, counts: np.ndarray,
+def _label_digests(level: str, hashes: np.ndarray, frames: np.ndarray, counts: np.ndarray,
                    poff: np.ndarray, quantities: list) -> list[str]:
     """sha256 per label over: level name + NUL, structure hash (hex), then for each quantity
     present in that frame its tag (E, F, D, Q, S, in that order) and little-endian float64
@@ -263,7 +264,7 @@ def _label_digests(level: str, hashes: list[str], frames: np.ndarray, counts: np
     length: each such group is assembled as one numpy block and hashed from slices."""
     n = len(frames)
     prefix = np.frombuffer(level.encode() + b"\0", dtype=np.uint8)
-    hex_u8 = np.array(hashes, dtype="S64").view(np.uint8).reshape(n, 64)
+    hex_u8 = np.ascontiguousarray(hashes, dtype="S64").view(np.uint8).reshape(n, 64)
     q = len(quantities)
     pattern = np.zeros(n, dtype=np.int64)
     for bit, (_, _, _, present) in enumerate(quantities):
@@ -300,7 +301,6 @@ def prepare_part(batch: FrameBatch, plan: Plan, lo: int, hi: int,
     zs, comp = compact_composition(numbers, poff)
     elem_index, elem_col = np.nonzero(comp)
     hill, reduced, anon = formulas_batch(zs, comp)
-    nb = blob(numbers.astype("<u1"))
     cells = batch.cells[fr].astype(np.float64)
     pbc = batch.pbc[fr].astype(bool)
     has_cell = (pbc.any(axis=1) | cells.reshape(m, 9).any(axis=1)).tolist()
@@ -309,7 +309,7 @@ def prepare_part(batch: FrameBatch, plan: Plan, lo: int, hi: int,
     labels = []
     for level, c, frames, slots in plan.levels:
         a, b = np.searchsorted(slots, [lo, hi]).tolist()
-        v = _label_values(level, c, plan.offsets, plan.order, plan.hashes, frames[a:b],
+        v = _label_values(level, c, plan.offsets, plan.order, plan.hex, frames[a:b],
                           blob)
         labels.append(LabelRows(level, slots[a:b] - lo, v.digests, v.energy, v.forces,
                                 v.dipole, v.charges, v.stress, v.max_force, status=c.status,
@@ -317,18 +317,19 @@ def prepare_part(batch: FrameBatch, plan: Plan, lo: int, hi: int,
     sources = batch.sources
     infos = batch.infos
     return PreparedBatch(
-        hashes=[plan.hashes[i] for i in fl],
+        hashes=_take(plan.hashes, fl),
         n_atoms=counts,
         nelements=(comp > 0).sum(axis=1),
-        numbers=[nb[a: b] for a, b in _bounds(poff)],
+        numbers=_split_bytes(numbers.astype("<u1"), poff, 1, blob, itemsize=1),
         positions=_split_bytes(batch.positions[atoms], poff, 3, blob),
-        cells=[cbuf[72 * k: 72 * k + 72] if has_cell[k] else None for k in range(m)],
+        cells=([cbuf[72 * k: 72 * k + 72] if has_cell[k] else None for k in range(m)]
+               if any(has_cell) else [None] * m),
         pbc=(pbc * _PBC_BITS).sum(axis=1),
         nperiodic=pbc.sum(axis=1),
         charge=np.asarray(batch.charge)[fr],
         multiplicity=np.asarray(batch.multiplicity)[fr],
         hill=hill, reduced=reduced, anonymous=anon,
-        sources=[sources[i] for i in fl] if sources else [None] * m,
+        sources=_take(sources, fl) if sources else [None] * m,
         infos=[json.dumps(infos[i], sort_keys=True, default=str) if infos[i] else None
                for i in fl] if infos else [None] * m,
         elem_index=elem_index, elem_z=zs[elem_col], elem_count=comp[elem_index, elem_col],
