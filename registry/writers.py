@@ -169,8 +169,8 @@ def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int
                 "SELECT structure_id, hash FROM labels WHERE status = 'ok' AND level_id = ? "
                 f"AND structure_id IN ({','.join('?' * len(chunk))})",
                 (level_id, *chunk)).all())
-        keep = np.asarray(_new_labels(pb, lr, [old.get(sid) for sid in sids.tolist()], out),
-                          dtype=np.int64)
+        keep = (np.asarray(_new_labels(pb, lr, [old.get(sid) for sid in sids.tolist()], out),
+                           dtype=np.int64) if old else np.arange(len(sids)))
         keep = keep[np.argsort(sids[keep], kind="stable")]  # index (level, structure) order
         m = len(keep)
         if np.array_equal(keep, np.arange(len(sids))):
@@ -353,10 +353,14 @@ def _write_postgres_copy(cur, pb: PreparedBatch, level_ids: dict[str, int], run_
     picks = []
     for lr in pb.labels:
         lid = level_ids[lr.level]
-        sids = ids[lr.index].tolist()
-        keep = _new_labels(pb, lr, [old.get((sid, lid)) for sid in sids], out)
-        if keep:
-            picks.append((lr, lid, np.asarray(keep, dtype=np.int64), ids[lr.index]))
+        if old:
+            keep = np.asarray(_new_labels(pb, lr, [old.get((sid, lid)) for sid in
+                                                   ids[lr.index].tolist()], out),
+                              dtype=np.int64)
+        else:  # no stored labels for these structures: all are new
+            keep = np.arange(len(lr.index))
+        if len(keep):
+            picks.append((lr, lid, keep, ids[lr.index]))
         out.labels_new += len(keep)
     if picks:
         pgcopy.copy_into(cur, "labels", pgcopy.labels_stream(picks, run_id, now))
