@@ -5,8 +5,9 @@
 
 The store is loaded through the registry's ingest (``Registry.ingest_batch``) with the
 synthetic ANI-like molecules of ``benchmarks/ingest.py`` (5-30 H/C/N/O atoms, energy + forces);
-one dataset version holds all ``--n`` structures at one level, then ``VACUUM ANALYZE`` (what
-autovacuum does after a bulk load; not timed). Timed (median of ``--repeat``):
+one dataset version holds all ``--n`` structures at one level, then ``ANALYZE`` (SQLite) or
+``VACUUM ANALYZE`` and a ``CHECKPOINT`` (PostgreSQL): what autovacuum and the checkpointer do
+after a bulk load; not timed. Timed (median of ``--repeat``):
 ``Registry.materialize(REF, cache=False)`` from each database, and ``materialize(REF)`` from a
 warm cache (verified by its XXH3-128 checksum on every load). The baseline writes
 ``--ase-n`` of the same molecules to an ase.db SQLite file and times ``db.select()`` into the
