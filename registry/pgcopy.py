@@ -18,15 +18,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from itertools import chain, islice
-from operator import itemgetter
 
 import numpy as np
 
+from .arrays import take
 from .identity import HASH_VERSION
 
 HEADER = b"PGCOPY\n\xff\r\n\0" + bytes(8)
-_PIECE_ROWS = 2048
 TRAILER = b"\xff\xff"
+_PIECE_ROWS = 2048  # rows per piece of a stream (see _pieces)
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -140,13 +140,6 @@ def elements_stream(sids: np.ndarray, z: np.ndarray, count: np.ndarray):
     """``structure_elements`` rows, in the order given."""
     return pack(len(sids), [("structure_id", ">i8", sids), ("z", ">i2", z),
                             ("count", ">i4", count)], [])
-
-
-def take(seq, idx: list[int]) -> list:
-    """``[seq[i] for i in idx]`` at C speed (also used by the SQLite writer)."""
-    if len(idx) > 1:
-        return list(itemgetter(*idx)(seq))
-    return [seq[i] for i in idx]
 
 
 def _float_column(name: str, values: list, fixed: list, var: list) -> None:

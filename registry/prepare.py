@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from operator import itemgetter
 
 import numpy as np
 
+from .arrays import take
 from .elements import compact_composition, formulas_batch
 from .errors import BadInput
 from .frames import FrameBatch, LabelColumns
@@ -116,11 +116,6 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     shift = starts - np.concatenate([[0], np.cumsum(lengths)[:-1]])
     return np.repeat(shift, lengths) + np.arange(total)
-
-
-def _take(seq: list, idx: list[int]) -> list:
-    """``[seq[i] for i in idx]`` at C speed."""
-    return list(itemgetter(*idx)(seq)) if len(idx) > 1 else [seq[i] for i in idx]
 
 
 @dataclass
@@ -317,7 +312,7 @@ def prepare_part(batch: FrameBatch, plan: Plan, lo: int, hi: int,
     sources = batch.sources
     infos = batch.infos
     return PreparedBatch(
-        hashes=_take(plan.hashes, fl),
+        hashes=take(plan.hashes, fl),
         n_atoms=counts,
         nelements=(comp > 0).sum(axis=1),
         numbers=_split_bytes(numbers.astype("<u1"), poff, 1, blob, itemsize=1),
@@ -329,7 +324,7 @@ def prepare_part(batch: FrameBatch, plan: Plan, lo: int, hi: int,
         charge=np.asarray(batch.charge)[fr],
         multiplicity=np.asarray(batch.multiplicity)[fr],
         hill=hill, reduced=reduced, anonymous=anon,
-        sources=_take(sources, fl) if sources else [None] * m,
+        sources=take(sources, fl) if sources else [None] * m,
         infos=[json.dumps(infos[i], sort_keys=True, default=str) if infos[i] else None
                for i in fl] if infos else [None] * m,
         elem_index=elem_index, elem_z=zs[elem_col], elem_count=comp[elem_index, elem_col],

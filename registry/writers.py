@@ -19,6 +19,7 @@ from datetime import datetime
 import numpy as np
 
 from . import pgcopy
+from .arrays import take
 from .identity import HASH_VERSION
 from .prepare import PreparedBatch
 
@@ -75,7 +76,7 @@ def _structure_cols(pb: PreparedBatch, idx: np.ndarray, ids: np.ndarray, now):
     identity = r == list(range(len(pb)))
 
     def pick(col):
-        return col if identity else pgcopy.take(col, r)
+        return col if identity else take(col, r)
 
     def ints(arr):
         return np.asarray(arr)[idx].tolist()
@@ -178,7 +179,7 @@ def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int
                     lr.max_force)
         else:
             k_list = keep.tolist()
-            cols = tuple(pgcopy.take(col, k_list) for col in (
+            cols = tuple(take(col, k_list) for col in (
                 lr.hashes, lr.energy, lr.forces, lr.dipole, lr.charges, lr.stress,
                 lr.max_force))
         if m:
