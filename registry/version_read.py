@@ -39,19 +39,17 @@ _SQLITE_PACKED = ("((s.n_atoms * 8 + s.pbc) * 4 + m.split) * 4 + (l.forces IS NO
                   "+ 2 * (s.cell IS NOT NULL)")
 _SQLITE_ENERGY = ("group_concat(CASE WHEN l.energy IS NULL THEN 'nan' "
                   "ELSE printf('%!.17e', l.energy) END, ',')")
-_SQLITE_HEAD = ("SELECT count(*), CAST(group_concat(substr(s.hash, 1, 16), '') AS BLOB), "
-                f"group_concat(m.structure_id), group_concat({_SQLITE_PACKED}), "
-                f"{_SQLITE_ENERGY}, ")
+# Full hashes: their text is appended as stored, where a per-row substr allocates.
 _SQLITE_STRUCT = (
-    _SQLITE_HEAD + "CAST(group_concat(s.numbers, '') AS BLOB), "
+    "SELECT count(*), CAST(group_concat(s.hash, '') AS BLOB), group_concat(m.structure_id), "
+    f"group_concat({_SQLITE_PACKED}), {_SQLITE_ENERGY}, CAST(group_concat(s.numbers, '') AS BLOB), "
     "CAST(group_concat(s.positions, '') AS BLOB), CAST(group_concat(s.cell, '') AS BLOB), "
     "CAST(group_concat(l.forces, '') AS BLOB) " + _JOIN.format(s=_S))
 # The two passes of _read_into_buckets (one level). First the structures of the members (no
-# labels: every member of a one-level version is a label of that level): full hashes, as their
-# text is appended without a per-row substring, ids, and n_atoms, pbc, split and "has a cell"
-# packed in one integer; then the atom arrays with the labels' energies, and ids that carry
-# "has forces" in their lowest bit, so the second pass does not depend on the first one's row
-# order.
+# labels: every member of a one-level version is a label of that level): full hashes, ids, and
+# n_atoms, pbc, split and "has a cell" packed in one integer; then the atom arrays with the
+# labels' energies, and ids that carry "has forces" in their lowest bit, so the second pass
+# does not depend on the first one's row order.
 _SQLITE_META = (
     "SELECT count(*), CAST(group_concat(s.hash, '') AS BLOB), group_concat(m.structure_id), "
     "group_concat(((s.n_atoms * 8 + s.pbc) * 4 + m.split) * 2 + (s.cell IS NOT NULL)), "
@@ -240,7 +238,8 @@ class _Reader:
                        flags=(packed & 1) * 2)
             blobs = row[4:]
         elif structures:
-            out["key"] = _hex_key(_blob(row[1]), n)
+            hashes = _blob(row[1])
+            out["key"], out["hash"] = _hex_key(hashes, n, 64), np.frombuffer(hashes, "S64")
             nat, pbc, split, flags = _unpack(_ints_text(row[3], n))
             out.update(sid=_ints_text(row[2], n), n_atoms=nat.astype(np.int32), pbc=pbc,
                        split=split.astype(np.int8), flags=flags)
@@ -344,7 +343,8 @@ def read_version(connect, dialect: str, version_id: int, level_ids: list[int],
     ranges = _ranges(connect, dialect, version_id, n_structures)
     got = _read_ranges(connect, dialect, version_id, ranges, jobs)
     single = len(level_ids) == 1 and not delta
-    f = _concat([g[0] for g in got], keep=("numbers", "positions", "forces") if single else ())
+    f = _concat([g[0] for g in got], keep=("hash", "numbers", "positions", "forces") if single
+                else ("hash",))
     others = [_concat([g[1][k] for g in got]) for k in range(len(level_ids) - 1)]
     n = len(f["sid"])
     if n == 0:
@@ -361,8 +361,9 @@ def read_version(connect, dialect: str, version_id: int, level_ids: list[int],
     flat = {"structure_id": f["sid"], "n_atoms": n_atoms, "offsets": offsets,
             "numbers": f["numbers"], "positions": rows3(f["positions"]), "cell": cell,
             "pbc": (f["pbc"][:, None] >> np.arange(3)) & 1 == 1, "split": f["split"],
-            "order": _hash_order(f["key"], lambda: _full_hashes(
-                connect, dialect, version_id, level_ids[0], ranges))}
+            "order": _hash_order(f["key"], lambda: np.concatenate(f["hash"]) if "hash" in f
+                                 else _full_hashes(connect, dialect, version_id, level_ids[0],
+                                                   ranges))}
     energies = [f["energy"]]
     forces = [_expand_forces(f["forces"], (flags & 1) > 0, n_atoms)]
     for g in others:
