@@ -37,37 +37,56 @@ def timestamp(now: datetime) -> int:
     return (now - _EPOCH) // timedelta(microseconds=1)
 
 
-def _column(values) -> tuple[list, np.ndarray | None]:
+def _column(values, lens=None) -> tuple[list, np.ndarray | None]:
     """(values as bytes, lengths with -1 for NULL), or (values, None) if every row is NULL.
     A column holds one type: str values are UTF-8 encoded, except ASCII columns of one
     length (hex digests), which stay str (numpy packs those itself). A single bytes or str
-    value is a constant column."""
+    value is a constant column. ``lens``: the byte lengths, where the caller knows them (no
+    NULLs then)."""
     if isinstance(values, bytes | str):
         v = values.encode() if isinstance(values, str) else values
         return [v], np.array([len(v)])
     n = len(values)
+    if lens is not None:
+        return values, np.asarray(lens, dtype=np.int64)
+    if n and isinstance(values[0], str):
+        strings = _strings(values)
+        if strings is not None:
+            return strings
     nulls = values.count(None)
     if nulls == n:
         return values, None
-    if not nulls and isinstance(values[0], str) and "".join(values).isascii():
-        lens = np.fromiter(map(len, values), dtype=np.int64, count=n)
-        if (lens == lens[0]).all():
-            return values, lens
     if nulls:
         if any(isinstance(v, str) for v in values):
             values = [None if v is None else v.encode() for v in values]
         lens = np.fromiter((-1 if v is None else len(v) for v in values), dtype=np.int64,
                            count=n)
         return values, lens
-    if isinstance(values[0], str):
-        values = [v.encode() for v in values]
     return values, np.fromiter(map(len, values), dtype=np.int64, count=n)
 
 
-def pack(n: int, fixed: list[tuple[str, str, object]], var: list[tuple[str, list]]):
+def _strings(values: list) -> tuple[list, np.ndarray] | None:
+    """A text column without NULLs, encoded at once: one join, one encode and one split, the
+    lengths from the separators' positions. ASCII values of one length stay str (see
+    ``_column``). None where a value is NULL or holds the separator."""
+    try:
+        joined = "\0".join(values)
+    except TypeError:  # a NULL among the strings
+        return None
+    if joined.count("\0") != len(values) - 1:
+        return None
+    raw = joined.encode()
+    ends = np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == 0)
+    lens = np.diff(np.concatenate([[-1], ends, [len(raw)]])) - 1
+    if len(raw) == len(joined) and (lens == lens[0]).all():
+        return values, lens
+    return raw.split(b"\0"), lens
+
+
+def pack(n: int, fixed: list[tuple[str, str, object]], var: list[tuple]):
     """Binary COPY stream of ``n`` rows: ``fixed`` (name, '>i8'-style code, values or a
-    scalar) and ``var`` (name, list of bytes/str/None, or one bytes/str value for every row)
-    columns, in that order."""
+    scalar) and ``var`` (name, list of bytes/str/None, or one bytes/str value for every row;
+    optionally the values' byte lengths third) columns, in that order."""
     fields = [("nf", ">i2")]
     assign = [("nf", len(fixed) + len(var))]
     for name, code, values in fixed:
@@ -75,8 +94,8 @@ def pack(n: int, fixed: list[tuple[str, str, object]], var: list[tuple[str, list
         assign += [(f"l_{name}", np.dtype(code).itemsize), (name, values)]
     names = [name for name, _, _ in fixed]
     rest: list[tuple[str, list, np.ndarray]] = []
-    for name, values in var:
-        values, lens = _column(values)
+    for name, values, *known in var:
+        values, lens = _column(values, *known)
         if lens is not None and not (lens == lens[0]).all():  # lengths vary by row
             rest.append((name, values, lens))
             continue
@@ -129,11 +148,19 @@ def structure_stream(pb, rows: np.ndarray, ids: np.ndarray, run_id: int, now: da
              ("charge", ">i2", pb.charge[rows]),
              ("multiplicity", ">i2", pb.multiplicity[rows]), ("run_id", ">i8", run_id),
              ("created_at", ">i8", timestamp(now))]
-    var = [("hash", pb.hashes), ("cell", pb.cells), ("source", pb.sources), ("info", pb.infos),
-           ("formula_hill", pb.hill), ("formula_reduced", pb.reduced),
-           ("formula_anonymous", pb.anonymous), ("numbers", pb.numbers),
-           ("positions", pb.positions)]
-    return pack(len(r), fixed, [(name, take(col, r)) for name, col in var])
+    every = len(r) == len(pb) and (len(r) < 2 or bool((np.diff(rows) == 1).all()))
+
+    def pick(col):
+        return col if every else take(col, r)
+
+    n_atoms = pb.n_atoms[rows].astype(np.int64)
+    var = [(name, pick(col)) for name, col in (
+        ("hash", pb.hashes), ("cell", pb.cells), ("source", pb.sources), ("info", pb.infos),
+        ("formula_hill", pb.hill), ("formula_reduced", pb.reduced),
+        ("formula_anonymous", pb.anonymous))]
+    var += [("numbers", pick(pb.numbers), n_atoms), ("positions", pick(pb.positions),
+                                                      24 * n_atoms)]
+    return pack(len(r), fixed, var)
 
 
 def elements_stream(sids: np.ndarray, z: np.ndarray, count: np.ndarray):
@@ -155,23 +182,24 @@ def labels_stream(picks, run_id: int, now: datetime):
     """Label rows from ``picks``: (LabelRows, level_id, kept positions, structure ids)."""
     sid = np.concatenate([sids[keep] for _, _, keep, sids in picks])
     lid = np.concatenate([np.full(len(keep), level) for _, level, keep, _ in picks])
-    order = np.lexsort((sid, lid)).tolist()  # the key order (level_id, structure_id)
+    o = np.lexsort((sid, lid))  # the key order (level_id, structure_id)
+    ordered = len(o) < 2 or bool((np.diff(o) == 1).all())  # as the picks come, usually
+    order = o.tolist()
 
     def gather(attr):
         flat = []
         for lr, _, keep, _ in picks:
             col = getattr(lr, attr)
             flat.extend(col if len(keep) == len(col) else take(col, keep.tolist()))
-        return take(flat, order)
+        return flat if ordered else take(flat, order)
 
     def per_label(attr):  # one value for all picks: a constant column
         values = {getattr(lr, attr) for lr, _, _, _ in picks}
         if len(values) == 1 and None not in values:
             return values.pop()
-        return take([s for lr, _, keep, _ in picks for s in [getattr(lr, attr)] * len(keep)],
-                     order)
+        flat = [s for lr, _, keep, _ in picks for s in [getattr(lr, attr)] * len(keep)]
+        return flat if ordered else take(flat, order)
 
-    o = np.asarray(order, dtype=np.int64)
     fixed = [("structure_id", ">i8", sid[o]), ("level_id", ">i8", lid[o]),
              ("run_id", ">i8", run_id), ("created_at", ">i8", timestamp(now))]
     var = [("hash", gather("hashes")), ("status", per_label("status")),
