@@ -317,27 +317,30 @@ def _write_postgres_copy(cur, pb: PreparedBatch, level_ids: dict[str, int], run_
     is_new = np.ones(n, dtype=bool)
     if n:
         # The hashes travel as one comma-separated text (hex digests hold no commas), not as
-        # an array parameter dumped element by element; ids come back as one text too.
-        pos = {h: i for i, h in enumerate(pb.hashes)}
+        # an array parameter dumped element by element.
         # Probe the hash index (a part's hashes are sorted, so the probes walk it in order);
         # without statistics, as during a bulk load, the planner would hash the list and
         # scan the whole table for every part.
         cur.execute("SET LOCAL enable_seqscan = off")
-        for h, sid in cur.execute(
-                "SELECT hash, id FROM structures WHERE hash = ANY(string_to_array(%s, ','))",
-                (",".join(pb.hashes),)):
-            ids[pos[h]], is_new[pos[h]] = sid, False
+        found = cur.execute(
+            "SELECT hash, id FROM structures WHERE hash = ANY(string_to_array(%s, ','))",
+            (",".join(pb.hashes),)).fetchall()
         cur.execute("SET LOCAL enable_seqscan = on")
+        if found:  # (a position map only where some exist: a fresh load has none)
+            pos = {h: i for i, h in enumerate(pb.hashes)}
+            for h, sid in found:
+                ids[pos[h]], is_new[pos[h]] = sid, False
     new_idx = np.flatnonzero(is_new)
     if len(new_idx):
         # the sequence is looked up once (OFFSET 0 keeps the subquery from being inlined
-        # into a per-row catalog lookup, which cost more than the nextval itself)
-        got = cur.execute("SELECT string_agg(nextval(q.seq)::text, ',') FROM (SELECT "
+        # into a per-row catalog lookup, which cost more than the nextval itself); the ids
+        # come back packed as big-endian int8 in one bytea
+        got = cur.execute("SELECT string_agg(int8send(nextval(q.seq)), ''::bytea) FROM (SELECT "
                           "pg_get_serial_sequence('structures', 'id')::regclass AS seq "
                           "OFFSET 0) AS q CROSS JOIN generate_series(1, %s)",
                           (len(new_idx),)).fetchone()[0]
         rows = _by_hash(pb, new_idx)  # ids ascend in insertion (hash) order
-        ids[rows] = np.sort(np.array(got.split(","), dtype=np.int64))
+        ids[rows] = np.sort(np.frombuffer(got, dtype=">i8").astype(np.int64))
         pgcopy.copy_into(cur, "structures", pgcopy.structure_stream(pb, rows, ids, run_id, now))
         pgcopy.copy_into(cur, "structure_elements",
                          pgcopy.elements_stream(*_new_elements(pb, ids, is_new)))
