@@ -107,24 +107,26 @@ class IngestMixin:
         t0 = time.perf_counter()
         batch.validate()
         batch.labels = {canonical_name(k): v for k, v in batch.labels.items()}
+        # One pause from the plan to the last write: re-enabling the collector in between
+        # made it run a full collection over everything the plan had just allocated.
         with _gc_paused():
             plan = plan_batch(batch)
-        level_ids = {lv: self.ensure_level(lv)["id"] for lv in batch.labels}
-        handle = self.start_run(kind, params)
-        for item in inputs:
-            handle.consumed(**item)
-        for lv, lid in level_ids.items():
-            handle.consumed("level", lid, ref=lv)
-        summary = IngestSummary(frames_read=len(batch), frames_skipped=frames_skipped,
-                                duplicates_in_input=plan.duplicates_in_input, run_id=handle.id)
-        totals = WriteCounts()
-        try:
-            with _gc_paused():
+            level_ids = {lv: self.ensure_level(lv)["id"] for lv in batch.labels}
+            handle = self.start_run(kind, params)
+            for item in inputs:
+                handle.consumed(**item)
+            for lv, lid in level_ids.items():
+                handle.consumed("level", lid, ref=lv)
+            summary = IngestSummary(frames_read=len(batch), frames_skipped=frames_skipped,
+                                    duplicates_in_input=plan.duplicates_in_input,
+                                    run_id=handle.id)
+            totals = WriteCounts()
+            try:
                 self._write_all(batch, plan, level_ids, handle, batch_size, totals,
                                 on_progress)
-        except BaseException as exc:
-            self._finish(handle, summary, totals, t0, error=exc)
-            raise
+            except BaseException as exc:
+                self._finish(handle, summary, totals, t0, error=exc)
+                raise
         return self._finish(handle, summary, totals, t0)
 
     def _write_all(self, batch, plan, level_ids, handle, batch_size, totals, on_progress):
