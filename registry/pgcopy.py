@@ -40,7 +40,7 @@ def timestamp(now: datetime) -> int:
 def _column(values, lens=None) -> tuple[list, np.ndarray | None]:
     """(values as bytes, lengths with -1 for NULL), or (values, None) if every row is NULL.
     A column holds one type: str values are UTF-8 encoded, except ASCII columns of one
-    length (hex digests), which stay str (numpy packs those itself). A single bytes or str
+    length (hex digests), which become one numpy ``S{w}`` array. A single bytes or str
     value is a constant column. ``lens``: the byte lengths, where the caller knows them (no
     NULLs then)."""
     if isinstance(values, bytes | str):
@@ -67,8 +67,8 @@ def _column(values, lens=None) -> tuple[list, np.ndarray | None]:
 
 def _strings(values: list) -> tuple[list, np.ndarray] | None:
     """A text column without NULLs, encoded at once: one join, one encode and one split, the
-    lengths from the separators' positions. ASCII values of one length stay str (see
-    ``_column``). None where a value is NULL or holds the separator."""
+    lengths from the separators' positions; ASCII values of one length as one ``S{w}`` array.
+    None where a value is NULL or holds the separator."""
     try:
         joined = "\0".join(values)
     except TypeError:  # a NULL among the strings
@@ -78,8 +78,10 @@ def _strings(values: list) -> tuple[list, np.ndarray] | None:
     raw = joined.encode()
     ends = np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == 0)
     lens = np.diff(np.concatenate([[-1], ends, [len(raw)]])) - 1
-    if len(raw) == len(joined) and (lens == lens[0]).all():
-        return values, lens
+    if len(raw) == len(joined) and (lens == lens[0]).all():  # one length: an S{w} array
+        w = int(lens[0])
+        rows = np.frombuffer(raw + b"\0", dtype=np.uint8).reshape(len(values), w + 1)
+        return np.ascontiguousarray(rows[:, :w]).view(f"S{w}").reshape(-1), lens
     return raw.split(b"\0"), lens
 
 
@@ -124,7 +126,8 @@ def pack(n: int, fixed: list[tuple[str, str, object]], var: list[tuple]):
         if k:
             lb = lens.astype(">i4").tobytes()
             columns.append([lb[i: i + 4] for i in range(0, 4 * n, 4)])
-        columns.append([b"" if v is None else v for v in values])
+        columns.append([b"" if v is None else v for v in values] if (lens < 0).any()
+                       else values)
     return names, _pieces(columns, n)
 
 
@@ -171,7 +174,7 @@ def elements_stream(sids: np.ndarray, z: np.ndarray, count: np.ndarray):
 
 def _float_column(name: str, values: list, fixed: list, var: list) -> None:
     """A nullable float column: a fixed '>f8' field when no row is NULL, else variable."""
-    if not any(v is None for v in values):
+    if None not in values:
         fixed.append((name, ">f8", np.asarray(values, dtype=np.float64)))
     else:
         var.append((name, [None if v is None else np.float64(v).astype(">f8").tobytes()

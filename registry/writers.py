@@ -102,6 +102,8 @@ def _by_hash(pb: PreparedBatch, idx: np.ndarray) -> np.ndarray:
     """``idx`` ordered by structure hash (index-friendly insertion, one lock order); parts
     come in hash order already (see ``plan_batch``), which this sort checks in linear time."""
     h = pb.hashes if len(idx) == len(pb) else [pb.hashes[i] for i in idx.tolist()]
+    if h == sorted(h):  # the usual case, checked in linear time
+        return idx
     return idx[np.asarray(sorted(range(len(h)), key=h.__getitem__), dtype=np.int64)]
 
 
