@@ -78,7 +78,7 @@ def _strings(values: list) -> tuple[list, np.ndarray] | None:
     raw = joined.encode()
     ends = np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == 0)
     lens = np.diff(np.concatenate([[-1], ends, [len(raw)]])) - 1
-    if len(raw) == len(joined) and (lens == lens[0]).all():  # one length: an S{w} array
+    if len(raw) == len(joined) and (lens == lens[0]).all() and lens[0]:  # one length: S{w}
         w = int(lens[0])
         rows = np.frombuffer(raw + b"\0", dtype=np.uint8).reshape(len(values), w + 1)
         return np.ascontiguousarray(rows[:, :w]).view(f"S{w}").reshape(-1), lens

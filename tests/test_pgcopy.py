@@ -18,6 +18,7 @@ def _reference(values):
     ["x", None, "yz"],  # NULL among strings
     ["a\0b", "c"],  # the separator inside a value
     [None, None],  # all NULL
+    ["", "", ""],  # empty strings (zero-length values, not NULL)
     [b"\x00\x01", b"", b"\xff" * 5],  # bytes
     [b"ab", None],
 ])
