@@ -184,35 +184,38 @@ class _Reader:
             sql = _PG_STRUCT if structures else _PG_LABEL
         else:
             sql = (_SQLITE_META if meta else _SQLITE_STRUCT) if structures else _SQLITE_LABEL
-        params = (self.version_id, lo, hi) if meta else (self.version_id, level_id, lo, hi)
-        try:
-            row = self._one(sql, params)
-        except Exception as exc:  # a value over the server's size limit: halve the range
-            if not _too_big(exc) or lo >= hi:
-                raise
-            mid = lo + (hi - lo) // 2
-            a = self.chunk(level_id, lo, mid, structures, meta)
-            b = self.chunk(level_id, mid + 1, hi, structures, meta)
-            return {k: np.concatenate([a[k], b[k]]) for k in a}
-        return self._parse(row, structures, meta)
+        rows = self._halving(sql, lambda a, b: (self.version_id, a, b) if meta
+                             else (self.version_id, level_id, a, b), lo, hi)
+        parts = [self._parse(row, structures, meta) for row in rows]
+        return parts[0] if len(parts) == 1 else {
+            k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def atoms(self, level_id: int, lo: int, hi: int) -> list[tuple]:
         """SQLite: (structure ids, has forces, energies, numbers, positions, forces present)
         of the members at ``level_id`` with structure id in [lo, hi], the arrays as numpy
         views of the driver's values; one tuple, or several where the range was halved."""
+        out = []
+        for row in self._halving(_SQLITE_ATOMS, lambda a, b: (self.version_id, level_id, a, b),
+                                 lo, hi):
+            n = int(row[0])
+            tagged = _ints_text(row[1], n)
+            out.append((tagged >> 1, (tagged & 1) > 0, _floats_text(row[2], n),
+                        np.frombuffer(_blob(row[3]), dtype=np.uint8),
+                        np.frombuffer(_blob(row[4]), dtype="<f8").reshape(-1, 3),
+                        np.frombuffer(_blob(row[5]), dtype="<f8").reshape(-1, 3)))
+        return out
+
+    def _halving(self, sql: str, params, lo: int, hi: int) -> list[tuple]:
+        """The aggregate row of ``sql`` over structure ids [lo, hi] (``params(lo, hi)``), or,
+        where a value would exceed the database's size limit, the rows of the two halves
+        (recursively), in id order."""
         try:
-            row = self._one(_SQLITE_ATOMS, (self.version_id, level_id, lo, hi))
+            return [self._one(sql, params(lo, hi))]
         except Exception as exc:
             if not _too_big(exc) or lo >= hi:
                 raise
-            mid = lo + (hi - lo) // 2
-            return self.atoms(level_id, lo, mid) + self.atoms(level_id, mid + 1, hi)
-        n = int(row[0])
-        tagged = _ints_text(row[1], n)
-        return [(tagged >> 1, (tagged & 1) > 0, _floats_text(row[2], n),
-                 np.frombuffer(_blob(row[3]), dtype=np.uint8),
-                 np.frombuffer(_blob(row[4]), dtype="<f8").reshape(-1, 3),
-                 np.frombuffer(_blob(row[5]), dtype="<f8").reshape(-1, 3))]
+        mid = lo + (hi - lo) // 2
+        return self._halving(sql, params, lo, mid) + self._halving(sql, params, mid + 1, hi)
 
     def _parse(self, row: tuple, structures: bool, meta: bool = False) -> dict:
         n = int(row[0])
@@ -356,11 +359,10 @@ def read_version(connect, dialect: str, version_id: int, level_ids: list[int],
                 g["energy"] = _exact_energies(conn, version_id, lid, g["sid"])
     n_atoms, flags = f["n_atoms"], f["flags"]
     offsets = np.concatenate([[0], np.cumsum(n_atoms, dtype=np.int64)])
-    cell = np.zeros((n, 3, 3))
-    cell[(flags & 2) > 0] = f["cell"].reshape(-1, 3, 3)
+    cell, pbc = _cells_pbc(f)
     flat = {"structure_id": f["sid"], "n_atoms": n_atoms, "offsets": offsets,
             "numbers": f["numbers"], "positions": rows3(f["positions"]), "cell": cell,
-            "pbc": (f["pbc"][:, None] >> np.arange(3)) & 1 == 1, "split": f["split"],
+            "pbc": pbc, "split": f["split"],
             "order": _hash_order(f["key"], lambda: np.concatenate(f["hash"]) if "hash" in f
                                  else _full_hashes(connect, dialect, version_id, level_ids[0],
                                                    ranges))}
@@ -387,6 +389,14 @@ def read_version(connect, dialect: str, version_id: int, level_ids: list[int],
     else:
         flat["energy"], flat["forces"] = energies[0], forces[0]
     return flat
+
+
+def _cells_pbc(f: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3, 3) cells (zeros where a structure has none) and (N, 3) pbc flags from the parsed
+    per-structure columns (``flags`` bit 1: has a cell; ``pbc`` bits x, y, z)."""
+    cell = np.zeros((len(f["sid"]), 3, 3))
+    cell[(f["flags"] & 2) > 0] = f["cell"].reshape(-1, 3, 3)
+    return cell, (f["pbc"][:, None] >> np.arange(3)) & 1 == 1
 
 
 def _full_hashes(connect, dialect: str, version_id: int, level_id: int, ranges) -> np.ndarray:
@@ -487,11 +497,9 @@ def _read_into_buckets(connect, version_id: int, level_id: int,
     if not _sqlite_exact_floats():
         with connect() as conn:
             energy = _exact_energies(conn, version_id, level_id, sid)
-    cell = np.zeros((n, 3, 3))
-    cell[(f["flags"] & 2) > 0] = f["cell"].reshape(-1, 3, 3)
+    cell, pbc = _cells_pbc(f)
     per = {"structure_id": sid, "n_atoms": n_atoms.astype(np.int32), "split": f["split"],
-           "cell": cell, "pbc": (f["pbc"][:, None] >> np.arange(3)) & 1 == 1,
-           "energy": energy}
+           "cell": cell, "pbc": pbc, "energy": energy}
     return assemble(lay, per, blocks)
 
 

@@ -207,6 +207,41 @@ def test_range_cuts_dense_and_sparse(registry, monkeypatch):
     same_as_whole()
 
 
+def test_oversized_ranges_are_read_in_halves(registry, monkeypatch):
+    """A range whose aggregate would exceed the database's size limit is read in halves, by
+    the general read and by SQLite's two-pass read alike."""
+    import registry.version_read as mat
+
+    _data(registry)
+    info = registry.create_dataset_version("h", levels=[LEVEL], group_by="none")
+    whole = registry.materialize("h", cache=False)
+    one = mat._Reader._one
+    halved = []
+
+    def limited(self, sql, params):
+        lo, hi = params[-2:]
+        if "group_concat" in sql or "string_agg" in sql:
+            if "structure_id BETWEEN" in sql and hi - lo > 2:
+                halved.append((lo, hi))
+                raise RuntimeError("string or blob too big")
+        return one(self, sql, params)
+
+    monkeypatch.setattr(mat._Reader, "_one", limited)
+    # open-ended ranges over the test's few ids, so halving them down to 3 ids ends soon
+    monkeypatch.setattr(mat, "_ID_MIN", 0)
+    monkeypatch.setattr(mat, "_ID_MAX", 63)
+    with registry.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT max(id) FROM structures").scalar() <= 63
+    args = (registry.engine.connect, registry.dialect, info["id"],
+            [registry.ensure_level(LEVEL)["id"]], False, info["n_structures"])
+    for got in (registry.materialize("h", cache=False).buckets,
+                mat.bucketize(mat.read_version(*args))):
+        for a, b in zip(whole.buckets, got, strict=True):
+            for k in b:
+                np.testing.assert_array_equal(a[k], b[k])
+    assert halved
+
+
 def test_hash_prefix_ties_fall_back_to_full_hashes(registry, monkeypatch):
     """Equal 64-bit hash prefixes are ordered by the full hashes (read in ranges)."""
     import registry.version_read as mat
