@@ -19,6 +19,8 @@ from .errors import BadInput, Conflict, NotFound
 from .levels import canonical_name
 from .refs import LATEST, Ref, check_alias, check_name, parse_ref
 from .schema import (
+    Composition,
+    CompositionElement,
     Dataset,
     DatasetAlias,
     DatasetMember,
@@ -26,7 +28,6 @@ from .schema import (
     Label,
     LevelOfTheory,
     Structure,
-    StructureElement,
     utcnow,
 )
 from .splits import GROUP_BY, SPLIT_NAMES, assign_splits, parse_fractions
@@ -121,11 +122,13 @@ class DatasetsMixin:
                 from .query import structure_filter
 
                 clause = structure_filter(filter, level=lvs[0].name, session=s)
-            group_col = {"formula": Structure.formula_reduced, "source": Structure.source,
+            group_col = {"formula": Composition.formula_reduced, "source": Structure.source,
                          "none": Structure.hash}[group_by]
             labs = [aliased(Label) for _ in lvs]
             q = select(Structure.id, Structure.hash, group_col,
                        *[lab.id for lab in labs], *[lab.hash for lab in labs])
+            if group_by == "formula":
+                q = q.join(Composition, Composition.id == Structure.composition_id)
             for lab, lv in zip(labs, lvs, strict=True):
                 cond = and_(lab.structure_id == Structure.id, lab.level_id == lv.id,
                             lab.status == "ok")
@@ -334,12 +337,13 @@ class DatasetsMixin:
                                     .select_from(DatasetMember).join(Label, one)
                                     .group_by(DatasetMember.split)).all())
             out["split_counts"] = {n: int(splits.get(k, 0)) for k, n in enumerate(SPLIT_NAMES)}
+            ce = CompositionElement
             elems = s.execute(
-                select(StructureElement.z, func.count(), func.sum(StructureElement.count))
+                select(ce.z, func.count(), func.sum(ce.count))
                 .select_from(DatasetMember).join(Label, one)
-                .join(StructureElement,
-                      StructureElement.structure_id == DatasetMember.structure_id)
-                .group_by(StructureElement.z).order_by(StructureElement.z)).all()
+                .join(Structure, Structure.id == DatasetMember.structure_id)
+                .join(ce, ce.composition_id == Structure.composition_id)
+                .group_by(ce.z).order_by(ce.z)).all()
             out["elements"] = {SYMBOLS[z]: {"structures": int(n), "atoms": int(a)}
                                for z, n, a in elems}
             out["per_level"] = {}

@@ -25,7 +25,7 @@ import numpy as np
 from sqlalchemy import select
 
 from .errors import BadInput
-from .schema import Structure
+from .schema import Composition, Structure
 
 
 def fingerprint(positions: np.ndarray) -> np.ndarray:
@@ -148,7 +148,8 @@ class DedupMixin:
             raise BadInput(f"--tolerance must be > 0 Å, got {tolerance}")
         q = select(Structure.id, Structure.hash, Structure.numbers, Structure.positions,
                    Structure.nperiodic, Structure.charge, Structure.multiplicity,
-                   Structure.formula_hill)
+                   Composition.formula_hill).join(
+            Composition, Composition.id == Structure.composition_id)
         with self.session() as s:
             if filter is not None and str(filter).strip():
                 from .query import structure_filter

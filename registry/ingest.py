@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 
 from sqlalchemy.exc import DBAPIError
 
+from .compositions import ensure_compositions
 from .frames import FrameBatch
 from .levels import canonical_name
 from .prepare import plan_batch, prepare_part
@@ -137,6 +138,11 @@ class IngestMixin:
         cores); parts hold disjoint structures, so they never wait on each other's rows. On
         SQLite (one writer at a time) the main thread writes."""
         n = len(plan)
+        if not n:
+            return
+        # Compositions first, in a transaction of their own (created on first use, like the
+        # levels): the parts then only carry their ids and never wait on each other for them.
+        ensure_compositions(self.engine, plan.compositions)
         bounds = [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
         parallel = _PG_WRITERS if self.dialect == "postgresql" else 0
         blob = bytes if self.dialect == "postgresql" else bytearray  # see prepare_part

@@ -146,10 +146,11 @@ def structure_stream(pb, rows: np.ndarray, ids: np.ndarray, run_id: int, now: da
     """New structures ``rows`` (indices into ``pb``, in insertion order) with their ``ids``."""
     r = rows.tolist()
     fixed = [("id", ">i8", ids[rows]), ("hash_version", ">i2", HASH_VERSION),
-             ("n_atoms", ">i4", pb.n_atoms[rows]), ("nelements", ">i2", pb.nelements[rows]),
+             ("n_atoms", ">i4", pb.n_atoms[rows]),
              ("pbc", ">i2", pb.pbc[rows]), ("nperiodic", ">i2", pb.nperiodic[rows]),
              ("charge", ">i2", pb.charge[rows]),
-             ("multiplicity", ">i2", pb.multiplicity[rows]), ("run_id", ">i8", run_id),
+             ("multiplicity", ">i2", pb.multiplicity[rows]),
+             ("composition_id", ">i8", pb.composition_id[rows]), ("run_id", ">i8", run_id),
              ("created_at", ">i8", timestamp(now))]
     every = r == list(range(len(pb)))  # all of the part, in order (as the SQLite writer)
 
@@ -158,18 +159,10 @@ def structure_stream(pb, rows: np.ndarray, ids: np.ndarray, run_id: int, now: da
 
     n_atoms = pb.n_atoms[rows].astype(np.int64)
     var = [(name, pick(col)) for name, col in (
-        ("hash", pb.hashes), ("cell", pb.cells), ("source", pb.sources), ("info", pb.infos),
-        ("formula_hill", pb.hill), ("formula_reduced", pb.reduced),
-        ("formula_anonymous", pb.anonymous))]
+        ("hash", pb.hashes), ("cell", pb.cells), ("source", pb.sources), ("info", pb.infos))]
     var += [("numbers", pick(pb.numbers), n_atoms), ("positions", pick(pb.positions),
                                                       24 * n_atoms)]
     return pack(len(r), fixed, var)
-
-
-def elements_stream(sids: np.ndarray, z: np.ndarray, count: np.ndarray):
-    """``structure_elements`` rows, in the order given."""
-    return pack(len(sids), [("structure_id", ">i8", sids), ("z", ">i2", z),
-                            ("count", ">i4", count)], [])
 
 
 def _float_column(name: str, values: list, fixed: list, var: list) -> None:

@@ -1,5 +1,5 @@
 """Turn a validated :class:`FrameBatch` into rows: identity hashes, canonical atom order,
-compositions, formulas, packed arrays and label hashes. Pure numpy; no database.
+compositions, packed arrays and label hashes. Pure numpy; no database.
 
 Two steps, so that ingest can prepare part k+1 while part k is written:
 :func:`plan_batch` runs over the whole input (identity hashes, duplicate frames merged,
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .arrays import take
-from .elements import compact_composition, formulas_batch
+from .compositions import Compositions, plan_compositions
 from .errors import BadInput
 from .frames import FrameBatch, LabelColumns
 from .identity import HASH_VERSION, hash_rows, structure_hashes
@@ -46,7 +46,6 @@ class PreparedBatch:
 
     hashes: list[str]
     n_atoms: np.ndarray
-    nelements: np.ndarray
     numbers: list[bytes | bytearray]  # bytes, or bytearray for SQLite (see prepare_part)
     positions: list[bytes | bytearray]
     cells: list[bytes | bytearray | None]
@@ -54,40 +53,15 @@ class PreparedBatch:
     nperiodic: np.ndarray
     charge: np.ndarray
     multiplicity: np.ndarray
-    hill: list[str]
-    reduced: list[str]
-    anonymous: list[str]
+    composition_id: np.ndarray  # database ids (see registry.compositions)
     sources: list[str | None]
     infos: list[str | None]  # JSON text
-    elem_index: np.ndarray  # (E,) structure index of each structure_elements row
-    elem_z: np.ndarray
-    elem_count: np.ndarray
     labels: list[LabelRows]
     frames_in: int
     duplicates_in_input: int
 
     def __len__(self) -> int:
         return len(self.hashes)
-
-    def slice(self, lo: int, hi: int) -> PreparedBatch:
-        """Structures lo:hi with their elements and labels (indices rebased)."""
-        e = (self.elem_index >= lo) & (self.elem_index < hi)
-        labels = []
-        for lr in self.labels:
-            m = (lr.index >= lo) & (lr.index < hi)
-            pick = np.flatnonzero(m)
-            labels.append(LabelRows(
-                lr.level, lr.index[m] - lo, *[[col[i] for i in pick] for col in (
-                    lr.hashes, lr.energy, lr.forces, lr.dipole, lr.charges, lr.stress,
-                    lr.max_force)],
-                status=lr.status, source_unit=lr.source_unit))
-        cut = slice(lo, hi)
-        return PreparedBatch(
-            self.hashes[cut], self.n_atoms[cut], self.nelements[cut], self.numbers[cut],
-            self.positions[cut], self.cells[cut], self.pbc[cut], self.nperiodic[cut],
-            self.charge[cut], self.multiplicity[cut], self.hill[cut], self.reduced[cut],
-            self.anonymous[cut], self.sources[cut], self.infos[cut], self.elem_index[e] - lo,
-            self.elem_z[e], self.elem_count[e], labels, hi - lo, 0)
 
 
 def _split_bytes(arr: np.ndarray, offsets: np.ndarray, width: int, blob=bytes,
@@ -131,6 +105,7 @@ class Plan:
     levels: list[tuple[str, LabelColumns, np.ndarray, np.ndarray]]  # level, columns,
     # frames carrying it (one per structure) sorted by slot, and their slots
     duplicates_in_input: int
+    compositions: Compositions  # of the structure slots (ids set before writing)
 
     def __len__(self) -> int:
         return len(self.keep)
@@ -183,7 +158,8 @@ def plan_batch(batch: FrameBatch) -> Plan:
         slots = unique_slot[frames]
         o = np.argsort(slots, kind="stable")
         levels.append((level, c, frames[o], slots[o]))
-    return Plan(hashes, hex_h, numbers, offsets, order, keep, levels, b - len(keep))
+    return Plan(hashes, hex_h, numbers, offsets, order, keep, levels, b - len(keep),
+                plan_compositions(numbers, offsets, keep))
 
 
 @dataclass
@@ -293,9 +269,7 @@ def prepare_part(batch: FrameBatch, plan: Plan, lo: int, hi: int,
     poff = np.concatenate([[0], np.cumsum(counts)])
     atoms = plan.order[_ranges(plan.offsets[fr], counts)]
     numbers = plan.numbers[atoms]
-    zs, comp = compact_composition(numbers, poff)
-    elem_index, elem_col = np.nonzero(comp)
-    hill, reduced, anon = formulas_batch(zs, comp)
+    comps = plan.compositions
     cells = batch.cells[fr].astype(np.float64)
     pbc = batch.pbc[fr].astype(bool)
     has_cell = (pbc.any(axis=1) | cells.reshape(m, 9).any(axis=1)).tolist()
@@ -314,7 +288,6 @@ def prepare_part(batch: FrameBatch, plan: Plan, lo: int, hi: int,
     return PreparedBatch(
         hashes=take(plan.hashes, fl),
         n_atoms=counts,
-        nelements=(comp > 0).sum(axis=1),
         numbers=_split_bytes(numbers.astype("<u1"), poff, 1, blob, itemsize=1),
         positions=_split_bytes(batch.positions[atoms], poff, 3, blob),
         cells=([cbuf[72 * k: 72 * k + 72] if has_cell[k] else None for k in range(m)]
@@ -323,22 +296,12 @@ def prepare_part(batch: FrameBatch, plan: Plan, lo: int, hi: int,
         nperiodic=pbc.sum(axis=1),
         charge=np.asarray(batch.charge)[fr],
         multiplicity=np.asarray(batch.multiplicity)[fr],
-        hill=hill, reduced=reduced, anonymous=anon,
+        composition_id=comps.ids[comps.of[lo:hi]],
         sources=take(sources, fl) if sources else [None] * m,
         infos=[json.dumps(infos[i], sort_keys=True, default=str) if infos[i] else None
                for i in fl] if infos else [None] * m,
-        elem_index=elem_index, elem_z=zs[elem_col], elem_count=comp[elem_index, elem_col],
         labels=labels, frames_in=m, duplicates_in_input=0,
     )
 
 
-def prepare(batch: FrameBatch) -> PreparedBatch:
-    """Hash, canonicalise and pack a whole validated batch (duplicate frames merged)."""
-    plan = plan_batch(batch)
-    pb = prepare_part(batch, plan, 0, len(plan))
-    pb.frames_in, pb.duplicates_in_input = len(batch), plan.duplicates_in_input
-    return pb
-
-
-__all__ = ["HASH_VERSION", "LabelRows", "Plan", "PreparedBatch", "plan_batch", "prepare",
-           "prepare_part"]
+__all__ = ["HASH_VERSION", "LabelRows", "Plan", "PreparedBatch", "plan_batch", "prepare_part"]

@@ -9,7 +9,7 @@ from .arrays import unpack, unpack_numbers
 from .elements import SYMBOLS
 from .errors import NotFound
 from .frames import FrameBatch, LabelColumns
-from .schema import Label, LevelOfTheory, Structure, StructureElement
+from .schema import CompositionElement, Label, LevelOfTheory, Structure
 
 
 class ReadMixin:
@@ -23,8 +23,10 @@ class ReadMixin:
                 select(LevelOfTheory.name, Label.status, func.count())
                 .join(Label, Label.level_id == LevelOfTheory.id)
                 .group_by(LevelOfTheory.name, Label.status)).all()
-            elems = s.execute(select(StructureElement.z, func.count())
-                              .group_by(StructureElement.z).order_by(StructureElement.z)).all()
+            ce = CompositionElement
+            elems = s.execute(select(ce.z, func.count()).select_from(Structure)
+                              .join(ce, ce.composition_id == Structure.composition_id)
+                              .group_by(ce.z).order_by(ce.z)).all()
             levels = {}
             for name, status, n in per_level:
                 levels.setdefault(name, {})[status] = n

@@ -12,7 +12,7 @@ from sqlalchemy import delete, select
 
 from .elements import SYMBOLS, symbol_to_z
 from .errors import BadInput
-from .schema import DatasetMember, Label, ReferenceEnergy, StructureElement
+from .schema import CompositionElement, DatasetMember, Label, ReferenceEnergy, Structure
 
 
 def parse_assignments(text: str) -> dict[int, float]:
@@ -76,10 +76,11 @@ class ReferenceEnergiesMixin:
                 raise BadInput(f"dataset {dv['ref']} has no energies at {lv['name']!r}")
             sids = np.array([r[0] for r in rows], dtype=np.int64)
             energy = np.array([r[1] for r in rows], dtype=np.float64)
+            ce = CompositionElement
             comp = s.execute(
-                select(StructureElement.structure_id, StructureElement.z,
-                       StructureElement.count)
-                .join(DatasetMember, DatasetMember.structure_id == StructureElement.structure_id)
+                select(DatasetMember.structure_id, ce.z, ce.count)
+                .join(Structure, Structure.id == DatasetMember.structure_id)
+                .join(ce, ce.composition_id == Structure.composition_id)
                 .join(Label, Label.id == DatasetMember.label_id)
                 .where(DatasetMember.version_id == dv["id"], Label.level_id == lv["id"])).all()
         c_sid, c_z, c_n = (np.array(col, dtype=np.int64) for col in zip(*comp, strict=True))

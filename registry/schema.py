@@ -96,13 +96,45 @@ class RunEntity(Base):
     __table_args__ = (Index(None, "entity_type", "entity_id"),)
 
 
+class Composition(Base):
+    """A distinct composition (element counts), named by its Hill formula.
+
+    Structures point at their composition; element, formula, ``nsites`` and ``nelements``
+    filters are evaluated over this table, which holds one row per distinct formula rather than
+    one per structure (a conformer data set has many structures per formula). Append-only and
+    never updated: rows are created on first use, by the ingest that needs them, in a short
+    transaction of their own (like levels of theory), and other rows reference them by id.
+    """
+
+    __tablename__ = "compositions"
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    formula_hill: Mapped[str] = mapped_column(Formula, unique=True)
+    formula_reduced: Mapped[str] = mapped_column(Formula, index=True)
+    formula_anonymous: Mapped[str] = mapped_column(Formula)
+    n_atoms: Mapped[int] = mapped_column(Integer)
+    nelements: Mapped[int] = mapped_column(SmallInteger)
+
+
+class CompositionElement(Base):
+    """Element counts of a composition, keyed ``(z, composition_id)`` (the element filters'
+    access path; SQLite: a ``WITHOUT ROWID`` table clustered on the key).
+
+    Derived data, written by the transaction that creates the composition, so no foreign key
+    (its per-row check took most of the time of creating 10,000 compositions)."""
+
+    __tablename__ = "composition_elements"
+    z: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    composition_id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=False)
+    count: Mapped[int] = mapped_column(Integer)
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+
 class Structure(Base):
     __tablename__ = "structures"
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
     hash: Mapped[str] = mapped_column(HashHex, unique=True)
     hash_version: Mapped[int] = mapped_column(SmallInteger)
-    n_atoms: Mapped[int] = mapped_column(Integer, index=True)
-    nelements: Mapped[int] = mapped_column(SmallInteger)
+    n_atoms: Mapped[int] = mapped_column(Integer)
     numbers: Mapped[bytes] = mapped_column(LargeBinary)  # <u1 (n,), canonical atom order
     positions: Mapped[bytes] = mapped_column(LargeBinary)  # <f8 (n, 3) Å
     cell: Mapped[bytes | None] = mapped_column(LargeBinary)  # <f8 (3, 3) Å; NULL: no cell
@@ -110,9 +142,11 @@ class Structure(Base):
     nperiodic: Mapped[int] = mapped_column(SmallInteger)
     charge: Mapped[int] = mapped_column(SmallInteger, default=0)
     multiplicity: Mapped[int] = mapped_column(SmallInteger, default=1)
-    formula_hill: Mapped[str] = mapped_column(Formula)
-    formula_reduced: Mapped[str] = mapped_column(Formula, index=True)
-    formula_anonymous: Mapped[str] = mapped_column(Formula)
+    # Derived from ``numbers`` by the writer (migration 0005). No foreign key, as for
+    # ``run_id``: compositions are append-only and committed before the structures that use
+    # them, and a per-row check would cost what the composition table saves. The index
+    # serves the composition filters (``composition_id IN (...)``).
+    composition_id: Mapped[int] = mapped_column(BigID, index=True)
     source: Mapped[str | None] = mapped_column(Text)
     info: Mapped[dict | None]
     # The ingest run that created the row (provenance). Deliberately no foreign key: the row
@@ -123,24 +157,6 @@ class Structure(Base):
     # structures anyway, and the index cost ~13 % of SQLite ingest CPU.
     run_id: Mapped[int | None] = mapped_column(BigID)
     created_at: Mapped[datetime] = _created()
-
-
-class StructureElement(Base):
-    """Per-element composition, for element filters: keyed ``(z, structure_id)``.
-
-    Derived data: the rows are computed from ``structures.numbers`` and written by the same
-    transaction that inserts the structure (structures are append-only), so there is no
-    foreign key; it cost one index probe per row, 3.5 rows per structure, at ingest. One
-    B-tree only (SQLite: a ``WITHOUT ROWID`` table clustered on the key): element filters
-    probe ``(z, structure_id)``; a structure's own composition comes from its row
-    (``nelements``, ``numbers``) or from probing each ``z``.
-    """
-
-    __tablename__ = "structure_elements"
-    z: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
-    structure_id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=False)
-    count: Mapped[int] = mapped_column(Integer)
-    __table_args__ = ({"sqlite_with_rowid": False},)
 
 
 class LevelOfTheory(Base):

@@ -61,15 +61,6 @@ def _sqlite_insert(raw, table: str, consts: dict[str, int], cols: list[tuple[str
                     zip(*data, strict=True))
 
 
-def _new_elements(pb: PreparedBatch, ids: np.ndarray, is_new: np.ndarray):
-    """(structure_id, z, count) of the new structures' composition rows, in the key order
-    ``(z, structure_id)`` of ``structure_elements``."""
-    e = np.flatnonzero(is_new[pb.elem_index])
-    sid, z, count = ids[pb.elem_index[e]], pb.elem_z[e], pb.elem_count[e]
-    o = np.lexsort((sid, z))
-    return sid[o], z[o], count[o]
-
-
 def _structure_cols(pb: PreparedBatch, idx: np.ndarray, ids: np.ndarray, now):
     """Columns of the SQLite structures insert (structures ``idx``)."""
     r = idx.tolist()
@@ -82,18 +73,17 @@ def _structure_cols(pb: PreparedBatch, idx: np.ndarray, ids: np.ndarray, now):
         return np.asarray(arr)[idx].tolist()
 
     return [("id", ids[idx].tolist()), ("hash", pick(pb.hashes)), ("n_atoms", ints(pb.n_atoms)),
-            ("nelements", ints(pb.nelements)), ("numbers", pick(pb.numbers)),
+            ("numbers", pick(pb.numbers)),
             ("positions", pick(pb.positions)), ("cell", pick(pb.cells)), ("pbc", ints(pb.pbc)),
             ("nperiodic", ints(pb.nperiodic)), ("charge", ints(pb.charge)),
-            ("multiplicity", ints(pb.multiplicity)), ("formula_hill", pick(pb.hill)),
-            ("formula_reduced", pick(pb.reduced)), ("formula_anonymous", pick(pb.anonymous)),
-            ("source", pick(pb.sources)), ("info", pick(pb.infos)),
+            ("multiplicity", ints(pb.multiplicity)),
+            ("composition_id", ints(pb.composition_id)), ("source", pick(pb.sources)),
+            ("info", pick(pb.infos)),
             ("created_at", [now] * len(r))]
 
 
-_S_COLS = ("hash, hash_version, n_atoms, nelements, numbers, positions, cell, pbc, nperiodic, "
-           "charge, multiplicity, formula_hill, formula_reduced, formula_anonymous, source, "
-           "info, run_id, created_at")
+_S_COLS = ("hash, hash_version, n_atoms, numbers, positions, cell, pbc, nperiodic, charge, "
+           "multiplicity, composition_id, source, info, run_id, created_at")
 _L_COLS = ("structure_id, level_id, hash, energy, forces, dipole, charges, stress, max_force, "
            "status, source_unit, run_id, created_at")
 
@@ -156,9 +146,6 @@ def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int
     if len(new_idx):
         _sqlite_insert(raw, "structures", {"hash_version": HASH_VERSION, "run_id": run_id},
                        _structure_cols(pb, rows, ids, stamp))
-        raw.executemany(
-            "INSERT INTO structure_elements (structure_id, z, count) VALUES (?, ?, ?)",
-            zip(*(c.tolist() for c in _new_elements(pb, ids, is_new)), strict=True))
     out.structures_new = len(new_idx)
     out.structures_existing = len(pb) - len(new_idx)
     for lr in pb.labels:
@@ -197,10 +184,9 @@ def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int
 # ----------------------------------------------------------------------- PostgreSQL
 _STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS nnp_stage_s (
-  idx int4, hash text, hash_version int2, n_atoms int4, nelements int2, numbers bytea,
-  positions bytea, cell bytea, pbc int2, nperiodic int2, charge int2, multiplicity int2,
-  formula_hill text, formula_reduced text, formula_anonymous text, source text, info json,
-  zs int2[], counts int4[]) ON COMMIT DELETE ROWS;
+  idx int4, hash text, hash_version int2, n_atoms int4, numbers bytea, positions bytea,
+  cell bytea, pbc int2, nperiodic int2, charge int2, multiplicity int2, composition_id int8,
+  source text, info json) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS nnp_stage_l (
   sidx int4, level_id int8, hash text, energy float8, forces bytea, dipole bytea,
   charges bytea, stress bytea, max_force float8, status text, source_unit text)
@@ -208,8 +194,8 @@ CREATE TEMP TABLE IF NOT EXISTS nnp_stage_l (
 CREATE TEMP TABLE IF NOT EXISTS nnp_map (idx int4 PRIMARY KEY, id int8, run_id int8)
   ON COMMIT DELETE ROWS;
 """
-_S_TYPES = ["int4", "text", "int2", "int4", "int2", "bytea", "bytea", "bytea", "int2", "int2",
-            "int2", "int2", "text", "text", "text", "text", "json", "int2[]", "int4[]"]
+_S_TYPES = ["int4", "text", "int2", "int4", "bytea", "bytea", "bytea", "int2", "int2", "int2",
+            "int2", "int8", "text", "json"]
 _L_TYPES = ["int4", "int8", "text", "float8", "bytea", "bytea", "bytea", "bytea", "float8",
             "text", "text"]
 
@@ -221,29 +207,19 @@ def _write_postgres_merge(cur, pb: PreparedBatch, level_ids: dict[str, int], run
     Never fails on rows another transaction inserts concurrently (it waits, then skips)."""
     out = WriteCounts()
     cur.execute(_STAGE)
-    split = np.searchsorted(pb.elem_index, np.arange(len(pb) + 1))
-    zs, counts = pb.elem_z.tolist(), pb.elem_count.tolist()
     with cur.copy("COPY nnp_stage_s FROM STDIN (FORMAT BINARY)") as cp:
         cp.set_types(_S_TYPES)
         for i in range(len(pb)):
-            lo, hi = split[i], split[i + 1]
-            cp.write_row((i, pb.hashes[i], HASH_VERSION, int(pb.n_atoms[i]),
-                          int(pb.nelements[i]), pb.numbers[i], pb.positions[i], pb.cells[i],
-                          int(pb.pbc[i]), int(pb.nperiodic[i]), int(pb.charge[i]),
-                          int(pb.multiplicity[i]), pb.hill[i], pb.reduced[i],
-                          pb.anonymous[i], pb.sources[i], pb.infos[i], zs[lo:hi],
-                          counts[lo:hi]))
+            cp.write_row((i, pb.hashes[i], HASH_VERSION, int(pb.n_atoms[i]), pb.numbers[i],
+                          pb.positions[i], pb.cells[i], int(pb.pbc[i]), int(pb.nperiodic[i]),
+                          int(pb.charge[i]), int(pb.multiplicity[i]),
+                          int(pb.composition_id[i]), pb.sources[i], pb.infos[i]))
     cur.execute(
-        f"""WITH ins AS (
-              INSERT INTO structures ({_S_COLS})
-              SELECT hash, hash_version, n_atoms, nelements, numbers, positions, cell, pbc,
-                     nperiodic, charge, multiplicity, formula_hill, formula_reduced,
-                     formula_anonymous, source, info, %(run)s, %(now)s
-              FROM nnp_stage_s ORDER BY hash
-              ON CONFLICT (hash) DO NOTHING RETURNING id, hash)
-            INSERT INTO structure_elements (structure_id, z, count)
-            SELECT ins.id, u.z, u.c FROM ins JOIN nnp_stage_s st USING (hash)
-            CROSS JOIN LATERAL unnest(st.zs, st.counts) AS u(z, c)""",
+        f"""INSERT INTO structures ({_S_COLS})
+            SELECT hash, hash_version, n_atoms, numbers, positions, cell, pbc, nperiodic,
+                   charge, multiplicity, composition_id, source, info, %(run)s, %(now)s
+            FROM nnp_stage_s ORDER BY hash
+            ON CONFLICT (hash) DO NOTHING""",
         {"run": run_id, "now": now})
     cur.execute("INSERT INTO nnp_map SELECT st.idx, s.id, s.run_id FROM nnp_stage_s st "
                 "JOIN structures s ON s.hash = st.hash")
@@ -344,8 +320,6 @@ def _write_postgres_copy(cur, pb: PreparedBatch, level_ids: dict[str, int], run_
         rows = _by_hash(pb, new_idx)  # ids ascend in insertion (hash) order
         ids[rows] = np.sort(np.frombuffer(got, dtype=">i8").astype(np.int64))
         pgcopy.copy_into(cur, "structures", pgcopy.structure_stream(pb, rows, ids, run_id, now))
-        pgcopy.copy_into(cur, "structure_elements",
-                         pgcopy.elements_stream(*_new_elements(pb, ids, is_new)))
     out.structures_new = len(new_idx)
     out.structures_existing = n - len(new_idx)
 

@@ -12,7 +12,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from registry.frames import FrameBatch, LabelColumns
-from registry.schema import Label, Structure, StructureElement
+from registry.schema import CompositionElement, Label, Structure
 
 POOL, WINDOW, STEP, WORKERS, BATCH = 1200, 600, 200, 4, 50
 LEVELS = ("wb97x/6-31g*", "ccsd(t)/cc-pvdz")
@@ -83,8 +83,8 @@ def test_concurrent_overlapping_ingest(db_url):
                                          func.count(func.distinct(Label.structure_id)))
                                   .group_by(Label.level_id)).all()
             orphan = s.scalar(select(func.count()).select_from(Structure).where(
-                ~select(StructureElement.z).where(
-                    StructureElement.structure_id == Structure.id).exists()))
+                ~select(CompositionElement.z).where(
+                    CompositionElement.composition_id == Structure.composition_id).exists()))
     finally:
         reg.close()
     assert n_struct == n_hash == POOL

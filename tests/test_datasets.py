@@ -75,10 +75,11 @@ def test_group_aware_deterministic_splits(registry):
     with registry.session() as s:
         rows = s.execute(select(DatasetMember.split, DatasetMember.structure_id)
                          .where(DatasetMember.version_id == a["id"])).all()
-    from registry.schema import Structure
+    from registry.schema import Composition, Structure
 
     with registry.session() as s:
-        formula = dict(s.execute(select(Structure.id, Structure.formula_reduced)).all())
+        formula = dict(s.execute(select(Structure.id, Composition.formula_reduced).join(
+            Composition, Composition.id == Structure.composition_id)).all())
     per_group: dict[str, set] = {}
     for sp, sid in rows:
         per_group.setdefault(formula[sid], set()).add(sp)

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from registry.arrays import unpack, unpack_numbers
 from registry.frames import FrameBatch, LabelColumns
-from registry.schema import Label, LevelOfTheory, Structure, StructureElement
+from registry.schema import CompositionElement, Label, LevelOfTheory, Structure
 
 
 def two_level_batch(n=12, seed=0, frac_b=0.5) -> FrameBatch:
@@ -53,7 +53,9 @@ def test_framebatch_two_levels_and_batches(registry):
         per_level = dict(db.execute(
             select(LevelOfTheory.name, func.count()).join(
                 Label, Label.level_id == LevelOfTheory.id).group_by(LevelOfTheory.name)).all())
-        atoms = db.scalar(select(func.sum(StructureElement.count)))
+        atoms = db.scalar(select(func.sum(CompositionElement.count)).select_from(Structure)
+                          .join(CompositionElement,
+                                CompositionElement.composition_id == Structure.composition_id))
     assert per_level == {"wb97x/6-31g*": 25, "ccsd(t)/cc-pvdz": 12}
     assert atoms == int(batch.offsets[-1])
     run = registry.get_run(s.run_id)

@@ -8,7 +8,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import aliased
 
 from ..levels import canonical_name
-from ..schema import Label, Structure
+from ..schema import Composition, Label, Structure
 from . import structure_filter
 from .ast import Cond
 from .compile import Compiler, per_atom
@@ -33,10 +33,10 @@ class QueryMixin:
         energy per atom and max force at ``level`` when given), ordered by id."""
         with self.session() as s:
             where = structure_filter(filter, level=level, session=s)
-            cols = [Structure.id, Structure.hash, Structure.formula_hill, Structure.n_atoms,
-                    Structure.nelements, Structure.nperiodic, Structure.source,
+            cols = [Structure.id, Structure.hash, Composition.formula_hill, Structure.n_atoms,
+                    Composition.nelements, Structure.nperiodic, Structure.source,
                     Structure.created_at]
-            q = select(*cols)
+            q = select(*cols).join(Composition, Composition.id == Structure.composition_id)
             if level is not None:
                 lab = aliased(Label)
                 lid = Compiler(level, s)._level_id(canonical_name(level))

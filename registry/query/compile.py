@@ -1,16 +1,19 @@
 """Filter expressions -> SQLAlchemy boolean clauses over :class:`~registry.schema.Structure`.
 
-Every value becomes a bound parameter. Element and level conditions are ``EXISTS`` (or
-count) sub-queries on ``structure_elements`` (key ``(z, structure_id)``) and ``labels``
-(partial unique index ``(level_id, structure_id) WHERE status = 'ok'``), correlated to
-``structures`` only, so the clause also works in queries that join labels or dataset members
-themselves. Element sub-queries always name ``z``, the leading key column.
+Every value becomes a bound parameter. Conditions on the composition (elements, ``nsites``,
+``nelements``, formulas) are evaluated over ``compositions``, one row per distinct formula:
+each maximal composition-only part of the filter (and all such conditions of an AND, merged)
+becomes one ``composition_id IN (SELECT id FROM compositions WHERE ...)``, where element
+conditions are ``EXISTS`` (or count) sub-queries on ``composition_elements`` (key
+``(z, composition_id)``; they always name ``z``, the leading key column). Level conditions
+are ``EXISTS`` sub-queries on ``labels`` (partial unique index ``(level_id, structure_id)
+WHERE status = 'ok'``). Sub-queries are correlated to ``structures`` only, so the clause also
+works in queries that join labels or dataset members themselves.
 """
 
 from __future__ import annotations
 
 import operator
-from dataclasses import replace
 
 from sqlalchemy import Float, Integer, and_, case, cast, exists, func, not_, null, or_, select, true
 from sqlalchemy.ext.compiler import compiles
@@ -20,6 +23,8 @@ from sqlalchemy.sql.functions import FunctionElement
 from ..elements import symbol_to_z
 from ..errors import BadInput, NotFound
 from ..schema import (
+    Composition,
+    CompositionElement,
     Dataset,
     DatasetAlias,
     DatasetMember,
@@ -28,7 +33,6 @@ from ..schema import (
     LevelOfTheory,
     ReferenceEnergy,
     Structure,
-    StructureElement,
 )
 from . import ast
 from .fields import FIELDS, parse_time
@@ -36,12 +40,15 @@ from .fields import FIELDS, parse_time
 S = Structure
 _OPS = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
         ">": operator.gt, ">=": operator.ge}
-COLUMNS = {
-    "nelements": S.nelements, "nsites": S.n_atoms, "nperiodic_dimensions": S.nperiodic,
-    "chemical_formula_reduced": S.formula_reduced, "chemical_formula_hill": S.formula_hill,
-    "chemical_formula_anonymous": S.formula_anonymous, "last_modified": S.created_at,
-    "_nnp_source": S.source,
+C = Composition
+COLUMNS = {"nperiodic_dimensions": S.nperiodic, "last_modified": S.created_at,
+           "_nnp_source": S.source}
+# fields of the composition: compared inside ``composition_id IN (SELECT id ...)``
+COMPOSITION = {
+    "nelements": C.nelements, "nsites": C.n_atoms, "chemical_formula_reduced": C.formula_reduced,
+    "chemical_formula_hill": C.formula_hill, "chemical_formula_anonymous": C.formula_anonymous,
 }
+_COMPOSITION_FIELDS = {*COMPOSITION, "elements"}
 _NULLABLE = {"_nnp_source"}
 
 
@@ -68,6 +75,36 @@ def _sub(*where):
     return exists().where(*where).correlate(S)
 
 
+def _composition_only(node: ast.Cond) -> bool:
+    """Whether ``node`` only tests the composition (a condition on ``compositions``)."""
+    if isinstance(node, ast.And | ast.Or):
+        return all(_composition_only(i) for i in node.items)
+    if isinstance(node, ast.Not):
+        return _composition_only(node.item)
+    return getattr(node, "field", None) in _COMPOSITION_FIELDS
+
+
+def _in_compositions(cond):
+    """Structures whose composition satisfies ``cond`` (a condition on ``compositions``). Never
+    correlated: the enclosing query may join ``compositions`` itself (formula columns)."""
+    return S.composition_id.in_(select(C.id).where(cond).correlate(None))
+
+
+def _fuzzy(col, op: str, v: str):
+    if op == "CONTAINS":
+        return strpos(col, v) > 0
+    if op == "STARTS WITH":
+        return func.substr(col, 1, len(v)) == v
+    return func.substr(col, func.length(col) - len(v) + 1) == v
+
+
+def _elements(zs, negate=False):
+    """The composition has (one of) the elements ``zs`` (or, negated, one not in ``zs``)."""
+    ce = aliased(CompositionElement)
+    z = ce.z.not_in(zs) if negate else (ce.z == zs[0] if len(zs) == 1 else ce.z.in_(zs))
+    return exists().where(z, ce.composition_id == C.id).correlate(C)
+
+
 class Compiler:
     """Compiles filter nodes; ``level`` serves the ``_nnp_energy``-like fields.
 
@@ -81,36 +118,50 @@ class Compiler:
         self.level = canonical_name(level) if level else None
         self.session = session
 
+    def root(self, node: ast.Cond):
+        """Compile a whole filter (see the module docstring)."""
+        return self(node)
+
     def __call__(self, node: ast.Cond):
+        if not isinstance(node, ast.And) and _composition_only(node):
+            return _in_compositions(self._composition(node))
         kind = type(node).__name__
         return getattr(self, "_" + kind.lower())(node)
 
-    def root(self, node: ast.Cond):
-        """Compile a whole filter. The first ``elements HAS`` / ``HAS ALL`` condition of the
-        top-level AND (or the filter itself) becomes ``id IN (structures with that element)``,
-        so a database can drive the query from the composition key ``(z, structure_id)``
-        (SQLite would otherwise scan ``structures`` and test each row's ``EXISTS``es); the
-        rest stay ``EXISTS``. The same rows match either way."""
-        items = list(node.items) if isinstance(node, ast.And) else [node]
-        for k, item in enumerate(items):
-            if isinstance(item, ast.Has) and item.field == "elements" \
-                    and item.mode in ("", "ALL") and item.values:
-                se = aliased(StructureElement)
-                first, rest = item.values[0], item.values[1:]
-                drive = S.id.in_(select(se.structure_id).where(se.z == symbol_to_z(first)))
-                if rest:
-                    items[k] = replace(item, mode="ALL", values=rest)
-                else:
-                    del items[k]
-                return and_(drive, *(self(i) for i in items))
-        return self(node)
+    def _composition(self, node: ast.Cond):
+        """``node`` (composition-only) as a condition on a ``compositions`` row."""
+        if isinstance(node, ast.And):
+            return and_(*(self._composition(i) for i in node.items))
+        if isinstance(node, ast.Or):
+            return or_(*(self._composition(i) for i in node.items))
+        if isinstance(node, ast.Not):
+            return not_(self._composition(node.item))
+        if isinstance(node, ast.Length):
+            return _OPS[node.op](C.nelements, node.n)
+        if isinstance(node, ast.Has):
+            zs = [symbol_to_z(v) for v in node.values]
+            if node.mode == "ONLY":  # every element present is listed: count the listed ones
+                return C.nelements == _elements_present(zs)
+            return self._set(node.mode, zs, _elements)
+        if isinstance(node, ast.Known):
+            expr = C.nelements > 0 if node.field == "elements" else \
+                COMPOSITION[node.field].isnot(None)
+            return expr if node.known else not_(expr)
+        if isinstance(node, ast.Fuzzy):
+            return _fuzzy(COMPOSITION[node.field], node.op, node.value)
+        return _OPS[node.op](COMPOSITION[node.field], node.value)  # ast.Cmp
 
     # ------------------------------------------------------------- boolean structure
     def _everything(self, node):
         return true()
 
     def _and(self, node):
-        return and_(*(self(i) for i in node.items))
+        """The composition-only items go into one ``composition_id IN (...)``."""
+        comp = [i for i in node.items if _composition_only(i)]
+        rest = [self(i) for i in node.items if not _composition_only(i)]
+        if comp:
+            rest.insert(0, _in_compositions(and_(*(self._composition(i) for i in comp))))
+        return and_(*rest)
 
     def _or(self, node):
         return or_(*(self(i) for i in node.items))
@@ -140,13 +191,7 @@ class Compiler:
 
     def _fuzzy(self, node: ast.Fuzzy):
         col = S.hash if node.field == "id" else COLUMNS[node.field]
-        v = node.value
-        if node.op == "CONTAINS":
-            expr = strpos(col, v) > 0
-        elif node.op == "STARTS WITH":
-            expr = func.substr(col, 1, len(v)) == v
-        else:
-            expr = func.substr(col, func.length(col) - len(v) + 1) == v
+        expr = _fuzzy(col, node.op, node.value)
         return and_(col.isnot(None), expr) if node.field in _NULLABLE else expr
 
     def _known(self, node: ast.Known):
@@ -155,8 +200,6 @@ class Compiler:
             expr = COLUMNS[f].isnot(None)
         elif f == "id":
             expr = S.id.isnot(None)
-        elif f == "elements":  # a composition row per distinct element
-            expr = S.nelements > 0
         elif f == "_nnp_levels":
             lab = aliased(Label)
             expr = _sub(lab.structure_id == S.id, lab.status == "ok")
@@ -172,16 +215,8 @@ class Compiler:
                        _sub(lab.structure_id == S.id, lab.run_id.isnot(None)))
         return expr if node.known else not_(expr)
 
-    def _length(self, node: ast.Length):
-        return _OPS[node.op](S.nelements, node.n)
-
     def _has(self, node: ast.Has):
         f, mode, vals = node.field, node.mode, node.values
-        if f == "elements":
-            zs = [symbol_to_z(v) for v in vals]
-            if mode == "ONLY":  # every element present is listed: count the listed ones
-                return S.nelements == _elements_present(zs)
-            return self._set(mode, zs, self._elements)
         if f == "_nnp_levels":
             return self._set(mode, [self._level_id(v) for v in vals], self._labelled)
         if f == "_nnp_dataset":
@@ -198,12 +233,6 @@ class Compiler:
         return test(keys)
 
     # ------------------------------------------------------------------ sub-queries
-    @staticmethod
-    def _elements(zs, negate=False):
-        se = aliased(StructureElement)
-        z = se.z.not_in(zs) if negate else (se.z == zs[0] if len(zs) == 1 else se.z.in_(zs))
-        return _sub(se.structure_id == S.id, z)
-
     @staticmethod
     def _labelled(level_ids, negate=False):
         lab = aliased(Label)
@@ -282,10 +311,10 @@ def resolve_version(ref_text: str, session=None):
 
 
 def _elements_present(zs):
-    """How many of the atomic numbers ``zs`` the structure contains."""
-    se = aliased(StructureElement)
-    return (select(func.count()).where(se.z.in_(sorted(set(zs))), se.structure_id == S.id)
-            .correlate(S).scalar_subquery())
+    """How many of the atomic numbers ``zs`` the composition contains."""
+    ce = aliased(CompositionElement)
+    return (select(func.count()).where(ce.z.in_(sorted(set(zs))), ce.composition_id == C.id)
+            .correlate(C).scalar_subquery())
 
 
 def per_atom(lab, lid):
@@ -293,22 +322,24 @@ def per_atom(lab, lid):
 
     A structure with an element lacking a reference energy then has no value (no match).
     """
-    se, re_ = aliased(StructureElement), aliased(ReferenceEnergy)
+    ce, re_ = aliased(CompositionElement), aliased(ReferenceEnergy)
     has_refs = exists().where(ReferenceEnergy.level_id == lid)
-    # Both sub-queries walk the level's reference energies and probe (z, structure_id).
-    count = (select(se.count).where(se.z == re_.z, se.structure_id == S.id)
+    # Both sub-queries walk the level's reference energies and probe (z, composition_id).
+    count = (select(ce.count).where(ce.z == re_.z, ce.composition_id == S.composition_id)
              .correlate(S, re_).scalar_subquery())
     ref_sum = (select(func.sum(re_.energy * count)).where(re_.level_id == lid)
                .correlate(S).scalar_subquery())
-    se2, re2 = aliased(StructureElement), aliased(ReferenceEnergy)
+    ce2, re2 = aliased(CompositionElement), aliased(ReferenceEnergy)
     covered = (select(func.count()).select_from(re2)
                .where(re2.level_id == lid,
-                      exists().where(se2.z == re2.z, se2.structure_id == S.id)
+                      exists().where(ce2.z == re2.z, ce2.composition_id == S.composition_id)
                       .correlate(S, re2))
                .correlate(S).scalar_subquery())
-    missing = covered < S.nelements
+    nelements = (select(C.nelements).where(C.id == S.composition_id).correlate(S)
+                 .scalar_subquery())
+    missing = covered < nelements
     n = cast(S.n_atoms, Float)
     return case((~has_refs, lab.energy / n), (missing, null()), else_=(lab.energy - ref_sum) / n)
 
 
-__all__ = ["COLUMNS", "Compiler", "resolve_version"]
+__all__ = ["COLUMNS", "COMPOSITION", "Compiler", "resolve_version"]
