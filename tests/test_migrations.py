@@ -196,3 +196,42 @@ def test_backend_settings_after_upgrade(empty_db_url):
     engine.dispose()
     for table in ("structures", "levels_of_theory", "labels", "dataset_versions"):
         assert f"nnp_{table}_no_delete" in names and f"nnp_{table}_fixed_id" in names
+
+
+def test_compositions_survive_downgrade_and_upgrade(empty_db_url):
+    """0005 <-> 0004 carries the data both ways: the 0004 layout (formula columns and
+    ``structure_elements`` rows per structure) is rebuilt from the compositions, and the
+    upgrade builds one composition per distinct Hill formula from it again."""
+    from ase import Atoms
+    from sqlalchemy import text
+
+    from registry.core import Registry
+
+    upgrade(empty_db_url)
+    mols = [Atoms("H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]]),
+            Atoms("H2O", positions=[[0, 0, 0], [0.97, 0, 0], [-0.25, 0.93, 0]]),
+            Atoms("CH4", positions=[[0, 0, 0], [1.09, 0, 0], [-0.36, 1.03, 0],
+                                    [-0.36, -0.51, 0.89], [-0.36, -0.51, -0.89]])]
+    with Registry(empty_db_url) as reg:
+        reg.ingest(mols)
+    downgrade(empty_db_url, "0004")
+    engine = make_engine(empty_db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT s.formula_hill, s.formula_reduced, s.formula_anonymous, s.nelements, "
+            "e.z, e.count FROM structures s JOIN structure_elements e ON e.structure_id = s.id "
+            "ORDER BY s.id, e.z")).all()
+    engine.dispose()
+    assert sorted(tuple(r) for r in rows) == [
+        ("CH4", "CH4", "A4B", 2, 1, 4), ("CH4", "CH4", "A4B", 2, 6, 1),
+        ("H2O", "H2O", "A2B", 2, 1, 2), ("H2O", "H2O", "A2B", 2, 1, 2),
+        ("H2O", "H2O", "A2B", 2, 8, 1), ("H2O", "H2O", "A2B", 2, 8, 1)]
+    upgrade(empty_db_url)
+    with Registry(empty_db_url) as reg:
+        assert reg.count('chemical_formula_hill = "H2O"') == 2
+        assert reg.count('elements HAS ONLY "C","H" AND nsites = 5') == 1
+        with reg.session() as s:
+            comps = s.execute(text("SELECT formula_hill, n_atoms, nelements FROM compositions "
+                                   "ORDER BY formula_hill")).all()
+        assert [tuple(r) for r in comps] == [("CH4", 5, 2), ("H2O", 3, 2)]
+        assert reg.ingest(mols).structures_new == 0

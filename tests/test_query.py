@@ -82,6 +82,12 @@ CASES = [
     ('NOT (elements HAS "C" AND nsites < 6)', ALL - {"CH4"}),
     ('NOT (NOT elements HAS "N")', {"H3N"}),
     ('nsites < 4 OR\n  nsites > 7', {"H2O", "C2H6"}),
+    # composition conditions mixed with structure and label ones, at any depth
+    ('elements HAS "C" OR nperiodic_dimensions = 3', {"CH4", "C2H6", "CH4O", "Cu4"}),
+    ('nperiodic_dimensions = 0 AND NOT (nsites > 4 OR elements HAS "N")', {"H2O"}),
+    (f'elements HAS "C" AND (_nnp_levels HAS "{HIGH}" OR nsites = 8)', {"CH4", "C2H6"}),
+    (f'NOT (_nnp_levels HAS "{HIGH}" AND chemical_formula_hill = "H2O")', ALL - {"H2O"}),
+    ('elements HAS "H" AND nsites > 5 AND _nnp_source = "mols" AND nelements = 2', {"C2H6"}),
 ]
 
 

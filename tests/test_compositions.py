@@ -1,0 +1,87 @@
+"""Compositions: distinct element-count vectors of an ingest, created once, on both backends."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import func, select
+
+from registry.compositions import _distinct_rows, ensure_compositions, plan_compositions
+from registry.elements import formulas
+from registry.schema import Composition, CompositionElement, Structure
+
+
+def _ragged(*mols: list[int]):
+    numbers = np.concatenate([np.asarray(m, dtype=np.int64) for m in mols])
+    offsets = np.concatenate([[0], np.cumsum([len(m) for m in mols])]).astype(np.int64)
+    return numbers, offsets
+
+
+def test_plan_merges_equal_compositions_in_any_atom_order():
+    numbers, offsets = _ragged([8, 1, 1], [1, 8, 1], [6, 1, 1, 1, 1], [1, 1], [1, 6, 1, 1, 1])
+    c = plan_compositions(numbers, offsets, np.arange(5))
+    assert len(c) == 3
+    assert [c.hill[k] for k in c.of] == ["H2O", "H2O", "CH4", "H2", "CH4"]
+    for k, hill in enumerate(c.hill):
+        comp = tuple((int(z), int(n)) for z, n in zip(c.zs, c.counts[k], strict=True) if n)
+        assert formulas(comp) == (hill, c.reduced[k], c.anonymous[k])
+    only_some = plan_compositions(numbers, offsets, np.array([3, 0]))
+    assert [only_some.hill[k] for k in only_some.of] == ["H2", "H2O"]
+
+
+def test_distinct_rows_wide_counts_fall_back_to_row_unique():
+    """Counts too large for one int64 key per row (big crystals, many elements) give the
+    same answer through the row-wise unique."""
+    rng = np.random.default_rng(1)
+    small = rng.integers(0, 3, size=(50, 4)).astype(np.int32)
+    wide = np.concatenate([small, rng.integers(0, 2, size=(50, 40)).astype(np.int32)], axis=1)
+    wide[0, :] = 10 ** 6  # radix product far beyond 2**62
+    for comp in (small, wide):
+        rows, of = _distinct_rows(comp)
+        assert np.array_equal(rows[of], comp)
+        assert len(rows) == len({tuple(r) for r in comp.tolist()})
+
+
+def test_ensure_creates_once_and_returns_stable_ids(registry):
+    numbers, offsets = _ragged([8, 1, 1], [6, 1, 1, 1, 1], [29, 29, 29, 29])
+    first = plan_compositions(numbers, offsets, np.arange(3))
+    ids = ensure_compositions(registry.engine, first).copy()
+    assert len(set(ids.tolist())) == 3
+    numbers2, offsets2 = _ragged([1, 1, 8], [7, 1, 1, 1])  # one known, one new
+    second = plan_compositions(numbers2, offsets2, np.arange(2))
+    ids2 = ensure_compositions(registry.engine, second)
+    assert ids2[second.hill.index("H2O")] == ids[first.hill.index("H2O")]
+    assert ids2[second.hill.index("H3N")] not in ids
+    with registry.session() as s:
+        rows = s.execute(select(Composition.formula_hill, Composition.formula_reduced,
+                                Composition.formula_anonymous, Composition.n_atoms,
+                                Composition.nelements).order_by(Composition.id)).all()
+        elements = s.execute(select(Composition.formula_hill, CompositionElement.z,
+                                    CompositionElement.count)
+                             .join(Composition, Composition.id == CompositionElement.composition_id)
+                             .order_by(Composition.formula_hill, CompositionElement.z)).all()
+    assert sorted(tuple(r) for r in rows) == [
+        ("CH4", "CH4", "A4B", 5, 2), ("Cu4", "Cu", "A", 4, 1), ("H2O", "H2O", "A2B", 3, 2),
+        ("H3N", "H3N", "A3B", 4, 2)]
+    assert [tuple(r) for r in elements] == [
+        ("CH4", 1, 4), ("CH4", 6, 1), ("Cu4", 29, 4), ("H2O", 1, 2), ("H2O", 8, 1),
+        ("H3N", 1, 3), ("H3N", 7, 1)]
+
+
+def test_ingest_points_structures_at_their_composition(registry):
+    from ase import Atoms
+
+    mols = [Atoms("H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]]),
+            Atoms("OH2", positions=[[0, 0, 0.1], [0.96, 0, 0], [-0.24, 0.93, 0]]),
+            Atoms("NH3", positions=[[0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])]
+    assert registry.ingest(mols).structures_new == 3
+    with registry.session() as s:
+        got = s.execute(select(Composition.formula_hill, func.count())
+                        .join(Structure, Structure.composition_id == Composition.id)
+                        .group_by(Composition.formula_hill)
+                        .order_by(Composition.formula_hill)).all()
+        n_comp = s.scalar(select(func.count()).select_from(Composition))
+    assert [tuple(r) for r in got] == [("H2O", 2), ("H3N", 1)]
+    assert n_comp == 2
+    assert registry.ingest(mols).structures_new == 0
+    with registry.session() as s:
+        assert s.scalar(select(func.count()).select_from(Composition)) == 2
