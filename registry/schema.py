@@ -145,8 +145,9 @@ class Structure(Base):
     # Derived from ``numbers`` by the writer (migration 0005). No foreign key, as for
     # ``run_id``: compositions are append-only and committed before the structures that use
     # them, and a per-row check would cost what the composition table saves. The index
-    # serves the composition filters (``composition_id IN (...)``).
-    composition_id: Mapped[int] = mapped_column(BigID, index=True)
+    # ``(composition_id, id)`` serves the composition filters (``composition_id IN (...)``)
+    # without reading the (wide) rows: PostgreSQL answers them by index-only scans.
+    composition_id: Mapped[int] = mapped_column(BigID)
     source: Mapped[str | None] = mapped_column(Text)
     info: Mapped[dict | None]
     # The ingest run that created the row (provenance). Deliberately no foreign key: the row
@@ -157,6 +158,7 @@ class Structure(Base):
     # structures anyway, and the index cost ~13 % of SQLite ingest CPU.
     run_id: Mapped[int | None] = mapped_column(BigID)
     created_at: Mapped[datetime] = _created()
+    __table_args__ = (Index(None, "composition_id", "id"),)
 
 
 class LevelOfTheory(Base):

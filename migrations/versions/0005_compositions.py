@@ -8,8 +8,8 @@ element counts in ``composition_elements`` keyed ``(z, composition_id)``. ``stru
 Before, every structure wrote ~4 ``structure_elements`` rows and three formula strings and fed
 four secondary B-trees (``structure_elements``' key, ``n_atoms``, ``formula_reduced``); those
 index insertions were about half of the database server's work in a bulk ingest. Now it feeds
-one (``composition_id``), and the composition filters run over the far smaller composition
-table, then select structures through that index.
+one (``(composition_id, id)``), and the composition filters run over the far smaller
+composition table, then select structure ids from that index alone (index-only scans).
 
 Existing rows are carried over (compositions from the distinct Hill formulas; element counts
 from ``structure_elements``); the downgrade rebuilds the 0004 layout from them.
@@ -110,7 +110,7 @@ def upgrade() -> None:
     op.execute("INSERT INTO composition_elements (z, composition_id, count) "
                "SELECT DISTINCT e.z, s.composition_id, e.count FROM structure_elements e "
                "JOIN structures s ON s.id = e.structure_id")
-    op.create_index("ix_structures_composition_id", "structures", ["composition_id"])
+    op.create_index("ix_structures_composition_id_id", "structures", ["composition_id", "id"])
     op.drop_index("ix_structures_n_atoms", table_name="structures")
     op.drop_index("ix_structures_formula_reduced", table_name="structures")
     op.drop_table("structure_elements")
@@ -137,7 +137,7 @@ def downgrade() -> None:
                "JOIN composition_elements e ON e.composition_id = s.composition_id")
     op.create_index("ix_structures_formula_reduced", "structures", ["formula_reduced"])
     op.create_index("ix_structures_n_atoms", "structures", ["n_atoms"])
-    op.drop_index("ix_structures_composition_id", table_name="structures")
+    op.drop_index("ix_structures_composition_id_id", table_name="structures")
     _drop_structure_column("composition_id")
     op.drop_table("composition_elements")
     op.drop_index("ix_compositions_formula_reduced", table_name="compositions")
