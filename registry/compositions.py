@@ -5,6 +5,7 @@ structures are written, so that the structure parts only carry an id."""
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,10 +45,11 @@ def _distinct_rows(comp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plan_compositions(numbers: np.ndarray, offsets: np.ndarray,
-                      frames: np.ndarray) -> Compositions:
-    """Compositions of ``frames`` (indices into the ragged ``numbers`` / ``offsets``)."""
+                      frames: np.ndarray | None = None) -> Compositions:
+    """Compositions of ``frames`` (indices into the ragged ``numbers`` / ``offsets``; default
+    all frames)."""
     zs, comp = compact_composition(numbers, offsets)
-    rows, of = _distinct_rows(comp[frames])
+    rows, of = _distinct_rows(comp if frames is None else comp[frames])
     hill, reduced, anonymous = formulas_batch(zs, rows)
     return Compositions(zs, rows, of, hill, reduced, anonymous)
 
@@ -61,39 +63,93 @@ def ensure_compositions(engine, comps: Compositions) -> np.ndarray:
     a formula another transaction holds (after waiting for it to end) and the ids are read
     back afterwards; inserts go in formula order, so two such transactions never wait on each
     other in a cycle. SQLite runs it under ``BEGIN IMMEDIATE`` (one writer at a time)."""
-    pg = engine.dialect.name == "postgresql"
-    hills = comps.hill
     with engine.begin() as conn:
-        found = _look_up(conn, hills, pg)
-        missing = [i for i, h in enumerate(hills) if h not in found]
-        if missing:
-            missing.sort(key=hills.__getitem__)
-            cols = {"h": [hills[i] for i in missing],
-                    "r": [comps.reduced[i] for i in missing],
-                    "a": [comps.anonymous[i] for i in missing],
-                    "n": comps.counts[missing].sum(axis=1).tolist(),
-                    "e": (comps.counts[missing] > 0).sum(axis=1).tolist()}
-            if pg:  # formulas another transaction created first are skipped here
-                created = {h: cid for cid, h in conn.execute(_PG_INSERT, cols).all()}
-            else:  # under BEGIN IMMEDIATE nothing else can have created them
-                conn.exec_driver_sql(_SQLITE_INSERT, list(zip(*cols.values(), strict=True)))
-                created = _look_up(conn, cols["h"], pg)
-            found.update(created)
-            if created:
-                index = {hills[i]: i for i in missing}
-                rows = comps.counts[[index[h] for h in created]]
-                ids = np.fromiter(created.values(), dtype=np.int64, count=len(created))
-                r, col = np.nonzero(rows)
-                z, cid, count = comps.zs[col].tolist(), ids[r].tolist(), rows[r, col].tolist()
-                if pg:
-                    conn.execute(_PG_ELEMENTS, {"z": z, "c": cid, "k": count})
-                else:
-                    conn.exec_driver_sql(_SQLITE_ELEMENTS,
-                                         list(zip(z, cid, count, strict=True)))
-            if len(found) < len(hills):  # created meanwhile by a concurrent ingest
-                found.update(_look_up(conn, [h for h in hills if h not in found], pg))
-    comps.ids = np.array([found[h] for h in hills], dtype=np.int64)
+        comps.ids = _ensure(conn, comps)
     return comps.ids
+
+
+def _ensure(conn, comps: Compositions) -> np.ndarray:
+    pg = conn.dialect.name == "postgresql"
+    hills = comps.hill
+    found = _look_up(conn, hills, pg)
+    missing = [i for i, h in enumerate(hills) if h not in found]
+    if missing:
+        missing.sort(key=hills.__getitem__)
+        cols = {"h": [hills[i] for i in missing],
+                "r": [comps.reduced[i] for i in missing],
+                "a": [comps.anonymous[i] for i in missing],
+                "n": comps.counts[missing].sum(axis=1).tolist(),
+                "e": (comps.counts[missing] > 0).sum(axis=1).tolist()}
+        if pg:  # formulas another transaction created first are skipped here
+            created = {h: cid for cid, h in conn.execute(_PG_INSERT, cols).all()}
+        else:  # under BEGIN IMMEDIATE nothing else can have created them
+            conn.exec_driver_sql(_SQLITE_INSERT, list(zip(*cols.values(), strict=True)))
+            created = _look_up(conn, cols["h"], pg)
+        found.update(created)
+        if created:
+            index = {hills[i]: i for i in missing}
+            rows = comps.counts[[index[h] for h in created]]
+            ids = np.fromiter(created.values(), dtype=np.int64, count=len(created))
+            r, col = np.nonzero(rows)
+            z, cid, count = comps.zs[col].tolist(), ids[r].tolist(), rows[r, col].tolist()
+            if pg:
+                conn.execute(_PG_ELEMENTS, {"z": z, "c": cid, "k": count})
+            else:
+                conn.exec_driver_sql(_SQLITE_ELEMENTS,
+                                     list(zip(z, cid, count, strict=True)))
+        if len(found) < len(hills):  # created meanwhile by a concurrent ingest
+            found.update(_look_up(conn, [h for h in hills if h not in found], pg))
+    return np.array([found[h] for h in hills], dtype=np.int64)
+
+
+class PendingCompositions:
+    """:func:`ensure_compositions` on a helper thread, its transaction committed only by
+    :meth:`commit` (after the input proved good) and rolled back otherwise: the database
+    creates the compositions while the client hashes the input, and bad input still writes
+    nothing. A context manager; leaving it without :meth:`commit` rolls back."""
+
+    def __init__(self, engine, comps: Compositions):
+        self.comps = comps
+        self._decided = threading.Event()
+        self._keep = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(engine,), daemon=True,
+                                        name="nnp-compositions")
+        self._thread.start()
+
+    def _run(self, engine) -> None:
+        try:
+            with engine.connect() as conn:
+                tx = conn.begin()
+                try:
+                    ids = _ensure(conn, self.comps)
+                    self._decided.wait()
+                    if not self._keep:
+                        tx.rollback()
+                        return
+                    tx.commit()
+                    self.comps.ids = ids
+                except BaseException:
+                    tx.rollback()
+                    raise
+        except BaseException as exc:  # re-raised by commit()
+            self._error = exc
+
+    def commit(self) -> np.ndarray:
+        """Commit (waiting for the statements to finish); the ids, or the database error."""
+        self._keep = True
+        self._decided.set()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.comps.ids
+
+    def __enter__(self) -> PendingCompositions:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._decided.set()  # without commit(): roll back
+        self._thread.join()
 
 
 _PG_LOOK_UP = text("SELECT formula_hill, id FROM compositions "
@@ -118,4 +174,4 @@ def _look_up(conn, hills: list[str], pg: bool) -> dict[str, int]:
     return dict(conn.execute(_SQLITE_LOOK_UP, {"h": json.dumps(hills)}).all())
 
 
-__all__ = ["Compositions", "ensure_compositions", "plan_compositions"]
+__all__ = ["Compositions", "PendingCompositions", "ensure_compositions", "plan_compositions"]

@@ -38,10 +38,20 @@ def symbol_to_z(symbol: str) -> int:
 def compact_composition(numbers: np.ndarray, offsets: np.ndarray):
     """(zs, counts): the sorted atomic numbers present and a (B, len(zs)) int32 count matrix."""
     n_struct = len(offsets) - 1
-    numbers = np.asarray(numbers, dtype=np.int64)
+    numbers = np.asarray(numbers)
+    offsets = np.asarray(offsets, dtype=np.int64)
     # atomic numbers are small: a presence table instead of a sort (np.unique)
     seen = np.bincount(numbers, minlength=1) if len(numbers) else np.zeros(1, dtype=np.int64)
     zs = np.flatnonzero(seen)
+    if len(zs) <= _FEW_ELEMENTS:
+        # per element, a running count read at the structure boundaries: a few small passes
+        # instead of atom-sized int64 temporaries (fresh memory is what costs here)
+        out = np.empty((n_struct, len(zs)), dtype=np.int32)
+        running = np.zeros(len(numbers) + 1, dtype=np.int32)
+        for k, z in enumerate(zs.tolist()):
+            np.cumsum(numbers == z, out=running[1:])
+            out[:, k] = running[offsets[1:]] - running[offsets[:-1]]
+        return zs, out
     lut = np.zeros(len(seen), dtype=np.int64)
     lut[zs] = np.arange(len(zs))
     col = lut[numbers]
@@ -49,6 +59,9 @@ def compact_composition(numbers: np.ndarray, offsets: np.ndarray):
     k = max(len(zs), 1)
     flat = np.bincount(owner * k + col.reshape(-1), minlength=n_struct * k)
     return zs, flat.reshape(n_struct, k)[:, : len(zs)].astype(np.int32)
+
+
+_FEW_ELEMENTS = 8  # up to this many distinct elements, per-element passes
 
 
 def composition_matrix(numbers: np.ndarray, offsets: np.ndarray) -> np.ndarray:

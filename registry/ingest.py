@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass
 
 from sqlalchemy.exc import DBAPIError
 
-from .compositions import ensure_compositions
+from .compositions import PendingCompositions
 from .frames import FrameBatch
 from .levels import canonical_name
-from .prepare import plan_batch, prepare_part
+from .prepare import input_compositions, plan_batch, prepare_part
 from .runs import RunHandle
 from .schema import utcnow
 from .writers import WRITERS, WriteCounts
@@ -111,7 +111,11 @@ class IngestMixin:
         # One pause from the plan to the last write: re-enabling the collector in between
         # made it run a full collection over everything the plan had just allocated.
         with _gc_paused():
-            plan = plan_batch(batch)
+            # The compositions are created on another connection while the input is hashed,
+            # and committed only once the plan found the input good.
+            with PendingCompositions(self.engine, input_compositions(batch)) as pending:
+                plan = plan_batch(batch, pending.comps)
+                pending.commit()
             level_ids = {lv: self.ensure_level(lv)["id"] for lv in batch.labels}
             handle = self.start_run(kind, params)
             for item in inputs:
@@ -140,9 +144,6 @@ class IngestMixin:
         n = len(plan)
         if not n:
             return
-        # Compositions first, in a transaction of their own (created on first use, like the
-        # levels): the parts then only carry their ids and never wait on each other for them.
-        ensure_compositions(self.engine, plan.compositions)
         bounds = [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
         parallel = _PG_WRITERS if self.dialect == "postgresql" else 0
         blob = bytes if self.dialect == "postgresql" else bytearray  # see prepare_part

@@ -105,16 +105,17 @@ class Plan:
     levels: list[tuple[str, LabelColumns, np.ndarray, np.ndarray]]  # level, columns,
     # frames carrying it (one per structure) sorted by slot, and their slots
     duplicates_in_input: int
-    compositions: Compositions  # of the structure slots (ids set before writing)
+    compositions: Compositions  # of every frame (database ids set before writing)
 
     def __len__(self) -> int:
         return len(self.keep)
 
 
-def plan_batch(batch: FrameBatch) -> Plan:
+def plan_batch(batch: FrameBatch, compositions: Compositions | None = None) -> Plan:
     """Hash every frame, merge duplicate frames and refuse conflicting labels.
 
-    Two frames of one structure carrying different labels for one level is bad input."""
+    Two frames of one structure carrying different labels for one level is bad input.
+    ``compositions``: those of every frame (:func:`input_compositions`), if already made."""
     b = len(batch)
     offsets = batch.offsets.astype(np.int64)
     numbers = batch.numbers.astype(np.int64)
@@ -159,7 +160,12 @@ def plan_batch(batch: FrameBatch) -> Plan:
         o = np.argsort(slots, kind="stable")
         levels.append((level, c, frames[o], slots[o]))
     return Plan(hashes, hex_h, numbers, offsets, order, keep, levels, b - len(keep),
-                plan_compositions(numbers, offsets, keep))
+                compositions or input_compositions(batch))
+
+
+def input_compositions(batch: FrameBatch) -> Compositions:
+    """Compositions of every frame of ``batch`` (duplicate frames share theirs)."""
+    return plan_compositions(batch.numbers, batch.offsets)
 
 
 @dataclass
@@ -296,7 +302,7 @@ def prepare_part(batch: FrameBatch, plan: Plan, lo: int, hi: int,
         nperiodic=pbc.sum(axis=1),
         charge=np.asarray(batch.charge)[fr],
         multiplicity=np.asarray(batch.multiplicity)[fr],
-        composition_id=comps.ids[comps.of[lo:hi]],
+        composition_id=comps.ids[comps.of[fr]],
         sources=take(sources, fl) if sources else [None] * m,
         infos=[json.dumps(infos[i], sort_keys=True, default=str) if infos[i] else None
                for i in fl] if infos else [None] * m,
@@ -304,4 +310,5 @@ def prepare_part(batch: FrameBatch, plan: Plan, lo: int, hi: int,
     )
 
 
-__all__ = ["HASH_VERSION", "LabelRows", "Plan", "PreparedBatch", "plan_batch", "prepare_part"]
+__all__ = ["HASH_VERSION", "LabelRows", "Plan", "PreparedBatch", "input_compositions", "plan_batch",
+           "prepare_part"]

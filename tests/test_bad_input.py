@@ -31,10 +31,20 @@ def seeded(registry, nnp, tmp_path):
     return registry
 
 
+def compositions(reg) -> int:
+    from sqlalchemy import func, select
+
+    from registry.schema import Composition
+
+    with reg.session() as s:
+        return s.scalar(select(func.count()).select_from(Composition))
+
+
 def refused(reg, nnp, capsys, *args, expect=()):
-    """Run ``nnp ingest ARGS``; assert exit 2, every ``expect`` text in the error, no rows."""
+    """Run ``nnp ingest ARGS``; assert exit 2, every ``expect`` text in the error, no rows
+    (compositions included: they are created while the input is checked, then rolled back)."""
     capsys.readouterr()
-    before = counts(reg)
+    before = counts(reg), compositions(reg)
     code = nnp("ingest", *args)
     err = capsys.readouterr().err
     assert code == 2, err
@@ -42,7 +52,7 @@ def refused(reg, nnp, capsys, *args, expect=()):
     flat = " ".join(err.split())
     for text in expect:
         assert text in flat, (text, flat)
-    assert counts(reg) == before
+    assert (counts(reg), compositions(reg)) == before
     return flat
 
 
@@ -144,7 +154,9 @@ def test_one_bad_frame_refuses_the_whole_batch(seeded, nnp, capsys, tmp_path):
 
 
 def test_conflicting_labels_inside_one_file(seeded, nnp, capsys, tmp_path):
-    bad = write(tmp_path / "conflict.xyz", frame(energy="-1.0") + frame(energy="-2.0"))
+    # a composition the registry does not hold yet (SH2): created meanwhile, then rolled back
+    bad = write(tmp_path / "conflict.xyz", frame(energy="-1.0", symbol="S")
+                + frame(energy="-2.0", symbol="S"))
     refused(seeded, nnp, capsys, bad, "--level", "pbe",
             expect=("conflicting pbe labels for one structure inside the input",
                     f"{bad} frame 0", f"{bad} frame 1"))

@@ -85,3 +85,28 @@ def test_ingest_points_structures_at_their_composition(registry):
     assert registry.ingest(mols).structures_new == 0
     with registry.session() as s:
         assert s.scalar(select(func.count()).select_from(Composition)) == 2
+
+
+def test_pending_compositions_commit_only_when_told(registry):
+    """Created on a helper connection; kept by commit(), rolled back by leaving without it
+    (the ingest's plan refused the input)."""
+    from registry.compositions import PendingCompositions
+
+    def n_rows():
+        with registry.session() as s:
+            return (s.scalar(select(func.count()).select_from(Composition)),
+                    s.scalar(select(func.count()).select_from(CompositionElement)))
+
+    numbers, offsets = _ragged([8, 1, 1], [6, 1, 1, 1, 1])
+    with PendingCompositions(registry.engine, plan_compositions(numbers, offsets)):
+        pass
+    assert n_rows() == (0, 0)
+    try:
+        with PendingCompositions(registry.engine, plan_compositions(numbers, offsets)):
+            raise ValueError("bad input")
+    except ValueError:
+        pass
+    assert n_rows() == (0, 0)
+    with PendingCompositions(registry.engine, plan_compositions(numbers, offsets)) as p:
+        ids = p.commit()
+    assert len(set(ids.tolist())) == 2 and n_rows() == (2, 4)

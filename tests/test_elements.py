@@ -28,3 +28,18 @@ def test_formulas_known_values():
     assert anon == ["A4B", "A2B", "A3B2"]
     assert formulas_batch(np.array([], dtype=int), np.zeros((2, 0), dtype=int)) == (
         ["", ""], ["", ""], ["", ""])
+
+
+def test_compact_composition_few_and_many_elements_agree_with_counting():
+    """Per-element passes (few elements) and the single table pass (many) give the same
+    counts, empty structures included."""
+    rng = np.random.default_rng(3)
+    for palette in ([1, 6, 7, 8], list(range(1, 40))):
+        sizes = rng.integers(0, 12, size=60)
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        numbers = rng.choice(palette, size=int(offsets[-1]))
+        zs, comp = compact_composition(numbers, offsets)
+        assert zs.tolist() == sorted(set(numbers.tolist()))
+        for i in range(60):
+            own = numbers[offsets[i]: offsets[i + 1]].tolist()
+            assert comp[i].tolist() == [own.count(z) for z in zs.tolist()]
