@@ -1,10 +1,12 @@
 """Deduplicated bulk ingest: validate everything, then write batch by batch.
 
 Bad input is refused before anything is written: the whole input is validated and hashed
-(:func:`registry.prepare.plan_batch`) first. Writing happens in batches of ``batch_size``
-structures, each one transaction, so a killed ingest leaves only whole batches and re-running
-it completes the job without duplicates. The rows of batch k+1 are prepared in a helper thread
-while batch k is written (numpy, hashlib and the database drivers release the GIL).
+(:func:`registry.prepare.plan_batch`) first; the input's compositions are created meanwhile on
+another connection and committed only if the plan succeeds. Writing happens in batches of
+``batch_size`` structures, each one transaction, so a killed ingest leaves only whole batches
+and re-running it completes the job without duplicates. The rows of batch k+1 are prepared in
+a helper thread while batch k is written (numpy, hashlib and the database drivers release the
+GIL).
 """
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ def plan_batch(batch: FrameBatch, compositions: Compositions | None = None) -> P
         o = np.argsort(slots, kind="stable")
         levels.append((level, c, frames[o], slots[o]))
     return Plan(hashes, hex_h, numbers, offsets, order, keep, levels, b - len(keep),
-                compositions or input_compositions(batch))
+                compositions if compositions is not None else input_compositions(batch))
 
 
 def input_compositions(batch: FrameBatch) -> Compositions:
@@ -268,7 +268,8 @@ def prepare_part(batch: FrameBatch, plan: Plan, lo: int, hi: int,
                  blob: type = bytes) -> PreparedBatch:
     """Rows of distinct structures ``lo:hi`` (slots of ``plan``) and their labels; packed
     arrays as ``blob`` values (``bytearray`` for SQLite: its driver binds those without a
-    pass through its adapter protocol)."""
+    pass through its adapter protocol). Needs the compositions' database ids
+    (``plan.compositions.ids``)."""
     fr = plan.keep[lo:hi]
     m = len(fr)
     counts = np.diff(plan.offsets)[fr]
