@@ -110,3 +110,37 @@ def test_pending_compositions_commit_only_when_told(registry):
     with PendingCompositions(registry.engine, plan_compositions(numbers, offsets)) as p:
         ids = p.commit()
     assert len(set(ids.tolist())) == 2 and n_rows() == (2, 4)
+
+
+def test_structures_point_at_their_own_composition(registry, monkeypatch):
+    """Each structure's composition matches its atoms; on PostgreSQL through the staged path
+    (taken when a concurrent ingest committed some of the same rows first), which must store
+    new structures exactly as the COPY path does."""
+    from ase.build import molecule
+
+    from registry.arrays import unpack_numbers
+    from registry.elements import compact_composition, formulas_batch
+
+    if registry.dialect == "postgresql":
+        import psycopg
+
+        import registry.writers as writers
+
+        def refuse(*args, **kw):
+            raise psycopg.errors.UniqueViolation("forced")
+
+        monkeypatch.setattr(writers, "_write_postgres_copy", refuse)
+    mols = [molecule(n) for n in ("H2O", "CH4", "NH3", "C2H6", "CH3OH", "C6H6")]
+    s = registry.ingest(mols)
+    assert s.structures_new == 6
+    with registry.session() as db:
+        rows = db.execute(select(Structure.numbers, Structure.n_atoms, Composition.formula_hill,
+                                 Composition.n_atoms)
+                          .join(Composition, Composition.id == Structure.composition_id)).all()
+    assert len(rows) == 6
+    for numbers, n_atoms, hill, comp_atoms in rows:
+        z = unpack_numbers(numbers)
+        zs, comp = compact_composition(z, np.array([0, len(z)]))
+        assert formulas_batch(zs, comp)[0] == [hill]
+        assert n_atoms == comp_atoms == len(z)
+    assert registry.count('elements HAS ALL "C","O"') == 1
