@@ -1,6 +1,7 @@
 """Compositions of an ingest: the distinct element-count vectors of its structures
-(:class:`~registry.schema.Composition`), found or created in one short transaction before the
-structures are written, so that the structure parts only carry an id."""
+(:class:`~registry.schema.Composition`), found or created in one transaction on a helper
+connection while the input is hashed (:class:`PendingCompositions`), so that the structure
+parts only carry an id."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class Compositions:
     hill: list[str]
     reduced: list[str]
     anonymous: list[str]
-    ids: np.ndarray | None = None  # (U,) database ids, once :func:`ensure_compositions` ran
+    ids: np.ndarray | None = None  # (U,) database ids, once committed
 
     def __len__(self) -> int:
         return len(self.hill)
@@ -54,21 +55,15 @@ def plan_compositions(numbers: np.ndarray, offsets: np.ndarray,
     return Compositions(zs, rows, of, hill, reduced, anonymous)
 
 
-def ensure_compositions(engine, comps: Compositions) -> np.ndarray:
-    """Database ids of ``comps`` (also stored in ``comps.ids``), creating the missing ones
-    with their element counts in one transaction (a few set-based statements: 10,000 new
-    compositions take tens of milliseconds).
+def _ensure(conn, comps: Compositions) -> np.ndarray:
+    """Ids of ``comps``, creating the missing ones with their element counts by a few
+    set-based statements (9,885 new compositions: ~0.25 s in a fresh PostgreSQL database,
+    0.09 s on SQLite).
 
     Concurrent ingests creating the same composition are safe on PostgreSQL: the insert skips
     a formula another transaction holds (after waiting for it to end) and the ids are read
     back afterwards; inserts go in formula order, so two such transactions never wait on each
     other in a cycle. SQLite runs it under ``BEGIN IMMEDIATE`` (one writer at a time)."""
-    with engine.begin() as conn:
-        comps.ids = _ensure(conn, comps)
-    return comps.ids
-
-
-def _ensure(conn, comps: Compositions) -> np.ndarray:
     pg = conn.dialect.name == "postgresql"
     hills = comps.hill
     found = _look_up(conn, hills, pg)
@@ -103,7 +98,7 @@ def _ensure(conn, comps: Compositions) -> np.ndarray:
 
 
 class PendingCompositions:
-    """:func:`ensure_compositions` on a helper thread, its transaction committed only by
+    """:func:`_ensure` on a helper thread, its transaction committed only by
     :meth:`commit` (after the input proved good) and rolled back otherwise: the database
     creates the compositions while the client hashes the input, and bad input still writes
     nothing. A context manager; leaving it without :meth:`commit` rolls back."""
@@ -174,4 +169,4 @@ def _look_up(conn, hills: list[str], pg: bool) -> dict[str, int]:
     return dict(conn.execute(_SQLITE_LOOK_UP, {"h": json.dumps(hills)}).all())
 
 
-__all__ = ["Compositions", "PendingCompositions", "ensure_compositions", "plan_compositions"]
+__all__ = ["Compositions", "PendingCompositions", "plan_compositions"]

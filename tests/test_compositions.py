@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy import func, select
 
-from registry.compositions import _distinct_rows, ensure_compositions, plan_compositions
+from registry.compositions import PendingCompositions, _distinct_rows, plan_compositions
 from registry.elements import formulas
 from registry.schema import Composition, CompositionElement, Structure
 
@@ -39,6 +39,11 @@ def test_distinct_rows_wide_counts_fall_back_to_row_unique():
         rows, of = _distinct_rows(comp)
         assert np.array_equal(rows[of], comp)
         assert len(rows) == len({tuple(r) for r in comp.tolist()})
+
+
+def ensure_compositions(engine, comps):
+    with PendingCompositions(engine, comps) as pending:
+        return pending.commit()
 
 
 def test_ensure_creates_once_and_returns_stable_ids(registry):
@@ -90,8 +95,6 @@ def test_ingest_points_structures_at_their_composition(registry):
 def test_pending_compositions_commit_only_when_told(registry):
     """Created on a helper connection; kept by commit(), rolled back by leaving without it
     (the ingest's plan refused the input)."""
-    from registry.compositions import PendingCompositions
-
     def n_rows():
         with registry.session() as s:
             return (s.scalar(select(func.count()).select_from(Composition)),
