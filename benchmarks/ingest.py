@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from registry.frames import FrameBatch, LabelColumns  # noqa: E402
+from registry.chem.frames import FrameBatch, LabelColumns  # noqa: E402
 
 LEVEL_A = "wb97x/6-31g*"
 LEVEL_B = "ccsd(t)/cc-pvdz"
@@ -88,7 +88,7 @@ def fresh_pg(pg_url: str, schema: bool = True) -> str:
     from psycopg import sql
     from sqlalchemy.engine import make_url
 
-    from registry.db import upgrade
+    from registry.store.engine import upgrade
 
     name = f"nnp_bench_{uuid.uuid4().hex[:10]}"
     with _admin(pg_url) as conn:
@@ -123,7 +123,7 @@ def drop_pg(pg_url: str, url: str) -> None:
 
 
 def fresh_sqlite(tmp: str) -> str:
-    from registry.db import upgrade
+    from registry.store.engine import upgrade
 
     url = f"sqlite:///{tmp}/bench-{uuid.uuid4().hex[:8]}.db"
     upgrade(url)

@@ -40,7 +40,7 @@ from ingest import (  # noqa: E402
     synthetic_batch,  # noqa: E402
 )
 
-from registry.frames import FrameBatch  # noqa: E402
+from registry.chem.frames import FrameBatch  # noqa: E402
 
 
 def one_level(batch: FrameBatch) -> FrameBatch:

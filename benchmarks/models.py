@@ -76,9 +76,9 @@ def bench_registry(args, work: Path) -> dict:
 
 
 def _bench_registry(url: str, args, work: Path) -> dict:
-    from registry.artifacts import ArtifactStore
     from registry.core import Registry
-    from registry.db import upgrade
+    from registry.models.artifacts import ArtifactStore
+    from registry.store.engine import upgrade
 
     upgrade(url)
     reg = Registry(url)

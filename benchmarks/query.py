@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ingest import median_seconds, steady_state  # noqa: E402
 
-from registry.frames import FrameBatch, LabelColumns  # noqa: E402
+from registry.chem.frames import FrameBatch, LabelColumns  # noqa: E402
 
 LOW, HIGH = "pbe/def2-svp", "ccsd(t)/cc-pvdz"
 FILTER = f'elements HAS ALL "C","N" AND nsites<=12 AND _nnp_levels HAS "{HIGH}"'
@@ -108,7 +108,7 @@ def bench_registry(url: str, n: int, fresh: bool, filt: str, repeat: int) -> dic
     from sqlalchemy import text
 
     from registry.core import Registry
-    from registry.db import upgrade
+    from registry.store.engine import upgrade
 
     if fresh:
         upgrade(url)
@@ -126,7 +126,7 @@ def bench_registry(url: str, n: int, fresh: bool, filt: str, repeat: int) -> dic
             from sqlalchemy import func, select
 
             from registry.query import structure_filter
-            from registry.schema import Structure
+            from registry.store.schema import Structure
 
             with reg.session() as s:
                 q = select(func.count()).select_from(Structure).where(

@@ -34,7 +34,7 @@ def run_demo(cfg: DemoConfig, console) -> dict:
     """Run the demo against the registry at NNP_DATABASE_URL; returns a summary dict."""
     from registry import config
     from registry.core import Registry
-    from registry.db import upgrade
+    from registry.store.engine import upgrade
 
     from .calculators import calculator_info
     from .cluster import dask_client
@@ -91,7 +91,7 @@ def _dataset(reg, console, seed: int) -> dict:
 def _model(reg, dataset_ref: str, cfg: DemoConfig, console) -> dict:
     from rich.progress import Progress
 
-    from registry.lineage import lineage_tree
+    from registry.models.lineage import lineage_tree
 
     from .cli.lineage import _rich_tree, draw_png
     from .models.fit import pad

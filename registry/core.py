@@ -11,20 +11,20 @@ from contextlib import contextmanager
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import config
-from .datasets import DatasetsMixin
-from .db import check_reachable, make_engine, require_schema
-from .dedup import DedupMixin
-from .errata import ErrataMixin
-from .ingest import IngestMixin
+from .curation.datasets import DatasetsMixin
+from .curation.dedup import DedupMixin
+from .curation.errata import ErrataMixin
+from .curation.reference_energies import ReferenceEnergiesMixin
+from .ingest.api import IngestMixin
 from .io.readers import FilesMixin
-from .levels_api import LevelsMixin
-from .lineage import LineageMixin
-from .materialize import MaterializeMixin
-from .models_api import ModelsMixin
+from .models.lineage import LineageMixin
+from .models.versions import ModelsMixin
 from .query.api import QueryMixin
-from .read import ReadMixin
-from .refenergies import ReferenceEnergiesMixin
-from .runs import RunsMixin
+from .store.engine import check_reachable, make_engine, require_schema
+from .store.levels import LevelsMixin
+from .store.runs import RunsMixin
+from .store.structures import ReadMixin
+from .training_data.materialize import MaterializeMixin
 
 
 class Registry(RunsMixin, LevelsMixin, IngestMixin, ReadMixin, QueryMixin, ModelsMixin,

@@ -84,7 +84,7 @@ def empty_db_url(request, tmp_path):
 @pytest.fixture
 def db_url(empty_db_url):
     """URL of a database upgraded to the head schema, on each backend."""
-    from registry.db import upgrade
+    from registry.store.engine import upgrade
 
     upgrade(empty_db_url)
     return empty_db_url

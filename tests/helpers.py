@@ -30,7 +30,7 @@ def counts(reg) -> tuple[int, int]:
     """(structures, labels) row counts."""
     from sqlalchemy import func, select
 
-    from registry.schema import Label, Structure
+    from registry.store.schema import Label, Structure
 
     with reg.session() as s:
         return (s.scalar(select(func.count()).select_from(Structure)),

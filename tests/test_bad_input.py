@@ -34,7 +34,7 @@ def seeded(registry, nnp, tmp_path):
 def compositions(reg) -> int:
     from sqlalchemy import func, select
 
-    from registry.schema import Composition
+    from registry.store.schema import Composition
 
     with reg.session() as s:
         return s.scalar(select(func.count()).select_from(Composition))

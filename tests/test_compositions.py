@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy import func, select
 
-from registry.compositions import PendingCompositions, _distinct_rows, plan_compositions
-from registry.elements import formulas
-from registry.schema import Composition, CompositionElement, Structure
+from registry.chem.elements import formulas
+from registry.ingest.compositions import PendingCompositions, _distinct_rows, plan_compositions
+from registry.store.schema import Composition, CompositionElement, Structure
 
 
 def _ragged(*mols: list[int]):
@@ -121,13 +121,13 @@ def test_structures_point_at_their_own_composition(registry, monkeypatch):
     new structures exactly as the COPY path does."""
     from ase.build import molecule
 
-    from registry.arrays import unpack_numbers
-    from registry.elements import compact_composition, formulas_batch
+    from registry.chem.arrays import unpack_numbers
+    from registry.chem.elements import compact_composition, formulas_batch
 
     if registry.dialect == "postgresql":
         import psycopg
 
-        import registry.writers as writers
+        import registry.ingest.writers as writers
 
         def refuse(*args, **kw):
             raise psycopg.errors.UniqueViolation("forced")

@@ -11,8 +11,8 @@ import multiprocessing as mp
 import numpy as np
 from sqlalchemy import func, select
 
-from registry.frames import FrameBatch, LabelColumns
-from registry.schema import CompositionElement, Label, Structure
+from registry.chem.frames import FrameBatch, LabelColumns
+from registry.store.schema import CompositionElement, Label, Structure
 
 POOL, WINDOW, STEP, WORKERS, BATCH = 1200, 600, 200, 4, 50
 LEVELS = ("wb97x/6-31g*", "ccsd(t)/cc-pvdz")

@@ -20,7 +20,7 @@ LEVELS = ("wb97x/6-31g*", "ccsd(t)/cc-pvdz")
 
 
 def data():
-    from registry.frames import FrameBatch, LabelColumns
+    from registry.chem.frames import FrameBatch, LabelColumns
 
     rng = np.random.default_rng(11)
     sizes = rng.integers(3, 10, size=N)
@@ -36,7 +36,7 @@ def data():
 
 
 def _counts(url):
-    from registry.schema import Label, Structure
+    from registry.store.schema import Label, Structure
 
     eng = create_engine(url)
     try:

@@ -11,8 +11,9 @@ from ase.build import molecule
 from helpers import labelled_molecules
 from sqlalchemy import func, select
 
+from registry.curation.splits import assign_splits, parse_fractions
 from registry.errors import BadInput, NotFound
-from registry.schema import (
+from registry.store.schema import (
     Dataset,
     DatasetAlias,
     DatasetMember,
@@ -20,7 +21,6 @@ from registry.schema import (
     ReferenceEnergy,
     Run,
 )
-from registry.splits import assign_splits, parse_fractions
 
 LOW, HIGH = "pbe/def2-svp", "ccsd(t)/cc-pvdz"
 
@@ -75,7 +75,7 @@ def test_group_aware_deterministic_splits(registry):
     with registry.session() as s:
         rows = s.execute(select(DatasetMember.split, DatasetMember.structure_id)
                          .where(DatasetMember.version_id == a["id"])).all()
-    from registry.schema import Composition, Structure
+    from registry.store.schema import Composition, Structure
 
     with registry.session() as s:
         formula = dict(s.execute(select(Structure.id, Composition.formula_reduced).join(
@@ -164,7 +164,7 @@ def test_multi_fidelity_and_delta(registry, tmp_path):
 def test_two_level_version_read_in_ranges(registry, monkeypatch):
     """A version with two member rows per structure reads the same in many small ranges on
     parallel readers as in one range (the cuts count each structure once)."""
-    import registry.version_read as mat
+    import registry.training_data.reads as mat
 
     _two_levels(registry)
     registry.create_dataset_version("delta", levels=[LOW, HIGH], delta=f"{HIGH}-{LOW}")
@@ -263,7 +263,7 @@ def test_same_hash_on_sqlite_and_postgresql(tmp_path):
     from conftest import _pg_available, drop_pg_database, new_pg_database
 
     from registry.core import Registry
-    from registry.db import upgrade
+    from registry.store.engine import upgrade
 
     if _pg_available():
         pytest.skip("PostgreSQL unavailable")

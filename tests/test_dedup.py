@@ -8,7 +8,7 @@ from ase.build import molecule
 from helpers import crystal
 from scipy.spatial.transform import Rotation
 
-from registry.dedup import aligned_rmsd, candidate_pairs, fingerprint
+from registry.curation.dedup import aligned_rmsd, candidate_pairs, fingerprint
 from registry.errors import BadInput
 
 LEVEL = "pbe/def2-svp"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from registry.elements import compact_composition, formulas, formulas_batch
+from registry.chem.elements import compact_composition, formulas, formulas_batch
 
 
 @pytest.mark.parametrize("zs", [[1, 6, 7, 8], [1, 8], [6], [3, 8, 15, 26],

@@ -7,7 +7,7 @@ from helpers import labelled_molecules
 from sqlalchemy import func, select
 
 from registry.errors import BadInput, NotFound
-from registry.schema import Label, Model, ModelVersion
+from registry.store.schema import Label, Model, ModelVersion
 
 LEVEL = "pbe/def2-svp"
 

@@ -7,7 +7,7 @@ import pytest
 from ase import Atoms
 from ase.build import bulk, molecule
 
-from registry.identity import HASH_VERSION, TOLERANCE, structure_hashes
+from registry.chem.identity import HASH_VERSION, TOLERANCE, structure_hashes
 
 
 def hashes(*frames: Atoms, charge=None, mult=None) -> list[str]:
@@ -154,7 +154,7 @@ def test_canonical_order_is_a_permutation_per_structure():
 def test_element_table_matches_ase():
     from ase.data import chemical_symbols
 
-    from registry.elements import MAX_Z, SYMBOLS
+    from registry.chem.elements import MAX_Z, SYMBOLS
 
     assert list(SYMBOLS) == list(chemical_symbols[: MAX_Z + 1])
 
@@ -162,7 +162,7 @@ def test_element_table_matches_ase():
 def test_threaded_hashing_matches_one_thread(monkeypatch):
     """Slices hashed in threads give the same hashes and atom order as one pass, for a mix
     of molecules and crystals."""
-    import registry.identity as ident
+    import registry.chem.identity as ident
 
     frames = [molecule(n) for n in ("H2O", "CH4", "C6H6", "NH3", "CH3OH")] * 3
     frames += [bulk("Cu", "fcc", a=3.6 + 0.01 * k, cubic=True) for k in range(4)]

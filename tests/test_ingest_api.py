@@ -6,9 +6,9 @@ import numpy as np
 from helpers import counts, labelled_molecules
 from sqlalchemy import func, select
 
-from registry.arrays import unpack, unpack_numbers
-from registry.frames import FrameBatch, LabelColumns
-from registry.schema import CompositionElement, Label, LevelOfTheory, Structure
+from registry.chem.arrays import unpack, unpack_numbers
+from registry.chem.frames import FrameBatch, LabelColumns
+from registry.store.schema import CompositionElement, Label, LevelOfTheory, Structure
 
 
 def two_level_batch(n=12, seed=0, frac_b=0.5) -> FrameBatch:
@@ -141,7 +141,7 @@ def test_quantities_carried_by_some_frames_only(registry):
     from ase.build import bulk, molecule
     from sqlalchemy import select
 
-    from registry.schema import Label
+    from registry.store.schema import Label
 
     mol = molecule("H2O")
     mol.info["energy"] = -14.0
@@ -165,7 +165,7 @@ def test_quantities_carried_by_some_frames_only(registry):
 def test_concurrent_insert_between_prepare_and_write(registry, monkeypatch):
     """Another ingest commits the same rows after a part was prepared and before it is
     written: nothing is duplicated and the counts say what happened."""
-    import registry.ingest as ing
+    import registry.ingest.api as ing
     from registry.core import Registry
 
     batch = two_level_batch(n=30, seed=7)
@@ -239,9 +239,9 @@ def test_garbage_collector_state_is_restored(registry, monkeypatch):
 
     import pytest
 
-    import registry.ingest as ing
+    import registry.ingest.api as ing
     from registry.errors import BadInput
-    from registry.ingest import _gc_paused
+    from registry.ingest.api import _gc_paused
 
     assert gc.isenabled()
     registry.ingest_batch(two_level_batch(n=6))

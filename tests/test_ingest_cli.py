@@ -97,7 +97,7 @@ def test_conflict_is_reported_not_written(registry, nnp, capsys, tmp_path):
 def _energies(reg):
     from sqlalchemy import select
 
-    from registry.schema import Label
+    from registry.store.schema import Label
 
     with reg.session() as s:
         return s.execute(select(Label.structure_id, Label.energy)).all()
@@ -135,7 +135,7 @@ def test_units_conversion_is_recorded(registry, nnp, capsys, tmp_path):
     assert batch.labels["hf/sto-3g"].energy[0] == e * Hartree
     from sqlalchemy import select
 
-    from registry.schema import Label
+    from registry.store.schema import Label
 
     with registry.session() as s:
         assert s.scalar(select(Label.source_unit)) == "hartree"

@@ -65,7 +65,7 @@ def test_lineage_without_dataset_or_run_is_graceful(registry):
     assert lin["dataset_version"] is None and lin["level"] is None
     assert "no dataset version recorded" in lin["missing"]
     assert lin["training_run"]["kind"] == "register_model"  # the registration itself
-    from registry.lineage import lineage_tree
+    from registry.models.lineage import lineage_tree
 
     labels = json.dumps(lineage_tree(lin))
     assert "missing: no dataset version recorded" in labels
@@ -77,7 +77,7 @@ def test_lineage_flags_retracted_labels_and_parent(registry, tmp_path):
                             dataset_version="mols:1")
     from sqlalchemy import select
 
-    from registry.schema import DatasetMember, Label
+    from registry.store.schema import DatasetMember, Label
 
     with registry.session() as s:  # retract one pinned label in place (as an erratum does)
         lid = s.scalar(select(DatasetMember.label_id).limit(1))

@@ -7,7 +7,7 @@ import json
 import numpy as np
 from helpers import crystal, labelled_molecules
 
-from registry.buckets import bucket_size
+from registry.training_data.buckets import bucket_size
 
 LEVEL = "pbe/def2-svp"
 
@@ -112,7 +112,7 @@ def test_bucket_sizes():
 
 def test_chunked_read_equals_single_read(registry, monkeypatch):
     """Versions larger than one aggregate chunk are read in structure-id ranges."""
-    import registry.version_read as mat
+    import registry.training_data.reads as mat
 
     _data(registry)
     registry.create_dataset_version("k", levels=[LEVEL], group_by="none")
@@ -137,7 +137,7 @@ def test_two_pass_read_equals_general_read(registry, monkeypatch):
     """SQLite's two-pass read into the buckets gives what the general read + bucketize give
     (PostgreSQL takes the general path: the test runs both there), including structures
     without forces (NaN rows, padding 0) and a crystal, in one range and in many ranges."""
-    import registry.version_read as mat
+    import registry.training_data.reads as mat
 
     _data(registry)
     bare = labelled_molecules(("C6H6", "NH3", "CH3OH"), seed=7)
@@ -168,8 +168,8 @@ def test_range_cuts_dense_and_sparse(registry, monkeypatch):
     list for sparse ones; either way, and with empty ranges, the read equals one range."""
     from sqlalchemy import select
 
-    import registry.version_read as mat
-    from registry.schema import DatasetMember
+    import registry.training_data.reads as mat
+    from registry.store.schema import DatasetMember
 
     _data(registry)
     registry.create_dataset_version("s", levels=[LEVEL], filter="nsites>=6", group_by="none")
@@ -210,7 +210,7 @@ def test_range_cuts_dense_and_sparse(registry, monkeypatch):
 def test_oversized_ranges_are_read_in_halves(registry, monkeypatch):
     """A range whose aggregate would exceed the database's size limit is read in halves, by
     the general read and by SQLite's two-pass read alike."""
-    import registry.version_read as mat
+    import registry.training_data.reads as mat
 
     _data(registry)
     info = registry.create_dataset_version("h", levels=[LEVEL], group_by="none")
@@ -244,7 +244,7 @@ def test_oversized_ranges_are_read_in_halves(registry, monkeypatch):
 
 def test_hash_prefix_ties_fall_back_to_full_hashes(registry, monkeypatch):
     """Equal 64-bit hash prefixes are ordered by the full hashes (read in ranges)."""
-    import registry.version_read as mat
+    import registry.training_data.reads as mat
 
     _data(registry)
     registry.create_dataset_version("t", levels=[LEVEL], group_by="none")
@@ -275,8 +275,8 @@ def test_reader_settings_do_not_leak(registry, monkeypatch):
     """The readers' per-read settings (SQLite: a small page cache; PostgreSQL: no parallel
     query, more work_mem) hold only while a version is read: every pooled connection has its
     usual settings back."""
-    import registry.version_read as mat
-    from registry.db import SQLITE_CACHE
+    import registry.training_data.reads as mat
+    from registry.store.engine import SQLITE_CACHE
 
     sqlite = registry.dialect == "sqlite"
     show = "PRAGMA cache_size" if sqlite else "SHOW work_mem"

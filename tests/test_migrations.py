@@ -2,8 +2,8 @@
 
 from sqlalchemy import inspect
 
-from registry.db import current_revision, downgrade, head_revision, make_engine, upgrade
-from registry.schema import Base
+from registry.store.engine import current_revision, downgrade, head_revision, make_engine, upgrade
+from registry.store.schema import Base
 
 
 def test_upgrade_downgrade_upgrade(empty_db_url):
@@ -21,7 +21,7 @@ def test_upgrade_downgrade_upgrade(empty_db_url):
 
 
 def test_schema_revision_constant_is_head():
-    from registry.db import SCHEMA_REVISION
+    from registry.store.engine import SCHEMA_REVISION
 
     assert SCHEMA_REVISION == head_revision()
 
@@ -31,7 +31,7 @@ def test_schema_matches_models(db_url):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from registry.schema import PG_SET_CHECKED_FKS
+    from registry.store.schema import PG_SET_CHECKED_FKS
 
     engine = make_engine(db_url)
     with engine.connect() as conn:
@@ -50,7 +50,7 @@ def _insert_label(conn, structure_id: int, level_id: int, supersedes: int | None
 
     from sqlalchemy import insert
 
-    from registry.schema import Label
+    from registry.store.schema import Label
 
     conn.execute(insert(Label).values(structure_id=structure_id, level_id=level_id, hash="0" * 64,
                                       energy=1.0, status=status, supersedes_id=supersedes,
@@ -65,7 +65,7 @@ def test_label_references_are_enforced(registry):
     from sqlalchemy import delete, func, select, update
     from sqlalchemy.exc import IntegrityError
 
-    from registry.schema import Label, LevelOfTheory, Structure
+    from registry.store.schema import Label, LevelOfTheory, Structure
 
     a = Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]])
     a.info["energy"] = -1.0
@@ -115,7 +115,7 @@ def test_dataset_member_references_are_enforced(registry):
     from sqlalchemy import func, insert, select
     from sqlalchemy.exc import IntegrityError
 
-    from registry.schema import DatasetMember, DatasetVersion, Label
+    from registry.store.schema import DatasetMember, DatasetVersion, Label
 
     for k in range(3):
         a = Atoms("H2", positions=[[0, 0, 0], [0.7 + 0.01 * k, 0, 0]])

@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import func, select
 
 from registry.errors import BadInput, Conflict, NotFound
-from registry.models_api import RetractedModelWarning
-from registry.schema import Model, ModelAlias, ModelFile, ModelVersion, Run, RunEntity
+from registry.models.versions import RetractedModelWarning
+from registry.store.schema import Model, ModelAlias, ModelFile, ModelVersion, Run, RunEntity
 
 
 def row_counts(reg) -> tuple:
@@ -233,7 +233,7 @@ def _other_backend_url(db_url: str, tmp_path):
     """A fresh database on the other backend (PostgreSQL for SQLite and vice versa)."""
     from conftest import _pg_available, new_pg_database
 
-    from registry.db import upgrade
+    from registry.store.engine import upgrade
 
     if db_url.startswith("sqlite"):
         if _pg_available():
@@ -248,8 +248,8 @@ def _other_backend_url(db_url: str, tmp_path):
 def test_bundle_roundtrip_across_backends(registry, db_url, tmp_path):
     from conftest import drop_pg_database
 
-    from registry.artifacts import ArtifactStore
     from registry.core import Registry
+    from registry.models.artifacts import ArtifactStore
 
     registry.ensure_level("wb97x/6-31g*", program="orca", program_version="5.0.4")
     registry.register_model("base", state(5), architecture="ani")
@@ -315,7 +315,7 @@ def test_models_using_dataset_versions_and_labels(registry):
     assert [m["ref"] for m in got] == ["a:1", "c:1"]
     assert a["dataset_version"]["hash"] == dv["hash"] == c["dataset_version"]["hash"]
     with registry.session() as s:
-        from registry.schema import DatasetMember
+        from registry.store.schema import DatasetMember
 
         label_id = s.scalar(select(DatasetMember.label_id).limit(1))
     assert [m["ref"] for m in registry.models_using_labels([label_id])] == ["a:1", "c:1"]

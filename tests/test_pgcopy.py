@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from registry.pgcopy import _column, pack
+from registry.store.pgcopy import _column, pack
 
 
 def _reference(values):
@@ -35,7 +35,7 @@ def test_column_matches_reference(values):
 
 def test_pack_pieces_join_to_one_stream(monkeypatch):
     """The stream is the same whatever the piece size."""
-    import registry.pgcopy as pc
+    import registry.store.pgcopy as pc
 
     rows = 7
     var = [("f", [f"F{k}" * (k % 3 + 1) for k in range(rows)]),

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text
 
 from registry.errors import BadInput, NotFound
 from registry.query import FIELDS, Q, parse, structure_filter
-from registry.schema import Structure
+from registry.store.schema import Structure
 
 LOW, HIGH = "pbe/def2-svp", "ccsd(t)/cc-pvdz"
 ALL = {"H2O", "CH4", "H3N", "C2H6", "CH4O", "Cu4"}

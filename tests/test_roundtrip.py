@@ -42,7 +42,7 @@ def snapshot(reg):
     """Every stored structure and label as comparable bytes, keyed by structure hash."""
     from sqlalchemy import select
 
-    from registry.schema import Label, LevelOfTheory, Structure
+    from registry.store.schema import Label, LevelOfTheory, Structure
 
     with reg.session() as s:
         st = {r.hash: (r.numbers, r.positions, r.cell, r.pbc, r.charge, r.multiplicity)
@@ -67,7 +67,7 @@ def reingest(reg, path, fmt):
 @pytest.mark.parametrize("fmt", ["xyz", "db", "h5"])
 def test_roundtrip_two_levels(registry, tmp_path, fmt):
     from registry.core import Registry
-    from registry.db import upgrade
+    from registry.store.engine import upgrade
 
     ingest_rich(registry, rich_frames())
     before = snapshot(registry)

@@ -7,7 +7,7 @@ import pytest
 from helpers import labelled_molecules
 from sqlalchemy import update
 
-from registry.schema import Run
+from registry.store.schema import Run
 
 
 def test_run_context_records_ok_and_failed(registry):

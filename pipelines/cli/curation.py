@@ -19,8 +19,8 @@ def reference_energies(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Show, fit or set the atomic reference energies of a level."""
+    from registry.curation.reference_energies import parse_assignments
     from registry.errors import BadInput
-    from registry.refenergies import parse_assignments
 
     if fit and set_:
         raise BadInput("give --fit REF or --set H=...,C=..., not both")

@@ -14,7 +14,7 @@ app.add_typer(db_app, name="db")
 def upgrade(revision: str = typer.Argument("head", help="Target revision.")):
     """Create or upgrade the schema at NNP_DATABASE_URL."""
     from registry import config
-    from registry.db import upgrade as do_upgrade
+    from registry.store.engine import upgrade as do_upgrade
 
     url = config.database_url()
     do_upgrade(url, revision)
@@ -25,7 +25,7 @@ def upgrade(revision: str = typer.Argument("head", help="Target revision.")):
 def downgrade(revision: str = typer.Argument(..., help="Target revision, e.g. base.")):
     """Downgrade the schema (destroys data in dropped tables)."""
     from registry import config
-    from registry.db import downgrade as do_downgrade
+    from registry.store.engine import downgrade as do_downgrade
 
     do_downgrade(config.database_url(), revision)
     console.print(f"schema at [bold]{revision}[/]")
@@ -35,7 +35,7 @@ def downgrade(revision: str = typer.Argument(..., help="Target revision, e.g. ba
 def current():
     """Print the schema revision of the database and the code's head revision."""
     from registry import config
-    from registry.db import check_reachable, current_revision, head_revision, make_engine
+    from registry.store.engine import check_reachable, current_revision, head_revision, make_engine
 
     engine = make_engine(config.database_url())
     check_reachable(engine)

@@ -39,8 +39,8 @@ def ingest(
     Existing structures and identical labels are counted, not duplicated; a different label
     for an existing (structure, level) is a conflict: reported, not written.
     """
+    from registry.chem.units import energy_factor
     from registry.errors import BadInput
-    from registry.units import energy_factor
 
     energy_factor(units)  # unknown units: an error before any reading
     if batch_size < 1:

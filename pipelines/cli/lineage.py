@@ -16,7 +16,7 @@ def lineage(
     png: Path = typer.Option(None, "--png", help="Also draw the tree to this PNG file."),
 ):
     """Model version -> training run -> dataset version -> label runs -> ingest runs."""
-    from registry.lineage import lineage_tree
+    from registry.models.lineage import lineage_tree
 
     with open_registry() as reg:
         lin = reg.lineage(ref)

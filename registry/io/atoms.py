@@ -6,9 +6,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from ..chem.frames import FrameBatch, LabelColumns, concat
+from ..chem.units import energy_factor
 from ..errors import BadInput
-from ..frames import FrameBatch, LabelColumns, concat
-from ..units import energy_factor
 
 _RESERVED_INFO = {"energy", "free_energy", "stress", "dipole", "charge", "spin",
                   "multiplicity", "pbc", "Lattice", "Properties", "config_type_"}

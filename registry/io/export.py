@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..elements import SYMBOLS
+from ..chem.elements import SYMBOLS
+from ..chem.frames import FrameBatch
 from ..errors import BadInput
-from ..frames import FrameBatch
 
 FORMATS = {".xyz": "extxyz", ".extxyz": "extxyz", ".db": "ase-db", ".h5": "ani-h5",
            ".hdf5": "ani-h5"}
@@ -175,7 +175,7 @@ def export(reg, path: str | os.PathLike, levels=None, *, overwrite: bool = False
     its ``_nnp_energy``-like fields use the level when exactly one is given."""
     from sqlalchemy import func, select
 
-    from ..schema import Label, Structure
+    from ..store.schema import Label, Structure
     from .readers import file_digest
 
     path = str(path)

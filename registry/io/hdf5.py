@@ -24,10 +24,10 @@ import json
 
 import numpy as np
 
-from ..elements import SYMBOLS, composition_matrix, composition_of, formulas, symbol_to_z
+from ..chem.elements import SYMBOLS, composition_matrix, composition_of, formulas, symbol_to_z
+from ..chem.frames import FrameBatch, LabelColumns
+from ..chem.units import energy_factor
 from ..errors import BadInput
-from ..frames import FrameBatch, LabelColumns
-from ..units import energy_factor
 from .atoms import companion_key
 
 _DEFAULT = {"forces": "forces", "dipole": "dipoles", "charges": "charges",

@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..chem.frames import FrameBatch, concat
+from ..chem.units import energy_factor
 from ..errors import BadInput
-from ..frames import FrameBatch, concat
-from ..units import energy_factor
 
 _BY_EXTENSION = {".xyz": "extxyz", ".extxyz": "extxyz", ".db": "ase-db", ".traj": "traj",
                  ".h5": "ani-h5", ".hdf5": "ani-h5"}

@@ -7,8 +7,8 @@ from datetime import UTC
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import aliased
 
-from ..levels import canonical_name
-from ..schema import Composition, Label, Structure
+from ..store.levels import canonical_name
+from ..store.schema import Composition, Label, Structure
 from . import structure_filter
 from .ast import Cond
 from .compile import Compiler, per_atom

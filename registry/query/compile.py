@@ -1,4 +1,4 @@
-"""Filter expressions -> SQLAlchemy boolean clauses over :class:`~registry.schema.Structure`.
+"""Filter expressions -> SQLAlchemy boolean clauses over :class:`~registry.store.schema.Structure`.
 
 Every value becomes a bound parameter. Conditions on the composition (elements, ``nsites``,
 ``nelements``, formulas) are evaluated over ``compositions``, one row per distinct formula:
@@ -20,9 +20,9 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.functions import FunctionElement
 
-from ..elements import symbol_to_z
+from ..chem.elements import symbol_to_z
 from ..errors import BadInput, NotFound
-from ..schema import (
+from ..store.schema import (
     Composition,
     CompositionElement,
     Dataset,
@@ -113,7 +113,7 @@ class Compiler:
     """
 
     def __init__(self, level: str | None = None, session=None):
-        from ..levels import canonical_name
+        from ..store.levels import canonical_name
 
         self.level = canonical_name(level) if level else None
         self.session = session
@@ -291,7 +291,7 @@ def resolve_version(ref_text: str, session=None):
 
     With no session, a scalar sub-query (NULL, so no match, when it does not exist).
     """
-    from ..refs import parse_ref
+    from ..store.refs import parse_ref
 
     ref = parse_ref(ref_text)
     if ref.version is not None:

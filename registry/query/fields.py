@@ -112,18 +112,18 @@ def _typed(spec: FieldSpec, value, pos, fuzzy: bool = False):
     if t == "time" and not fuzzy:
         return parse_time(value, pos).isoformat()
     if t == "elements":
-        from ..elements import symbol_to_z
+        from ..chem.elements import symbol_to_z
 
         try:
             symbol_to_z(value)
         except BadInput:
             raise BadInput(f"unknown element {value!r}{at(pos)}") from None
     if t == "levels":
-        from ..levels import canonical_name
+        from ..store.levels import canonical_name
 
         return canonical_name(value)
     if t == "dataset":
-        from ..refs import parse_ref
+        from ..store.refs import parse_ref
 
         parse_ref(value)
     return value

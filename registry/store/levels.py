@@ -1,0 +1,155 @@
+"""Levels of theory: canonical names, content hashes, and their rows (created on first use)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ..errors import BadInput, Conflict, NotFound
+from .schema import LevelOfTheory, ReferenceEnergy
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9()*+,\-_.'/ ]*$")
+
+
+def canonical_name(name: str) -> str:
+    """Lower-case, trimmed level name, e.g. ``wB97X/6-31G*`` -> ``wb97x/6-31g*``."""
+    canon = " ".join(name.strip().lower().split())
+    if not canon or not _NAME.match(canon):
+        raise BadInput(f"invalid level-of-theory name {name!r}")
+    return canon
+
+
+def parse_name(name: str) -> tuple[str, str | None]:
+    """(method, basis) from a canonical name: ``ccsd(t)/cc-pvdz`` -> (``ccsd(t)``, ``cc-pvdz``)."""
+    canon = canonical_name(name)
+    method, _, basis = canon.partition("/")
+    if not method:
+        raise BadInput(f"level-of-theory name {name!r} has no method")
+    return method, basis or None
+
+
+def level_hash(method, basis, program, program_version, keywords) -> str:
+    """sha256 over every field that defines a level (keywords as canonical JSON)."""
+    payload = json.dumps(
+        [method, basis, program, program_version, keywords or {}],
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+# Default fidelity ranks by method family (higher = more accurate); override with --fidelity-rank.
+_RANKS = [
+    (("emt", "lj", "morse"), 0),
+    (("gfn0", "gfn1", "gfn2", "xtb", "dftb", "pm6", "pm7", "am1"), 10),
+    (("hf",), 15),
+    (("mp2", "ri-mp2"), 30),
+    (("ccsd(t)", "dlpno-ccsd(t)", "ccsd"), 40),
+]
+_DESCRIPTIVE = ("program", "program_version", "keywords", "description")
+
+
+def default_rank(method: str) -> int:
+    for prefixes, rank in _RANKS:
+        if any(method == p or method.startswith(p + "-") or method.startswith(p)
+               for p in prefixes):
+            return rank
+    return 20  # DFT and anything else
+
+
+def level_dict(lv: LevelOfTheory, refs: dict[int, float] | None = None) -> dict:
+    out = {c: getattr(lv, c) for c in ("id", "name", "method", "basis", "program",
+                                        "program_version", "keywords", "hash",
+                                        "fidelity_rank", "description")}
+    if refs is not None:
+        out["reference_energies"] = refs
+    return out
+
+
+class LevelsMixin:
+    def ensure_level(self, name: str, **fields) -> dict:
+        """The level called ``name``, created on first use (method/basis parsed from it)."""
+        canon = canonical_name(name)
+        with self.session() as s:
+            lv = s.scalar(select(LevelOfTheory).where(LevelOfTheory.name == canon))
+            if lv is not None:
+                return level_dict(lv)
+        try:
+            return self.add_level(canon, **fields)
+        except Conflict:  # created concurrently by another process
+            with self.session() as s:
+                lv = s.scalar(select(LevelOfTheory).where(LevelOfTheory.name == canon))
+                return level_dict(lv)
+
+    def add_level(self, name: str, *, method=None, basis=None, program=None,
+                  program_version=None, keywords=None, fidelity_rank=None,
+                  description=None) -> dict:
+        """Create a level, or fill in the unset descriptive fields of an existing one.
+
+        Changing a field that is already set is refused (labels were computed with it).
+        """
+        canon = canonical_name(name)
+        p_method, p_basis = parse_name(canon)
+        method = (method or p_method).lower()
+        basis = (basis or p_basis)
+        basis = basis.lower() if basis else None
+        if keywords is not None and not isinstance(keywords, dict):
+            raise BadInput("level keywords must be a JSON object")
+        with self.session() as s:
+            lv = s.scalar(select(LevelOfTheory).where(LevelOfTheory.name == canon))
+            if lv is None:
+                lv = LevelOfTheory(
+                    name=canon, method=method, basis=basis, program=program,
+                    program_version=program_version, keywords=keywords,
+                    fidelity_rank=default_rank(method) if fidelity_rank is None
+                    else fidelity_rank,
+                    description=description,
+                    hash=level_hash(method, basis, program, program_version, keywords),
+                )
+                s.add(lv)
+                try:
+                    s.flush()
+                except IntegrityError:
+                    raise Conflict(f"level {canon!r} (or an identical one) exists") from None
+                return level_dict(lv)
+            if (method, basis) != (lv.method, lv.basis):
+                raise Conflict(f"level {canon!r} exists with method/basis "
+                               f"{lv.method}/{lv.basis}")
+            new = dict(program=program, program_version=program_version, keywords=keywords,
+                       description=description)
+            for key, value in new.items():
+                old = getattr(lv, key)
+                if value is None or value == old:
+                    continue
+                if old is not None:
+                    raise Conflict(f"level {canon!r} already has {key}={old!r}; refusing to "
+                                   f"change it to {value!r}")
+                setattr(lv, key, value)
+            if fidelity_rank is not None:
+                lv.fidelity_rank = fidelity_rank
+            lv.hash = level_hash(lv.method, lv.basis, lv.program, lv.program_version,
+                                 lv.keywords)
+            return level_dict(lv)
+
+    def get_level(self, name: str) -> dict:
+        """The level ``name`` with its reference energies; NotFound lists the known ones."""
+        canon = canonical_name(name)
+        with self.session() as s:
+            lv = s.scalar(select(LevelOfTheory).where(LevelOfTheory.name == canon))
+            if lv is None:
+                known = s.scalars(select(LevelOfTheory.name).order_by(LevelOfTheory.name)).all()
+                raise NotFound(f"unknown level of theory {canon!r}; known levels: "
+                               f"{', '.join(known) or '(none)'}")
+            refs = dict(s.execute(select(ReferenceEnergy.z, ReferenceEnergy.energy)
+                                  .where(ReferenceEnergy.level_id == lv.id)).all())
+            return level_dict(lv, refs)
+
+    def list_levels(self) -> list[dict]:
+        with self.session() as s:
+            rows = s.scalars(select(LevelOfTheory).order_by(LevelOfTheory.fidelity_rank,
+                                                            LevelOfTheory.name)).all()
+            return [level_dict(lv) for lv in rows]
