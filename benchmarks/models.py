@@ -77,7 +77,7 @@ def bench_registry(args, work: Path) -> dict:
 
 def _bench_registry(url: str, args, work: Path) -> dict:
     from registry.core import Registry
-    from registry.models.artifacts import ArtifactStore
+    from registry.store.artifacts import ArtifactStore
     from registry.store.engine import upgrade
 
     upgrade(url)

@@ -4,8 +4,8 @@ import os
 
 from alembic import context
 
-from registry.db import make_engine
-from registry.schema import Base
+from registry.store.engine import make_engine
+from registry.store.schema import Base
 
 config = context.config
 if config.config_file_name and os.environ.get("NNP_DATABASE_URL"):

@@ -1,67 +1,86 @@
 """The :class:`Registry`: one object, the whole Python API of the store.
 
-Each concern lives in its own mixin module (levels, ingest, read, runs...); this class only
-joins them and owns the engine. Nothing here imports torch, dask or ``pipelines``.
+A thin facade: each method *is* a module function whose first argument is the store, named
+here so users find everything on one object. The modules import each other directly (their
+imports show what they depend on); nothing calls back through this class. Nothing here
+imports torch, dask or ``pipelines``.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
-from sqlalchemy.orm import Session, sessionmaker
-
-from . import config
-from .curation.datasets import DatasetsMixin
-from .curation.dedup import DedupMixin
-from .curation.errata import ErrataMixin
-from .curation.reference_energies import ReferenceEnergiesMixin
-from .ingest.api import IngestMixin
-from .io.readers import FilesMixin
-from .models.lineage import LineageMixin
-from .models.versions import ModelsMixin
-from .query.api import QueryMixin
-from .store.engine import check_reachable, make_engine, require_schema
-from .store.levels import LevelsMixin
-from .store.runs import RunsMixin
-from .store.structures import ReadMixin
-from .training_data.materialize import MaterializeMixin
+from .curation import datasets, dedup, errata
+from .curation import reference_energies as ref_energies
+from .ingest import api as ingest_api
+from .ingest import files
+from .io import export as export_files
+from .models import bundles, pull, versions
+from .models import lineage as lineage_mod
+from .query import api as query_api
+from .store import levels, runs, structures
+from .store.base import Store
+from .training_data import materialize as materialize_mod
 
 
-class Registry(RunsMixin, LevelsMixin, IngestMixin, ReadMixin, QueryMixin, ModelsMixin,
-               LineageMixin, DatasetsMixin, MaterializeMixin, ReferenceEnergiesMixin,
-               ErrataMixin, DedupMixin, FilesMixin):
-    """A registry at a database URL (default: ``NNP_DATABASE_URL`` or the embedded SQLite).
+class Registry(Store):
+    """A registry at a database URL (default: ``NNP_DATABASE_URL`` or the embedded SQLite)
+    with its artifact store (``NNP_ARTIFACTS``). See :class:`registry.store.base.Store`."""
 
-    ``check_schema`` (default on) refuses a database whose schema is missing or old, with a
-    message telling to run ``nnp db upgrade``.
-    """
+    # provenance runs
+    run = runs.run
+    start_run = runs.start_run
+    finish_run = runs.finish_run
+    get_run = runs.get_run
+    list_runs = runs.list_runs
 
-    def __init__(self, url: str | None = None, *, check_schema: bool = True):
-        self.url = url or config.database_url()
-        self.engine = make_engine(self.url)
-        check_reachable(self.engine)
-        if check_schema:
-            require_schema(self.engine)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+    # levels of theory and their reference energies
+    ensure_level = levels.ensure_level
+    add_level = levels.add_level
+    get_level = levels.get_level
+    list_levels = levels.list_levels
+    set_reference_energies = ref_energies.set_reference_energies
+    fit_reference_energies = ref_energies.fit_reference_energies
+    reference_energies = ref_energies.reference_energies
 
-    @property
-    def dialect(self) -> str:
-        return self.engine.dialect.name
+    # ingest, export, reading back
+    ingest = ingest_api.ingest
+    ingest_batch = ingest_api.ingest_batch
+    ingest_files = files.ingest_files
+    export = export_files.export
+    stats = structures.stats
+    iter_frames = structures.iter_frames
 
-    @contextmanager
-    def session(self) -> Session:
-        """A session in one transaction: committed on success, rolled back on error."""
-        with self._sessions() as s, s.begin():
-            yield s
+    # queries
+    query = query_api.query
+    query_ids = query_api.query_ids
+    count = query_api.count
 
-    def close(self) -> None:
-        self.engine.dispose()
+    # curation: dataset versions, near-duplicates, errata
+    resolve_dataset = datasets.resolve_dataset
+    select_members = datasets.select_members
+    create_dataset_version = datasets.create_dataset_version
+    alias_dataset = datasets.alias_dataset
+    remove_dataset_alias = datasets.remove_dataset_alias
+    list_datasets = datasets.list_datasets
+    show_dataset = datasets.show_dataset
+    diff_datasets = datasets.diff_datasets
+    near_duplicates = dedup.near_duplicates
+    retract_labels = errata.retract_labels
+    impact = errata.impact
 
-    def __enter__(self):
-        return self
+    # training data
+    materialize = materialize_mod.materialize
 
-    def __exit__(self, *exc):
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"Registry({self.engine.url.render_as_string(hide_password=True)!r})"
+    # models
+    register_model = versions.register_model
+    set_model_alias = versions.set_model_alias
+    retract_model = versions.retract_model
+    show_model = versions.show_model
+    list_models = versions.list_models
+    list_model_versions = versions.list_model_versions
+    model_alias = versions.model_alias
+    models_using_dataset_versions = versions.models_using_dataset_versions
+    models_using_labels = versions.models_using_labels
+    pull_model = pull.pull_model
+    lineage = lineage_mod.lineage
+    export_model = bundles.export_bundle
+    import_model = bundles.import_bundle

@@ -10,7 +10,7 @@ import uuid
 import numpy as np
 import pytest
 
-from registry.models.artifacts import (
+from registry.store.artifacts import (
     ArtifactCorrupt,
     ArtifactMissing,
     ArtifactStore,
@@ -116,7 +116,7 @@ def test_registry_refuses_unwritable_store_and_writes_nothing(registry, tmp_path
 
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
-    from registry.models.artifacts import ArtifactStore as Store
+    from registry.store.artifacts import ArtifactStore as Store
 
     registry.artifacts = Store(str(blocker / "store"))
     before = row_counts(registry)

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from registry.errors import BadInput, Conflict, NotFound
-from registry.models.versions import RetractedModelWarning
+from registry.models.pull import RetractedModelWarning
 from registry.store.schema import Model, ModelAlias, ModelFile, ModelVersion, Run, RunEntity
 
 
@@ -249,7 +249,7 @@ def test_bundle_roundtrip_across_backends(registry, db_url, tmp_path):
     from conftest import drop_pg_database
 
     from registry.core import Registry
-    from registry.models.artifacts import ArtifactStore
+    from registry.store.artifacts import ArtifactStore
 
     registry.ensure_level("wb97x/6-31g*", program="orca", program_version="5.0.4")
     registry.register_model("base", state(5), architecture="ani")

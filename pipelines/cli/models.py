@@ -88,7 +88,7 @@ def pull(
     """Write the verified files of a version and a model.json manifest to a directory."""
     import warnings
 
-    from registry.models.versions import RetractedModelWarning
+    from registry.models.pull import RetractedModelWarning
 
     with open_registry() as reg, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RetractedModelWarning)

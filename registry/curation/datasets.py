@@ -15,8 +15,10 @@ from sqlalchemy.orm import aliased
 
 from ..chem.elements import SYMBOLS
 from ..errors import BadInput, Conflict, NotFound
-from ..store.levels import canonical_name
-from ..store.refs import LATEST, Ref, check_alias, check_name, parse_ref
+from ..store.levels import level_rows
+from ..store.lookups import dataset_version
+from ..store.refs import LATEST, Ref, check_alias, check_name
+from ..store.runs import run
 from ..store.schema import (
     Composition,
     CompositionElement,
@@ -25,17 +27,17 @@ from ..store.schema import (
     DatasetMember,
     DatasetVersion,
     Label,
-    LevelOfTheory,
     Structure,
     utcnow,
 )
 from .dataset_hash import dataset_hash
+from .dedup import near_duplicates
 from .splits import GROUP_BY, SPLIT_NAMES, assign_splits, parse_fractions
 
 _RETRIES = 5
 
 
-def version_dict(dv: DatasetVersion, name: str, aliases: list[str] | None = None) -> dict:
+def dataset_version_dict(dv: DatasetVersion, name: str, aliases: list[str] | None = None) -> dict:
     return {"id": dv.id, "name": name, "version": dv.version, "ref": f"{name}:{dv.version}",
             "hash": dv.hash, "filter": dv.filter, "levels": dv.levels, "params": dv.params,
             "note": dv.note, "n_structures": dv.n_structures, "run_id": dv.run_id,
@@ -58,333 +60,299 @@ def parse_delta(delta: str, levels: list[str]) -> dict:
     return found[0]
 
 
-class DatasetsMixin:
-    # ------------------------------------------------------------------ resolve
-    def resolve_dataset(self, ref: str | Ref) -> dict:
-        """The version named by ``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS``."""
-        with self.session() as s:
-            dv, name = self._resolve_dv(s, ref)
-            return version_dict(dv, name, self._aliases_of(s, dv.id))
+# ------------------------------------------------------------------ resolve
 
-    def _resolve_dv(self, s, ref) -> tuple[DatasetVersion, str]:
-        r = parse_ref(ref) if isinstance(ref, str) else ref
-        ds = s.scalar(select(Dataset).where(Dataset.name == r.name))
-        if ds is None:
-            known = s.scalars(select(Dataset.name).order_by(Dataset.name).limit(20)).all()
-            raise NotFound(f"unknown dataset {r.name!r}; datasets: {', '.join(known) or '(none)'}")
-        if r.version is not None:
-            dv = s.scalar(select(DatasetVersion).where(DatasetVersion.dataset_id == ds.id,
-                                                       DatasetVersion.version == r.version))
-            if dv is None:
-                have = s.scalars(select(DatasetVersion.version)
-                                 .where(DatasetVersion.dataset_id == ds.id)
-                                 .order_by(DatasetVersion.version)).all()
-                raise NotFound(f"dataset {r.name!r} has no version {r.version}; versions: "
-                               f"{', '.join(map(str, have)) or '(none)'}")
-            return dv, ds.name
-        dv = s.scalar(select(DatasetVersion).join(
-            DatasetAlias, DatasetAlias.version_id == DatasetVersion.id).where(
-            DatasetAlias.dataset_id == ds.id, DatasetAlias.alias == r.alias))
-        if dv is None:
-            have = s.scalars(select(DatasetAlias.alias).where(DatasetAlias.dataset_id == ds.id)
-                             .order_by(DatasetAlias.alias)).all()
-            raise NotFound(f"dataset {r.name!r} has no alias {r.alias!r}; aliases: "
-                           f"{', '.join(have) or '(none)'}")
-        return dv, ds.name
+def resolve_dataset(reg, ref: str | Ref) -> dict:
+    """The version named by ``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS``."""
+    with reg.session() as s:
+        dv, name = dataset_version(s, ref)
+        return dataset_version_dict(dv, name, _aliases_of(s, dv.id))
 
-    @staticmethod
-    def _aliases_of(s, version_id: int) -> list[str]:
-        return list(s.scalars(select(DatasetAlias.alias)
-                              .where(DatasetAlias.version_id == version_id)))
 
-    def _level_rows(self, s, names: list[str]) -> list[LevelOfTheory]:
-        out = []
-        for n in names:
-            lv = s.scalar(select(LevelOfTheory).where(LevelOfTheory.name == canonical_name(n)))
-            if lv is None:
-                known = s.scalars(select(LevelOfTheory.name).order_by(LevelOfTheory.name)).all()
-                raise NotFound(f"unknown level of theory {n!r}; known levels: "
-                               f"{', '.join(known) or '(none)'}")
-            out.append(lv)
-        return out
+def _aliases_of(s, version_id: int) -> list[str]:
+    return list(s.scalars(select(DatasetAlias.alias)
+                          .where(DatasetAlias.version_id == version_id)))
 
-    # ------------------------------------------------------------------ create
-    def select_members(self, *, levels: list[str], filter: str | None = None,
-                       group_by: str = "formula", delta: dict | None = None) -> dict:
-        """Structures matching ``filter`` with an ``ok`` label at every level (no writes).
 
-        Returns columns: structure ids/hashes, group keys and per-level label ids/hashes.
-        """
-        with self.session() as s:
-            lvs = self._level_rows(s, levels)
-            clause = None
-            if filter is not None and str(filter).strip():
-                from ..query import structure_filter
+def select_members(reg, *, levels: list[str], filter: str | None = None,
+                   group_by: str = "formula", delta: dict | None = None) -> dict:
+    """Structures matching ``filter`` with an ``ok`` label at every level (no writes).
 
-                clause = structure_filter(filter, level=lvs[0].name, session=s)
-            group_col = {"formula": Composition.formula_reduced, "source": Structure.source,
-                         "none": Structure.hash}[group_by]
-            labs = [aliased(Label) for _ in lvs]
-            q = select(Structure.id, Structure.hash, group_col,
-                       *[lab.id for lab in labs], *[lab.hash for lab in labs])
-            if group_by == "formula":
-                q = q.join(Composition, Composition.id == Structure.composition_id)
-            for lab, lv in zip(labs, lvs, strict=True):
-                cond = and_(lab.structure_id == Structure.id, lab.level_id == lv.id,
-                            lab.status == "ok")
-                if delta is not None:
-                    cond = and_(cond, lab.energy.is_not(None))
-                q = q.join(lab, cond)
-            if clause is not None:
-                q = q.where(clause)
-            rows = s.execute(q.order_by(Structure.hash)).all()
-        k = len(lvs)
-        return {"levels": [lv.name for lv in lvs], "level_ids": [lv.id for lv in lvs],
-                "structure_ids": [r[0] for r in rows], "hashes": [r[1] for r in rows],
-                "groups": [r[2] if r[2] is not None else "" for r in rows],
-                "label_ids": [[r[3 + j] for r in rows] for j in range(k)],
-                "label_hashes": [[r[3 + k + j] for r in rows] for j in range(k)]}
+    Returns columns: structure ids/hashes, group keys and per-level label ids/hashes.
+    """
+    with reg.session() as s:
+        lvs = level_rows(s, levels)
+        clause = None
+        if filter is not None and str(filter).strip():
+            from ..query import structure_filter
 
-    def create_dataset_version(self, name: str, *, levels: list[str] | str,
-                               filter: str | None = None, split="0.8,0.1,0.1",
-                               group_by: str = "formula", seed: int = 0,
-                               note: str | None = None, delta: str | None = None,
-                               exclude_duplicates: float | None = None) -> dict:
-        """Make version N+1 of dataset ``name`` (created on first use); ``latest`` moves to it.
+            clause = structure_filter(filter, level=lvs[0].name, session=s)
+        group_col = {"formula": Composition.formula_reduced, "source": Structure.source,
+                     "none": Structure.hash}[group_by]
+        labs = [aliased(Label) for _ in lvs]
+        q = select(Structure.id, Structure.hash, group_col,
+                   *[lab.id for lab in labs], *[lab.hash for lab in labs])
+        if group_by == "formula":
+            q = q.join(Composition, Composition.id == Structure.composition_id)
+        for lab, lv in zip(labs, lvs, strict=True):
+            cond = and_(lab.structure_id == Structure.id, lab.level_id == lv.id,
+                        lab.status == "ok")
+            if delta is not None:
+                cond = and_(cond, lab.energy.is_not(None))
+            q = q.join(lab, cond)
+        if clause is not None:
+            q = q.where(clause)
+        rows = s.execute(q.order_by(Structure.hash)).all()
+    k = len(lvs)
+    return {"levels": [lv.name for lv in lvs], "level_ids": [lv.id for lv in lvs],
+            "structure_ids": [r[0] for r in rows], "hashes": [r[1] for r in rows],
+            "groups": [r[2] if r[2] is not None else "" for r in rows],
+            "label_ids": [[r[3 + j] for r in rows] for j in range(k)],
+            "label_hashes": [[r[3 + k + j] for r in rows] for j in range(k)]}
 
-        Several ``levels`` keep only structures labeled ``ok`` at all of them; ``delta``
-        ``"HIGH-LOW"`` makes the target the difference. ``exclude_duplicates`` (a tolerance
-        in Å) keeps one structure per near-duplicate cluster. Bad input writes nothing.
-        """
-        check_name(name, "dataset name")
-        if filter is not None and not isinstance(filter, str):
-            filter = str(filter)  # a registry.query.Q expression
-        if isinstance(levels, str):
-            levels = [levels]
-        if not levels:
-            raise BadInput("give at least one level of theory (--level)")
-        fractions = parse_fractions(split)
-        if group_by not in GROUP_BY:
-            raise BadInput(f"--group-by {group_by!r}: expected one of {', '.join(GROUP_BY)}")
-        with self.session() as s:
-            lvs = self._level_rows(s, levels)
-            lvs = sorted({lv.id: lv for lv in lvs}.values(),
-                         key=lambda lv: (-lv.fidelity_rank, lv.name))
-            names = [lv.name for lv in lvs]
-        dspec = parse_delta(delta, names) if delta else None
-        if dspec and len(names) != 2:
-            raise BadInput(f"--delta needs exactly its two levels, got {names}")
-        if dspec:  # target level first
-            names = [dspec["high"], dspec["low"]]
-        sel = self.select_members(levels=names, filter=filter, group_by=group_by, delta=dspec)
-        excluded = 0
-        if exclude_duplicates is not None:
-            sel, excluded = self._drop_near_duplicates(sel, float(exclude_duplicates))
-        n = len(sel["structure_ids"])
-        if n == 0:
-            raise BadInput(f"no structure matches filter {filter!r} with an ok label at "
-                           f"{' and '.join(names)}; nothing created")
-        splits = assign_splits(sel["hashes"], sel["groups"], fractions, seed)
-        triples = [(h, lh[i], int(splits[i])) for lh in sel["label_hashes"]
-                   for i, h in enumerate(sel["hashes"])]
-        digest = dataset_hash(triples, names, dspec)
-        params = {"split": list(fractions), "group_by": group_by, "seed": seed, "delta": dspec,
-                  "exclude_duplicates": exclude_duplicates, "excluded_duplicates": excluded}
-        handle = self.start_run("dataset_create", {"name": name, "filter": filter,
-                                                   "levels": names, **params})
+
+def create_dataset_version(reg, name: str, *, levels: list[str] | str,
+                           filter: str | None = None, split="0.8,0.1,0.1",
+                           group_by: str = "formula", seed: int = 0,
+                           note: str | None = None, delta: str | None = None,
+                           exclude_duplicates: float | None = None) -> dict:
+    """Make version N+1 of dataset ``name`` (created on first use); ``latest`` moves to it.
+
+    Several ``levels`` keep only structures labeled ``ok`` at all of them; ``delta``
+    ``"HIGH-LOW"`` makes the target the difference. ``exclude_duplicates`` (a tolerance
+    in Å) keeps one structure per near-duplicate cluster. Bad input writes nothing.
+    """
+    check_name(name, "dataset name")
+    if filter is not None and not isinstance(filter, str):
+        filter = str(filter)  # a registry.query.Q expression
+    if isinstance(levels, str):
+        levels = [levels]
+    if not levels:
+        raise BadInput("give at least one level of theory (--level)")
+    fractions = parse_fractions(split)
+    if group_by not in GROUP_BY:
+        raise BadInput(f"--group-by {group_by!r}: expected one of {', '.join(GROUP_BY)}")
+    with reg.session() as s:
+        lvs = level_rows(s, levels)
+        lvs = sorted({lv.id: lv for lv in lvs}.values(),
+                     key=lambda lv: (-lv.fidelity_rank, lv.name))
+        names = [lv.name for lv in lvs]
+    dspec = parse_delta(delta, names) if delta else None
+    if dspec and len(names) != 2:
+        raise BadInput(f"--delta needs exactly its two levels, got {names}")
+    if dspec:  # target level first
+        names = [dspec["high"], dspec["low"]]
+    sel = select_members(reg, levels=names, filter=filter, group_by=group_by, delta=dspec)
+    excluded = 0
+    if exclude_duplicates is not None:
+        sel, excluded = _drop_near_duplicates(reg, sel, float(exclude_duplicates))
+    n = len(sel["structure_ids"])
+    if n == 0:
+        raise BadInput(f"no structure matches filter {filter!r} with an ok label at "
+                       f"{' and '.join(names)}; nothing created")
+    splits = assign_splits(sel["hashes"], sel["groups"], fractions, seed)
+    triples = [(h, lh[i], int(splits[i])) for lh in sel["label_hashes"]
+               for i, h in enumerate(sel["hashes"])]
+    digest = dataset_hash(triples, names, dspec)
+    params = {"split": list(fractions), "group_by": group_by, "seed": seed, "delta": dspec,
+              "exclude_duplicates": exclude_duplicates, "excluded_duplicates": excluded}
+    with run(reg, "dataset_create", {"name": name, "filter": filter, "levels": names,
+                                     **params}) as handle:
         for lv_name, lid in zip(names, sel["level_ids"], strict=True):
             handle.consumed("level", lid, ref=lv_name)
-        try:
-            out = self._write_version(name, names, filter, params, note, sel, splits, digest,
-                                      handle.id)
-        except BaseException as exc:
-            self.finish_run(handle, "failed", error=f"{type(exc).__name__}: {exc}")
-            raise
+        out = _write_version(reg, name, names, filter, params, note, sel, splits, digest,
+                             handle.id)
         handle.produced("dataset_version", out["id"], ref=out["ref"], sha256=digest)
         handle.result = {"ref": out["ref"], "n_structures": n, "hash": digest}
-        self.finish_run(handle, "ok")
-        out["split_counts"] = {SPLIT_NAMES[k]: int((splits == k).sum()) for k in range(3)}
-        return out
+    out["split_counts"] = {SPLIT_NAMES[k]: int((splits == k).sum()) for k in range(3)}
+    return out
 
-    def _write_version(self, name, names, filter, params, note, sel, splits, digest, run_id):
-        for attempt in range(_RETRIES):
-            try:
-                with self.session() as s:
-                    ds = s.scalar(select(Dataset).where(Dataset.name == name)
-                                  .with_for_update())
-                    if ds is None:
-                        ds = Dataset(name=name)
-                        s.add(ds)
-                        s.flush()
-                    last = s.scalar(select(func.max(DatasetVersion.version))
-                                    .where(DatasetVersion.dataset_id == ds.id)) or 0
-                    dv = DatasetVersion(dataset_id=ds.id, version=last + 1, hash=digest,
-                                        filter=filter, levels=names, params=params, note=note,
-                                        n_structures=len(sel["structure_ids"]), run_id=run_id)
-                    s.add(dv)
+
+def _write_version(reg, name, names, filter, params, note, sel, splits, digest, run_id):
+    for attempt in range(_RETRIES):
+        try:
+            with reg.session() as s:
+                ds = s.scalar(select(Dataset).where(Dataset.name == name)
+                              .with_for_update())
+                if ds is None:
+                    ds = Dataset(name=name)
+                    s.add(ds)
                     s.flush()
-                    self._insert_members(s, dv.id, sel, splits)
-                    self._set_alias(s, ds.id, LATEST, dv.id)
-                    return version_dict(dv, name, [LATEST])
-            except IntegrityError:
-                if attempt == _RETRIES - 1:
-                    raise Conflict(f"could not number a new version of {name!r} "
-                                   "(concurrent writers); try again") from None
-        raise AssertionError("unreachable")
+                last = s.scalar(select(func.max(DatasetVersion.version))
+                                .where(DatasetVersion.dataset_id == ds.id)) or 0
+                dv = DatasetVersion(dataset_id=ds.id, version=last + 1, hash=digest,
+                                    filter=filter, levels=names, params=params, note=note,
+                                    n_structures=len(sel["structure_ids"]), run_id=run_id)
+                s.add(dv)
+                s.flush()
+                _insert_members(reg, s, dv.id, sel, splits)
+                _set_alias(s, ds.id, LATEST, dv.id)
+                return dataset_version_dict(dv, name, [LATEST])
+        except IntegrityError:
+            if attempt == _RETRIES - 1:
+                raise Conflict(f"could not number a new version of {name!r} "
+                               "(concurrent writers); try again") from None
+    raise AssertionError("unreachable")
 
-    def _insert_members(self, s, version_id, sel, splits) -> None:
-        """All member rows in one statement, in primary-key (label id) order; on PostgreSQL one
-        binary COPY whose rows numpy packs at once."""
-        k = len(sel["label_ids"])
-        lab = np.concatenate([np.asarray(c, dtype=np.int64) for c in sel["label_ids"]])
-        sid = np.tile(np.asarray(sel["structure_ids"], dtype=np.int64), k)
-        sp = np.tile(np.asarray(splits, dtype=np.int16), k)
-        o = np.argsort(lab, kind="stable")
-        lab, sid, sp = lab[o], sid[o], sp[o]
-        conn = s.connection()
-        if self.dialect == "postgresql":
-            from ..store import pgcopy
 
-            pgcopy.copy_into(conn.connection.driver_connection.cursor(), "dataset_members",
-                             pgcopy.pack(len(lab), [("version_id", ">i8", version_id),
-                                                    ("label_id", ">i8", lab),
-                                                    ("structure_id", ">i8", sid),
-                                                    ("split", ">i2", sp)], []))
-        else:
-            conn.exec_driver_sql(
-                "INSERT INTO dataset_members (version_id, label_id, structure_id, split) "
-                "VALUES (?, ?, ?, ?)",
-                list(zip([version_id] * len(lab), lab.tolist(), sid.tolist(), sp.tolist(),
-                         strict=True)))
+def _insert_members(reg, s, version_id, sel, splits) -> None:
+    """All member rows in one statement, in primary-key (label id) order; on PostgreSQL one
+    binary COPY whose rows numpy packs at once."""
+    k = len(sel["label_ids"])
+    lab = np.concatenate([np.asarray(c, dtype=np.int64) for c in sel["label_ids"]])
+    sid = np.tile(np.asarray(sel["structure_ids"], dtype=np.int64), k)
+    sp = np.tile(np.asarray(splits, dtype=np.int16), k)
+    o = np.argsort(lab, kind="stable")
+    lab, sid, sp = lab[o], sid[o], sp[o]
+    conn = s.connection()
+    if reg.dialect == "postgresql":
+        from ..store import pgcopy
 
-    @staticmethod
-    def _set_alias(s, dataset_id: int, alias: str, version_id: int) -> None:
-        row = s.get(DatasetAlias, (dataset_id, alias))
-        if row is None:
-            s.add(DatasetAlias(dataset_id=dataset_id, alias=alias, version_id=version_id,
-                               updated_at=utcnow()))
-        else:
-            row.version_id, row.updated_at = version_id, utcnow()
-        s.flush()
+        pgcopy.copy_into(conn.connection.driver_connection.cursor(), "dataset_members",
+                         pgcopy.pack(len(lab), [("version_id", ">i8", version_id),
+                                                ("label_id", ">i8", lab),
+                                                ("structure_id", ">i8", sid),
+                                                ("split", ">i2", sp)], []))
+    else:
+        conn.exec_driver_sql(
+            "INSERT INTO dataset_members (version_id, label_id, structure_id, split) "
+            "VALUES (?, ?, ?, ?)",
+            list(zip([version_id] * len(lab), lab.tolist(), sid.tolist(), sp.tolist(),
+                     strict=True)))
 
-    def _drop_near_duplicates(self, sel: dict, tolerance: float) -> tuple[dict, int]:
-        clusters = self.near_duplicates(structure_ids=sel["structure_ids"],
-                                        tolerance=tolerance)["clusters"]
-        drop = {sid for c in clusters for sid in c["structure_ids"][1:]}  # keep the first
-        keep = [i for i, sid in enumerate(sel["structure_ids"]) if sid not in drop]
-        out = {k: v for k, v in sel.items() if k in ("levels", "level_ids")}
-        for k in ("structure_ids", "hashes", "groups"):
-            out[k] = [sel[k][i] for i in keep]
-        for k in ("label_ids", "label_hashes"):
-            out[k] = [[col[i] for i in keep] for col in sel[k]]
-        return out, len(sel["structure_ids"]) - len(keep)
 
-    # ------------------------------------------------------------------ aliases
-    def alias_dataset(self, ref: str, alias: str) -> dict:
-        """Point ``alias`` of the dataset at the version ``ref`` names (must exist)."""
-        check_alias(alias)
-        with self.session() as s:
-            dv, name = self._resolve_dv(s, ref)
-            self._set_alias(s, dv.dataset_id, alias, dv.id)
-            return version_dict(dv, name, self._aliases_of(s, dv.id))
+def _set_alias(s, dataset_id: int, alias: str, version_id: int) -> None:
+    row = s.get(DatasetAlias, (dataset_id, alias))
+    if row is None:
+        s.add(DatasetAlias(dataset_id=dataset_id, alias=alias, version_id=version_id,
+                           updated_at=utcnow()))
+    else:
+        row.version_id, row.updated_at = version_id, utcnow()
+    s.flush()
 
-    def remove_dataset_alias(self, name: str, alias: str) -> None:
-        with self.session() as s:
-            ds = s.scalar(select(Dataset).where(Dataset.name == name))
-            n = 0 if ds is None else s.execute(delete(DatasetAlias).where(
-                DatasetAlias.dataset_id == ds.id, DatasetAlias.alias == alias)).rowcount
-            if not n:
-                raise NotFound(f"dataset {name!r} has no alias {alias!r}")
 
-    # ------------------------------------------------------------------ list / show / diff
-    def list_datasets(self) -> list[dict]:
-        """Every dataset with its versions and aliases."""
-        with self.session() as s:
-            out = []
-            for ds in s.scalars(select(Dataset).order_by(Dataset.name)):
-                aliases: dict[int, list[str]] = {}
-                for a in s.scalars(select(DatasetAlias).where(DatasetAlias.dataset_id == ds.id)):
-                    aliases.setdefault(a.version_id, []).append(a.alias)
-                vers = s.scalars(select(DatasetVersion).where(DatasetVersion.dataset_id == ds.id)
-                                 .order_by(DatasetVersion.version)).all()
-                out.append({"name": ds.name, "versions": [
-                    version_dict(v, ds.name, aliases.get(v.id)) for v in vers]})
-            return out
+def _drop_near_duplicates(reg, sel: dict, tolerance: float) -> tuple[dict, int]:
+    clusters = near_duplicates(reg, structure_ids=sel["structure_ids"],
+                                    tolerance=tolerance)["clusters"]
+    drop = {sid for c in clusters for sid in c["structure_ids"][1:]}  # keep the first
+    keep = [i for i, sid in enumerate(sel["structure_ids"]) if sid not in drop]
+    out = {k: v for k, v in sel.items() if k in ("levels", "level_ids")}
+    for k in ("structure_ids", "hashes", "groups"):
+        out[k] = [sel[k][i] for i in keep]
+    for k in ("label_ids", "label_hashes"):
+        out[k] = [[col[i] for i in keep] for col in sel[k]]
+    return out, len(sel["structure_ids"]) - len(keep)
 
-    def _members(self, s, dv: DatasetVersion) -> dict:
-        """{level name: {structure hash: (label hash, split, label status)}}."""
-        lvs = {lv.id: lv.name for lv in self._level_rows(s, dv.levels)}
-        rows = s.execute(
-            select(Label.level_id, Structure.hash, Label.hash, DatasetMember.split,
-                   Label.status)
-            .join(Label, Label.id == DatasetMember.label_id)
-            .join(Structure, Structure.id == DatasetMember.structure_id)
-            .where(DatasetMember.version_id == dv.id)).all()
-        out: dict[str, dict] = {name: {} for name in dv.levels}
-        for lid, sh, lh, sp, st in rows:
-            out[lvs[lid]][sh] = (lh, sp, st)
+
+def alias_dataset(reg, ref: str, alias: str) -> dict:
+    """Point ``alias`` of the dataset at the version ``ref`` names (must exist)."""
+    check_alias(alias)
+    with reg.session() as s:
+        dv, name = dataset_version(s, ref)
+        _set_alias(s, dv.dataset_id, alias, dv.id)
+        return dataset_version_dict(dv, name, _aliases_of(s, dv.id))
+
+
+def remove_dataset_alias(reg, name: str, alias: str) -> None:
+    with reg.session() as s:
+        ds = s.scalar(select(Dataset).where(Dataset.name == name))
+        n = 0 if ds is None else s.execute(delete(DatasetAlias).where(
+            DatasetAlias.dataset_id == ds.id, DatasetAlias.alias == alias)).rowcount
+        if not n:
+            raise NotFound(f"dataset {name!r} has no alias {alias!r}")
+
+
+def list_datasets(reg) -> list[dict]:
+    """Every dataset with its versions and aliases."""
+    with reg.session() as s:
+        out = []
+        for ds in s.scalars(select(Dataset).order_by(Dataset.name)):
+            aliases: dict[int, list[str]] = {}
+            for a in s.scalars(select(DatasetAlias).where(DatasetAlias.dataset_id == ds.id)):
+                aliases.setdefault(a.version_id, []).append(a.alias)
+            vers = s.scalars(select(DatasetVersion).where(DatasetVersion.dataset_id == ds.id)
+                             .order_by(DatasetVersion.version)).all()
+            out.append({"name": ds.name, "versions": [
+                dataset_version_dict(v, ds.name, aliases.get(v.id)) for v in vers]})
         return out
 
-    def show_dataset(self, ref: str) -> dict:
-        """Counts per split, element and level; energy statistics; hash and parameters."""
-        with self.session() as s:
-            dv, name = self._resolve_dv(s, ref)
-            out = version_dict(dv, name, self._aliases_of(s, dv.id))
-            first = self._level_rows(s, dv.levels[:1])[0]
-            one = and_(DatasetMember.version_id == dv.id, Label.id == DatasetMember.label_id,
-                       Label.level_id == first.id)
-            splits = dict(s.execute(select(DatasetMember.split, func.count())
-                                    .select_from(DatasetMember).join(Label, one)
-                                    .group_by(DatasetMember.split)).all())
-            out["split_counts"] = {n: int(splits.get(k, 0)) for k, n in enumerate(SPLIT_NAMES)}
-            ce = CompositionElement
-            elems = s.execute(
-                select(ce.z, func.count(), func.sum(ce.count))
-                .select_from(DatasetMember).join(Label, one)
-                .join(Structure, Structure.id == DatasetMember.structure_id)
-                .join(ce, ce.composition_id == Structure.composition_id)
-                .group_by(ce.z).order_by(ce.z)).all()
-            out["elements"] = {SYMBOLS[z]: {"structures": int(n), "atoms": int(a)}
-                               for z, n, a in elems}
-            out["per_level"] = {}
-            for lv in self._level_rows(s, dv.levels):
-                row = s.execute(
-                    select(func.count(), func.count(Label.energy), func.min(Label.energy),
-                           func.max(Label.energy), func.avg(Label.energy),
-                           func.avg(Label.energy * Label.energy),
-                           func.sum(case((Label.status != "ok", 1), else_=0)))
-                    .select_from(DatasetMember)
-                    .join(Label, Label.id == DatasetMember.label_id)
-                    .where(DatasetMember.version_id == dv.id, Label.level_id == lv.id)).one()
-                n, ne, lo, hi, mean, sq, not_ok = row
-                std = (max(float(sq) - float(mean) ** 2, 0.0) ** 0.5) if ne else None
-                out["per_level"][lv.name] = {
-                    "labels": int(n), "energies": int(ne), "retracted_since": int(not_ok or 0),
-                    "energy_eV": {"min": lo, "max": hi, "mean": mean, "std": std}}
-            return out
 
-    def diff_datasets(self, ref_a: str, ref_b: str, *, sample: int = 20) -> dict:
-        """Structures added / removed, relabelled (same structure and level, other label) and
-        moved between splits, from ``ref_a`` to ``ref_b``."""
-        with self.session() as s:
-            a, na = self._resolve_dv(s, ref_a)
-            b, nb = self._resolve_dv(s, ref_b)
-            ma, mb = self._members(s, a), self._members(s, b)
-        sa = set().union(*[set(v) for v in ma.values()])
-        sb = set().union(*[set(v) for v in mb.values()])
-        added, removed = sorted(sb - sa), sorted(sa - sb)
-        relabelled, moved = set(), set()
-        for lv in set(ma) & set(mb):
-            for h in set(ma[lv]) & set(mb[lv]):
-                if ma[lv][h][0] != mb[lv][h][0]:
-                    relabelled.add(h)
-                if ma[lv][h][1] != mb[lv][h][1]:
-                    moved.add(h)
-        return {"a": f"{na}:{a.version}", "b": f"{nb}:{b.version}",
-                "hash_a": a.hash, "hash_b": b.hash, "identical": a.hash == b.hash,
-                "levels_a": a.levels, "levels_b": b.levels,
-                "added": len(added), "removed": len(removed), "relabelled": len(relabelled),
-                "split_changed": len(moved), "unchanged": len((sa & sb) - relabelled - moved),
-                "sample": {"added": added[:sample], "removed": removed[:sample],
-                           "relabelled": sorted(relabelled)[:sample],
-                           "split_changed": sorted(moved)[:sample]}}
+def _members(s, dv: DatasetVersion) -> dict:
+    """{level name: {structure hash: (label hash, split, label status)}}."""
+    lvs = {lv.id: lv.name for lv in level_rows(s, dv.levels)}
+    rows = s.execute(
+        select(Label.level_id, Structure.hash, Label.hash, DatasetMember.split,
+               Label.status)
+        .join(Label, Label.id == DatasetMember.label_id)
+        .join(Structure, Structure.id == DatasetMember.structure_id)
+        .where(DatasetMember.version_id == dv.id)).all()
+    out: dict[str, dict] = {name: {} for name in dv.levels}
+    for lid, sh, lh, sp, st in rows:
+        out[lvs[lid]][sh] = (lh, sp, st)
+    return out
+
+
+def show_dataset(reg, ref: str) -> dict:
+    """Counts per split, element and level; energy statistics; hash and parameters."""
+    with reg.session() as s:
+        dv, name = dataset_version(s, ref)
+        out = dataset_version_dict(dv, name, _aliases_of(s, dv.id))
+        first = level_rows(s, dv.levels[:1])[0]
+        one = and_(DatasetMember.version_id == dv.id, Label.id == DatasetMember.label_id,
+                   Label.level_id == first.id)
+        splits = dict(s.execute(select(DatasetMember.split, func.count())
+                                .select_from(DatasetMember).join(Label, one)
+                                .group_by(DatasetMember.split)).all())
+        out["split_counts"] = {n: int(splits.get(k, 0)) for k, n in enumerate(SPLIT_NAMES)}
+        ce = CompositionElement
+        elems = s.execute(
+            select(ce.z, func.count(), func.sum(ce.count))
+            .select_from(DatasetMember).join(Label, one)
+            .join(Structure, Structure.id == DatasetMember.structure_id)
+            .join(ce, ce.composition_id == Structure.composition_id)
+            .group_by(ce.z).order_by(ce.z)).all()
+        out["elements"] = {SYMBOLS[z]: {"structures": int(n), "atoms": int(a)}
+                           for z, n, a in elems}
+        out["per_level"] = {}
+        for lv in level_rows(s, dv.levels):
+            row = s.execute(
+                select(func.count(), func.count(Label.energy), func.min(Label.energy),
+                       func.max(Label.energy), func.avg(Label.energy),
+                       func.avg(Label.energy * Label.energy),
+                       func.sum(case((Label.status != "ok", 1), else_=0)))
+                .select_from(DatasetMember)
+                .join(Label, Label.id == DatasetMember.label_id)
+                .where(DatasetMember.version_id == dv.id, Label.level_id == lv.id)).one()
+            n, ne, lo, hi, mean, sq, not_ok = row
+            std = (max(float(sq) - float(mean) ** 2, 0.0) ** 0.5) if ne else None
+            out["per_level"][lv.name] = {
+                "labels": int(n), "energies": int(ne), "retracted_since": int(not_ok or 0),
+                "energy_eV": {"min": lo, "max": hi, "mean": mean, "std": std}}
+        return out
+
+
+def diff_datasets(reg, ref_a: str, ref_b: str, *, sample: int = 20) -> dict:
+    """Structures added / removed, relabelled (same structure and level, other label) and
+    moved between splits, from ``ref_a`` to ``ref_b``."""
+    with reg.session() as s:
+        a, na = dataset_version(s, ref_a)
+        b, nb = dataset_version(s, ref_b)
+        ma, mb = _members(s, a), _members(s, b)
+    sa = set().union(*[set(v) for v in ma.values()])
+    sb = set().union(*[set(v) for v in mb.values()])
+    added, removed = sorted(sb - sa), sorted(sa - sb)
+    relabelled, moved = set(), set()
+    for lv in set(ma) & set(mb):
+        for h in set(ma[lv]) & set(mb[lv]):
+            if ma[lv][h][0] != mb[lv][h][0]:
+                relabelled.add(h)
+            if ma[lv][h][1] != mb[lv][h][1]:
+                moved.add(h)
+    return {"a": f"{na}:{a.version}", "b": f"{nb}:{b.version}",
+            "hash_a": a.hash, "hash_b": b.hash, "identical": a.hash == b.hash,
+            "levels_a": a.levels, "levels_b": b.levels,
+            "added": len(added), "removed": len(removed), "relabelled": len(relabelled),
+            "split_changed": len(moved), "unchanged": len((sa & sb) - relabelled - moved),
+            "sample": {"added": added[:sample], "removed": removed[:sample],
+                       "relabelled": sorted(relabelled)[:sample],
+                       "split_changed": sorted(moved)[:sample]}}

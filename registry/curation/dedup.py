@@ -135,50 +135,49 @@ def clusters_of(n: int, pairs) -> list[list[int]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
-class DedupMixin:
-    def near_duplicates(self, *, tolerance: float, filter: str | None = None,
-                        structure_ids=None) -> dict:
-        """Clusters of near-duplicate molecules among those matching ``filter`` (or ids)."""
-        t0 = time.perf_counter()
-        try:
-            tolerance = float(tolerance)
-        except (TypeError, ValueError):
-            raise BadInput(f"--tolerance {tolerance!r} is not a number") from None
-        if not np.isfinite(tolerance) or tolerance <= 0:
-            raise BadInput(f"--tolerance must be > 0 Å, got {tolerance}")
-        q = select(Structure.id, Structure.hash, Structure.numbers, Structure.positions,
-                   Structure.nperiodic, Structure.charge, Structure.multiplicity,
-                   Composition.formula_hill).join(
-            Composition, Composition.id == Structure.composition_id)
-        with self.session() as s:
-            if filter is not None and str(filter).strip():
-                from ..query import structure_filter
+def near_duplicates(reg, *, tolerance: float, filter: str | None = None,
+                    structure_ids=None) -> dict:
+    """Clusters of near-duplicate molecules among those matching ``filter`` (or ids)."""
+    t0 = time.perf_counter()
+    try:
+        tolerance = float(tolerance)
+    except (TypeError, ValueError):
+        raise BadInput(f"--tolerance {tolerance!r} is not a number") from None
+    if not np.isfinite(tolerance) or tolerance <= 0:
+        raise BadInput(f"--tolerance must be > 0 Å, got {tolerance}")
+    q = select(Structure.id, Structure.hash, Structure.numbers, Structure.positions,
+               Structure.nperiodic, Structure.charge, Structure.multiplicity,
+               Composition.formula_hill).join(
+        Composition, Composition.id == Structure.composition_id)
+    with reg.session() as s:
+        if filter is not None and str(filter).strip():
+            from ..query import structure_filter
 
-                q = q.where(structure_filter(filter, session=s))
-            if structure_ids is not None:
-                rows = []
-                ids = list(structure_ids)
-                for lo in range(0, len(ids), 5000):
-                    rows += s.execute(q.where(Structure.id.in_(ids[lo: lo + 5000]))).all()
-            else:
-                rows = s.execute(q).all()
-        rows.sort(key=lambda r: r.hash)
-        mols = [r for r in rows if r.nperiodic == 0]
-        zs = [np.frombuffer(r.numbers, dtype=np.uint8) for r in mols]
-        xs = [np.frombuffer(r.positions, dtype="<f8").reshape(-1, 3) for r in mols]
-        fps = np.array([fingerprint(x) for x in xs]).reshape(-1, 3)
-        keys = [(r.formula_hill, r.charge, r.multiplicity) for r in mols]
-        n_cand, confirmed = 0, []
-        for i, j in candidate_pairs(keys, fps, tolerance):
-            n_cand += 1
-            if aligned_rmsd(zs[i], xs[i], zs[j], xs[j], stop_below=tolerance) <= tolerance:
-                confirmed.append((i, j))
-        clusters = [{"structure_ids": [mols[i].id for i in c],
-                     "hashes": [mols[i].hash for i in c], "formula": mols[c[0]].formula_hill}
-                    for c in clusters_of(len(mols), confirmed)]
-        clusters.sort(key=lambda c: c["hashes"][0])
-        return {"tolerance": tolerance, "n_structures": len(rows),
-                "skipped_periodic": len(rows) - len(mols), "candidate_pairs": n_cand,
-                "duplicate_pairs": len(confirmed), "clusters": clusters,
-                "n_redundant": sum(len(c["structure_ids"]) - 1 for c in clusters),
-                "seconds": round(time.perf_counter() - t0, 4)}
+            q = q.where(structure_filter(filter, session=s))
+        if structure_ids is not None:
+            rows = []
+            ids = list(structure_ids)
+            for lo in range(0, len(ids), 5000):
+                rows += s.execute(q.where(Structure.id.in_(ids[lo: lo + 5000]))).all()
+        else:
+            rows = s.execute(q).all()
+    rows.sort(key=lambda r: r.hash)
+    mols = [r for r in rows if r.nperiodic == 0]
+    zs = [np.frombuffer(r.numbers, dtype=np.uint8) for r in mols]
+    xs = [np.frombuffer(r.positions, dtype="<f8").reshape(-1, 3) for r in mols]
+    fps = np.array([fingerprint(x) for x in xs]).reshape(-1, 3)
+    keys = [(r.formula_hill, r.charge, r.multiplicity) for r in mols]
+    n_cand, confirmed = 0, []
+    for i, j in candidate_pairs(keys, fps, tolerance):
+        n_cand += 1
+        if aligned_rmsd(zs[i], xs[i], zs[j], xs[j], stop_below=tolerance) <= tolerance:
+            confirmed.append((i, j))
+    clusters = [{"structure_ids": [mols[i].id for i in c],
+                 "hashes": [mols[i].hash for i in c], "formula": mols[c[0]].formula_hill}
+                for c in clusters_of(len(mols), confirmed)]
+    clusters.sort(key=lambda c: c["hashes"][0])
+    return {"tolerance": tolerance, "n_structures": len(rows),
+            "skipped_periodic": len(rows) - len(mols), "candidate_pairs": n_cand,
+            "duplicate_pairs": len(confirmed), "clusters": clusters,
+            "n_redundant": sum(len(c["structure_ids"]) - 1 for c in clusters),
+            "seconds": round(time.perf_counter() - t0, 4)}

@@ -9,7 +9,11 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 
 from ..errors import BadInput, NotFound
-from ..store.schema import Dataset, DatasetMember, DatasetVersion, Label, ModelVersion, Structure
+from ..models.versions import models_using_dataset_versions
+from ..store.levels import get_level
+from ..store.lookups import dataset_version
+from ..store.runs import run
+from ..store.schema import Dataset, DatasetMember, DatasetVersion, Label, Structure
 
 _CHUNK = 5000
 
@@ -20,97 +24,84 @@ def _chunks(ids):
         yield ids[lo: lo + _CHUNK]
 
 
-class ErrataMixin:
-    def retract_labels(self, *, level: str, reason: str, filter: str | None = None,
-                       label_ids=None) -> dict:
-        """Retract the ``ok`` labels at ``level`` of structures matching ``filter`` (or the
-        given ``label_ids``); returns the count, the ids and their impact."""
-        if not reason or not reason.strip():
-            raise BadInput("a retraction needs a --reason")
-        if filter is None and label_ids is None:
-            raise BadInput("give --filter (use a filter matching all to retract everything)")
-        lv = self.get_level(level)
-        q = select(Label.id).where(Label.level_id == lv["id"], Label.status == "ok")
-        with self.session() as s:
-            if filter is not None and str(filter).strip():
-                from ..query import structure_filter
+def retract_labels(reg, *, level: str, reason: str, filter: str | None = None,
+                   label_ids=None) -> dict:
+    """Retract the ``ok`` labels at ``level`` of structures matching ``filter`` (or the
+    given ``label_ids``); returns the count, the ids and their impact."""
+    if not reason or not reason.strip():
+        raise BadInput("a retraction needs a --reason")
+    if filter is None and label_ids is None:
+        raise BadInput("give --filter (use a filter matching all to retract everything)")
+    lv = get_level(reg, level)
+    q = select(Label.id).where(Label.level_id == lv["id"], Label.status == "ok")
+    with reg.session() as s:
+        if filter is not None and str(filter).strip():
+            from ..query import structure_filter
 
-                clause = structure_filter(filter, level=lv["name"], session=s)
-                q = q.where(Label.structure_id.in_(select(Structure.id).where(clause)))
-            if label_ids is not None:
-                found = []
-                for chunk in _chunks(int(i) for i in label_ids):
-                    found += s.scalars(q.where(Label.id.in_(chunk))).all()
-                ids = sorted(found)
-            else:
-                ids = sorted(s.scalars(q).all())
-        if not ids:
-            return {"level": lv["name"], "retracted": 0, "label_ids": [], "impact":
-                    {"dataset_versions": [], "model_versions": []}}
-        with self.run("label_retract", {"level": lv["name"], "filter": str(filter),
-                                        "reason": reason, "n": len(ids)}) as run:
-            with self.session() as s:
-                n = 0
-                for chunk in _chunks(ids):
-                    n += s.execute(update(Label).where(Label.id.in_(chunk),
-                                                       Label.status == "ok")
-                                   .values(status="retracted", status_reason=reason)).rowcount
-            for i in ids:
-                run.produced("label", i, status="retracted")
-            run.result = {"retracted": n}
-        return {"level": lv["name"], "retracted": n, "label_ids": ids,
-                "impact": self.impact(label_ids=ids)}
+            clause = structure_filter(filter, level=lv["name"], session=s)
+            q = q.where(Label.structure_id.in_(select(Structure.id).where(clause)))
+        if label_ids is not None:
+            found = []
+            for chunk in _chunks(int(i) for i in label_ids):
+                found += s.scalars(q.where(Label.id.in_(chunk))).all()
+            ids = sorted(found)
+        else:
+            ids = sorted(s.scalars(q).all())
+    if not ids:
+        return {"level": lv["name"], "retracted": 0, "label_ids": [], "impact":
+                {"dataset_versions": [], "model_versions": []}}
+    with run(reg, "label_retract", {"level": lv["name"], "filter": str(filter),
+                                    "reason": reason, "n": len(ids)}) as rec:
+        with reg.session() as s:
+            n = 0
+            for chunk in _chunks(ids):
+                n += s.execute(update(Label).where(Label.id.in_(chunk),
+                                                   Label.status == "ok")
+                               .values(status="retracted", status_reason=reason)).rowcount
+        for i in ids:
+            rec.produced("label", i, status="retracted")
+        rec.result = {"retracted": n}
+    return {"level": lv["name"], "retracted": n, "label_ids": ids,
+            "impact": impact(reg, label_ids=ids)}
 
-    def impact(self, ref: str | None = None, *, label_ids=None) -> dict:
-        """Dataset versions that pin ``label_ids`` (or the version ``ref``), with their count of
-        retracted labels, and the model versions trained on them."""
-        with self.session() as s:
-            if ref is not None:
-                dv_ids = {self._resolve_dv(s, ref)[0].id}
-                hits: dict[int, int] = {}
-            elif label_ids is not None:
-                ids = [int(i) for i in label_ids]
-                have = set()
-                for chunk in _chunks(ids):
-                    have.update(s.scalars(select(Label.id).where(Label.id.in_(chunk))))
-                if missing := sorted(set(ids) - have):
-                    raise NotFound(f"no label with id {', '.join(map(str, missing[:10]))}")
-                hits = {}
-                for chunk in _chunks(ids):
-                    for vid, n in s.execute(select(DatasetMember.version_id, func.count())
-                                            .where(DatasetMember.label_id.in_(chunk))
-                                            .group_by(DatasetMember.version_id)):
-                        hits[vid] = hits.get(vid, 0) + n
-                dv_ids = set(hits)
-            else:
-                raise BadInput("give a dataset REF or --label ID")
-            versions = []
-            for chunk in _chunks(sorted(dv_ids)):
-                rows = s.execute(
-                    select(DatasetVersion.id, Dataset.name, DatasetVersion.version,
-                           DatasetVersion.hash)
-                    .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
-                    .where(DatasetVersion.id.in_(chunk))).all()
-                for vid, name, ver, h in rows:
-                    retracted = s.scalar(
-                        select(func.count()).select_from(DatasetMember)
-                        .join(Label, Label.id == DatasetMember.label_id)
-                        .where(DatasetMember.version_id == vid, Label.status != "ok"))
-                    versions.append({"id": vid, "ref": f"{name}:{ver}", "hash": h,
-                                     "labels_given": hits.get(vid), "retracted": retracted})
-        versions.sort(key=lambda d: d["ref"])
-        return {"dataset_versions": versions,
-                "model_versions": self._models_of(sorted(dv_ids))}
 
-    def _models_of(self, dv_ids: list[int]) -> list[dict]:
-        helper = getattr(self, "models_using_dataset_versions", None)
-        if helper is not None:
-            return helper(dv_ids)
-        out = []
-        with self.session() as s:
-            for chunk in _chunks(dv_ids):
-                out += [{"id": i, "version": v, "dataset_version_id": d} for i, v, d in
-                        s.execute(select(ModelVersion.id, ModelVersion.version,
-                                         ModelVersion.dataset_version_id)
-                                  .where(ModelVersion.dataset_version_id.in_(chunk)))]
-        return out
+def impact(reg, ref: str | None = None, *, label_ids=None) -> dict:
+    """Dataset versions that pin ``label_ids`` (or the version ``ref``), with their count of
+    retracted labels, and the model versions trained on them."""
+    with reg.session() as s:
+        if ref is not None:
+            dv_ids = {dataset_version(s, ref)[0].id}
+            hits: dict[int, int] = {}
+        elif label_ids is not None:
+            ids = [int(i) for i in label_ids]
+            have = set()
+            for chunk in _chunks(ids):
+                have.update(s.scalars(select(Label.id).where(Label.id.in_(chunk))))
+            if missing := sorted(set(ids) - have):
+                raise NotFound(f"no label with id {', '.join(map(str, missing[:10]))}")
+            hits = {}
+            for chunk in _chunks(ids):
+                for vid, n in s.execute(select(DatasetMember.version_id, func.count())
+                                        .where(DatasetMember.label_id.in_(chunk))
+                                        .group_by(DatasetMember.version_id)):
+                    hits[vid] = hits.get(vid, 0) + n
+            dv_ids = set(hits)
+        else:
+            raise BadInput("give a dataset REF or --label ID")
+        versions = []
+        for chunk in _chunks(sorted(dv_ids)):
+            rows = s.execute(
+                select(DatasetVersion.id, Dataset.name, DatasetVersion.version,
+                       DatasetVersion.hash)
+                .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+                .where(DatasetVersion.id.in_(chunk))).all()
+            for vid, name, ver, h in rows:
+                retracted = s.scalar(
+                    select(func.count()).select_from(DatasetMember)
+                    .join(Label, Label.id == DatasetMember.label_id)
+                    .where(DatasetMember.version_id == vid, Label.status != "ok"))
+                versions.append({"id": vid, "ref": f"{name}:{ver}", "hash": h,
+                                 "labels_given": hits.get(vid), "retracted": retracted})
+    versions.sort(key=lambda d: d["ref"])
+    return {"dataset_versions": versions,
+            "model_versions": models_using_dataset_versions(reg, sorted(dv_ids))}

@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 from sqlalchemy.exc import DBAPIError
 
 from ..chem.frames import FrameBatch
-from ..store.levels import canonical_name
-from ..store.runs import RunHandle
+from ..store.levels import canonical_name, ensure_level
+from ..store.runs import RunHandle, run
 from ..store.schema import utcnow
 from .compositions import PendingCompositions
 from .prepare import input_compositions, plan_batch, prepare_part
@@ -76,50 +76,50 @@ def _gc_paused():
                 gc.enable()
 
 
-class IngestMixin:
-    def ingest(self, frames, level: str | None = None, *, units: str = "eV",
-               energy_key: str | None = None, forces_key: str | None = None,
-               dipole_key: str | None = None, charges_key: str | None = None,
-               skip_missing: bool = False, source: str | None = None,
-               batch_size: int = 20000, on_progress: Progress | None = None) -> IngestSummary:
-        """Ingest ASE ``Atoms`` (any iterable) or a :class:`FrameBatch`.
+def ingest(reg, frames, level: str | None = None, *, units: str = "eV",
+           energy_key: str | None = None, forces_key: str | None = None,
+           dipole_key: str | None = None, charges_key: str | None = None,
+           skip_missing: bool = False, source: str | None = None,
+           batch_size: int = 20000, on_progress: Progress | None = None) -> IngestSummary:
+    """Ingest ASE ``Atoms`` (any iterable) or a :class:`FrameBatch`.
 
-        With ``level``, labels are read from each frame (``energy_key`` etc., default the
-        attached calculator's results or ``info['energy']`` / ``arrays['forces']``) and
-        converted from ``units`` to eV. Without it, structures are stored unlabelled.
-        """
-        if isinstance(frames, FrameBatch):
-            batch, skipped = frames, 0
-        else:
-            from ..io.atoms import atoms_to_batch
+    With ``level``, labels are read from each frame (``energy_key`` etc., default the
+    attached calculator's results or ``info['energy']`` / ``arrays['forces']``) and
+    converted from ``units`` to eV. Without it, structures are stored unlabelled.
+    """
+    if isinstance(frames, FrameBatch):
+        batch, skipped = frames, 0
+    else:
+        from ..io.atoms import atoms_to_batch
 
-            batch, skipped = atoms_to_batch(
-                frames, level, units=units, energy_key=energy_key, forces_key=forces_key,
-                dipole_key=dipole_key, charges_key=charges_key, skip_missing=skip_missing,
-                source=source)
-        return self.ingest_batch(batch, frames_skipped=skipped, batch_size=batch_size,
-                                 on_progress=on_progress, params={"level": level,
-                                                                   "units": units,
-                                                                   "source": source})
+        batch, skipped = atoms_to_batch(
+            frames, level, units=units, energy_key=energy_key, forces_key=forces_key,
+            dipole_key=dipole_key, charges_key=charges_key, skip_missing=skip_missing,
+            source=source)
+    return ingest_batch(reg, batch, frames_skipped=skipped, batch_size=batch_size,
+                             on_progress=on_progress, params={"level": level,
+                                                               "units": units,
+                                                               "source": source})
 
-    def ingest_batch(self, batch: FrameBatch, *, batch_size: int = 20000,
-                     on_progress: Progress | None = None, params: dict | None = None,
-                     inputs: Iterable[dict] = (), frames_skipped: int = 0,
-                     kind: str = "ingest") -> IngestSummary:
-        """Validate, hash and write a columnar batch; one run in provenance."""
-        t0 = time.perf_counter()
-        batch.validate()
-        batch.labels = {canonical_name(k): v for k, v in batch.labels.items()}
-        # One pause from the plan to the last write: re-enabling the collector in between
-        # made it run a full collection over everything the plan had just allocated.
-        with _gc_paused():
-            # The compositions are created on another connection while the input is hashed,
-            # and committed only once the plan found the input good.
-            with PendingCompositions(self.engine, input_compositions(batch)) as pending:
-                plan = plan_batch(batch, pending.comps)
-                pending.commit()
-            level_ids = {lv: self.ensure_level(lv)["id"] for lv in batch.labels}
-            handle = self.start_run(kind, params)
+
+def ingest_batch(reg, batch: FrameBatch, *, batch_size: int = 20000,
+                 on_progress: Progress | None = None, params: dict | None = None,
+                 inputs: Iterable[dict] = (), frames_skipped: int = 0,
+                 kind: str = "ingest") -> IngestSummary:
+    """Validate, hash and write a columnar batch; one run in provenance."""
+    t0 = time.perf_counter()
+    batch.validate()
+    batch.labels = {canonical_name(k): v for k, v in batch.labels.items()}
+    # One pause from the plan to the last write: re-enabling the collector in between
+    # made it run a full collection over everything the plan had just allocated.
+    with _gc_paused():
+        # The compositions are created on another connection while the input is hashed,
+        # and committed only once the plan found the input good.
+        with PendingCompositions(reg.engine, input_compositions(batch)) as pending:
+            plan = plan_batch(batch, pending.comps)
+            pending.commit()
+        level_ids = {lv: ensure_level(reg, lv)["id"] for lv in batch.labels}
+        with run(reg, kind, params) as handle:
             for item in inputs:
                 handle.consumed(**item)
             for lv, lid in level_ids.items():
@@ -129,88 +129,80 @@ class IngestMixin:
                                     run_id=handle.id)
             totals = WriteCounts()
             try:
-                self._write_all(batch, plan, level_ids, handle, batch_size, totals,
-                                on_progress)
-            except BaseException as exc:
-                self._finish(handle, summary, totals, t0, error=exc)
-                raise
-        return self._finish(handle, summary, totals, t0)
+                _write_all(reg, batch, plan, level_ids, handle, batch_size, totals,
+                           on_progress)
+            finally:  # what was committed is recorded, also when the ingest fails
+                summary.add(totals)
+                summary.seconds = round(time.perf_counter() - t0, 4)
+                handle.result = {k: v for k, v in summary.to_dict().items()
+                                 if k != "conflicts"}
+                handle.result["conflicts_sample"] = totals.conflicts[:20]
+    return summary
 
-    def _write_all(self, batch, plan, level_ids, handle, batch_size, totals, on_progress):
-        """Prepare and write ``plan`` in parts of ``batch_size``, one transaction each.
 
-        A helper thread prepares the next part while the current one is written. On
-        PostgreSQL two parts are written at once on two connections (the server then uses two
-        cores); parts hold disjoint structures, so they never wait on each other's rows. On
-        SQLite (one writer at a time) the main thread writes."""
-        n = len(plan)
-        if not n:
-            return
-        bounds = [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
-        parallel = _PG_WRITERS if self.dialect == "postgresql" else 0
-        blob = bytes if self.dialect == "postgresql" else bytearray  # see prepare_part
-        done = 0
-        inflight: deque = deque()
 
-        def collect(fut):
-            nonlocal done
-            counts, size = fut.result()
-            totals.add(counts)
-            done += size
-            if on_progress:
-                on_progress(done, n)
+def _write_all(reg, batch, plan, level_ids, handle, batch_size, totals, on_progress):
+    """Prepare and write ``plan`` in parts of ``batch_size``, one transaction each.
 
-        def write(part):
-            return self._write_part(part, level_ids, handle), len(part)
+    A helper thread prepares the next part while the current one is written. On
+    PostgreSQL two parts are written at once on two connections (the server then uses two
+    cores); parts hold disjoint structures, so they never wait on each other's rows. On
+    SQLite (one writer at a time) the main thread writes."""
+    n = len(plan)
+    if not n:
+        return
+    bounds = [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
+    parallel = _PG_WRITERS if reg.dialect == "postgresql" else 0
+    blob = bytes if reg.dialect == "postgresql" else bytearray  # see prepare_part
+    done = 0
+    inflight: deque = deque()
 
-        with ThreadPoolExecutor(1, thread_name_prefix="nnp-prepare") as prep, \
-                ThreadPoolExecutor(max(parallel, 1), thread_name_prefix="nnp-write") as io:
-            try:
-                ahead = prep.submit(prepare_part, batch, plan, *bounds[0], blob)
-                for k in range(len(bounds)):
-                    part = ahead.result()
-                    if k + 1 < len(bounds):  # prepare the next part while this one is written
-                        ahead = prep.submit(prepare_part, batch, plan, *bounds[k + 1], blob)
-                    if not parallel:
-                        counts, size = write(part)
-                        totals.add(counts)
-                        done += size
-                        if on_progress:
-                            on_progress(done, n)
-                        continue
-                    inflight.append(io.submit(write, part))
-                    if len(inflight) >= parallel:
-                        collect(inflight.popleft())
-                while inflight:
-                    collect(inflight.popleft())
-            finally:  # on an error, count what the other writers committed
-                for fut in inflight:
-                    if fut.exception() is None:
-                        totals.add(fut.result()[0])
+    def collect(fut):
+        nonlocal done
+        counts, size = fut.result()
+        totals.add(counts)
+        done += size
+        if on_progress:
+            on_progress(done, n)
 
-    def _write_part(self, part, level_ids, handle: RunHandle) -> WriteCounts:
-        writer = WRITERS[self.dialect]
-        for attempt in range(_RETRIES):
-            try:
-                with self.engine.begin() as conn:
-                    return writer(conn, part, level_ids, handle.id, utcnow())
-            except DBAPIError as exc:  # deadlock / serialization failure: retry the batch
-                code = getattr(getattr(exc, "orig", None), "sqlstate", None)
-                if code not in ("40P01", "40001") or attempt == _RETRIES - 1:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-        raise AssertionError("unreachable")
+    def write(part):
+        return _write_part(reg, part, level_ids, handle), len(part)
 
-    def _finish(self, handle, summary, totals, t0, error=None) -> IngestSummary:
-        summary.add(totals)
-        summary.seconds = round(time.perf_counter() - t0, 4)
-        handle.result = {k: v for k, v in summary.to_dict().items() if k != "conflicts"}
-        handle.result["conflicts_sample"] = totals.conflicts[:20]
-        status = "ok" if error is None else "failed"
-        msg = None if error is None else f"{type(error).__name__}: {error}"
+    with ThreadPoolExecutor(1, thread_name_prefix="nnp-prepare") as prep, \
+            ThreadPoolExecutor(max(parallel, 1), thread_name_prefix="nnp-write") as io:
         try:
-            self.finish_run(handle, status, error=msg)
-        except Exception:
-            if error is None:
+            ahead = prep.submit(prepare_part, batch, plan, *bounds[0], blob)
+            for k in range(len(bounds)):
+                part = ahead.result()
+                if k + 1 < len(bounds):  # prepare the next part while this one is written
+                    ahead = prep.submit(prepare_part, batch, plan, *bounds[k + 1], blob)
+                if not parallel:
+                    counts, size = write(part)
+                    totals.add(counts)
+                    done += size
+                    if on_progress:
+                        on_progress(done, n)
+                    continue
+                inflight.append(io.submit(write, part))
+                if len(inflight) >= parallel:
+                    collect(inflight.popleft())
+            while inflight:
+                collect(inflight.popleft())
+        finally:  # on an error, count what the other writers committed
+            for fut in inflight:
+                if fut.exception() is None:
+                    totals.add(fut.result()[0])
+
+
+def _write_part(reg, part, level_ids, handle: RunHandle) -> WriteCounts:
+    writer = WRITERS[reg.dialect]
+    for attempt in range(_RETRIES):
+        try:
+            with reg.engine.begin() as conn:
+                return writer(conn, part, level_ids, handle.id, utcnow())
+        except DBAPIError as exc:  # deadlock / serialization failure: retry the batch
+            code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+            if code not in ("40P01", "40001") or attempt == _RETRIES - 1:
                 raise
-        return summary
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")

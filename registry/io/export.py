@@ -22,6 +22,11 @@ import numpy as np
 from ..chem.elements import SYMBOLS
 from ..chem.frames import FrameBatch
 from ..errors import BadInput
+from ..query.api import query_ids
+from ..store.artifacts import sha256_file
+from ..store.levels import level_ids as lookup_level_ids
+from ..store.runs import run
+from ..store.structures import iter_frames
 
 FORMATS = {".xyz": "extxyz", ".extxyz": "extxyz", ".db": "ase-db", ".h5": "ani-h5",
            ".hdf5": "ani-h5"}
@@ -176,7 +181,6 @@ def export(reg, path: str | os.PathLike, levels=None, *, overwrite: bool = False
     from sqlalchemy import func, select
 
     from ..store.schema import Label, Structure
-    from .readers import file_digest
 
     path = str(path)
     fmt = output_format(path)
@@ -185,9 +189,10 @@ def export(reg, path: str | os.PathLike, levels=None, *, overwrite: bool = False
         raise BadInput(f"cannot export to {path}: folder {folder} does not exist")
     if os.path.exists(path) and not overwrite:
         raise BadInput(f"{path} exists; remove it or pass overwrite (--force)")
-    level_ids = reg._level_ids(levels)
-    ids = None if filter is None else reg.query_ids(
-        filter, level=levels[0] if levels and len(levels) == 1 else None)
+    with reg.session() as s:
+        level_ids = lookup_level_ids(s, levels)
+    ids = None if filter is None else query_ids(
+        reg, filter, level=levels[0] if levels and len(levels) == 1 else None)
     suffixes = level_suffixes(list(level_ids)) if level_ids else {}
     with reg.session() as s:
         if levels:
@@ -199,13 +204,13 @@ def export(reg, path: str | os.PathLike, levels=None, *, overwrite: bool = False
     tmp = os.path.join(folder, f".{os.path.basename(path)}.part{os.getpid()}{Path(path).suffix}")
     params = {"path": path, "format": fmt, "levels": list(level_ids), "keys": suffixes,
               "filter": None if filter is None else str(filter)}
-    with reg.run("export", params) as run:
+    with run(reg, "export", params) as rec:
         written = 0
         try:
             writer = _writer(fmt, tmp, suffixes)
             try:
-                for batch in reg.iter_frames(list(level_ids), ids, labelled_only=bool(levels),
-                                             chunk=chunk):
+                for batch in iter_frames(reg, list(level_ids), ids,
+                                         labelled_only=bool(levels), chunk=chunk):
                     writer.write(batch)
                     written += len(batch)
                     if on_progress:
@@ -216,8 +221,8 @@ def export(reg, path: str | os.PathLike, levels=None, *, overwrite: bool = False
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
-        sha, size = file_digest(path)
-        run.produced("file", ref=path, sha256=sha, size=size, format=fmt)
+        sha, size = sha256_file(path)
+        rec.produced("file", ref=path, sha256=sha, size=size, format=fmt)
         summary = {"path": path, "format": fmt, "structures": written,
                    "levels": {lv: {q: (("energies" if q == "energy" else
                                         {"dipole": "dipoles", "stress": "stresses"}.get(q, q))
@@ -225,6 +230,6 @@ def export(reg, path: str | os.PathLike, levels=None, *, overwrite: bool = False
                                    for q in _QUANTITIES}
                               for lv, sfx in suffixes.items()},
                    "reingest": reingest_hint(path, suffixes, fmt), "sha256": sha,
-                   "size_bytes": size, "run_id": run.id}
-        run.result = {k: v for k, v in summary.items() if k != "reingest"}
+                   "size_bytes": size, "run_id": rec.id}
+        rec.result = {k: v for k, v in summary.items() if k != "reingest"}
     return summary

@@ -1,5 +1,5 @@
 """Reading files into :class:`FrameBatch` es: every format ASE reads, ASE ``.db``, and the
-ANI/pyanitools HDF5 layout; plus :class:`FilesMixin` (``Registry.ingest_files``/``export``).
+ANI/pyanitools HDF5 layout (ingesting them: :mod:`registry.ingest.files`).
 
 Formats are chosen by extension (``.xyz``/``.extxyz`` extxyz, ``.db`` ASE database,
 ``.traj`` ASE trajectory, ``.h5``/``.hdf5`` ANI HDF5; anything else: ASE's own detection).
@@ -9,7 +9,6 @@ Frames are named ``"FILE frame K"`` (K from 0) in error messages.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 from ..chem.frames import FrameBatch, concat
 from ..chem.units import energy_factor
 from ..errors import BadInput
+from ..store.artifacts import sha256_file
 
 _BY_EXTENSION = {".xyz": "extxyz", ".extxyz": "extxyz", ".db": "ase-db", ".traj": "traj",
                  ".h5": "ani-h5", ".hdf5": "ani-h5"}
@@ -53,15 +53,6 @@ def detect_format(path: str | os.PathLike) -> str:
         return filetype(str(path), read=True)
     except Exception as exc:  # noqa: BLE001  (ASE raises many kinds)
         raise BadInput(f"{path}: cannot tell the file format ({exc})") from None
-
-
-def file_digest(path: str | os.PathLike) -> tuple[str, int]:
-    """(sha256 hex, size in bytes) of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest(), os.path.getsize(path)
 
 
 def read_file(path: str | os.PathLike, opts: ReadOptions) -> tuple[list[FrameBatch], int]:
@@ -217,7 +208,7 @@ def read_files(paths: Sequence[str | os.PathLike], opts: ReadOptions,
         raise BadInput("no input files given")
     batches, inputs, skipped = [], [], 0
     for i, path in enumerate(paths):
-        sha, size = file_digest(path) if os.path.isfile(path) else (None, None)
+        sha, size = sha256_file(path) if os.path.isfile(path) else (None, None)
         parts, n_skip = read_file(path, opts)
         batches += parts
         skipped += n_skip
@@ -227,36 +218,3 @@ def read_files(paths: Sequence[str | os.PathLike], opts: ReadOptions,
         if on_file:
             on_file(i + 1, len(paths))
     return concat(batches), skipped, inputs
-
-
-class FilesMixin:
-    def ingest_files(self, paths: Sequence[str | os.PathLike], level: str | None = None, *,
-                     units: str = "eV", energy_key=None, forces_key=None, dipole_key=None,
-                     charges_key=None, stress_key=None, skip_missing: bool = False,
-                     source: str | None = None, batch_size: int = 20000,
-                     on_file: Progress | None = None, on_progress: Progress | None = None):
-        """Read every file (all checked first), then ingest them as one run.
-
-        The run's inputs list each file with its sha256 and size. Returns an IngestSummary.
-        """
-        opts = ReadOptions(level, units, energy_key, forces_key, dipole_key, charges_key,
-                           stress_key, skip_missing, source)
-        batch, skipped, inputs = read_files(paths, opts, on_file=on_file)
-        params = {"files": [str(p) for p in paths], "level": level, "units": units,
-                  **opts.keys(), "skip_missing": skip_missing, "source": source,
-                  "batch_size": batch_size}
-        return self.ingest_batch(batch, batch_size=batch_size, on_progress=on_progress,
-                                 params=params, inputs=inputs, frames_skipped=skipped)
-
-    def export(self, path: str | os.PathLike, levels: Sequence[str] | None = None, *,
-               overwrite: bool = False, chunk: int = 10000,
-               on_progress: Progress | None = None, filter=None) -> dict:
-        """Write structures and ``ok`` labels to extxyz, ASE ``.db`` or ANI HDF5 (by extension).
-
-        With ``levels``, only structures labelled at one of them are written. Returns a
-        summary with the key names used per level (see :mod:`registry.io.export`).
-        """
-        from .export import export
-
-        return export(self, path, levels, overwrite=overwrite, chunk=chunk,
-                      on_progress=on_progress, filter=filter)

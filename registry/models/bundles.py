@@ -1,4 +1,4 @@
-"""Model bundles: one zip with a version's files, config and provenance, to move between registries.
+"""Model bundles: a version's files, config and provenance in one zip, between registries.
 
 Layout: ``manifest.json`` (format, the version's metadata, each file's name/role/sha256/size,
 the content hash and the full lineage: dataset version hash, levels, runs, code versions) and
@@ -18,9 +18,13 @@ from pathlib import Path
 from sqlalchemy import select
 
 from ..errors import BadInput, NotFound
+from ..store.artifacts import sha256_bytes, sha256_file
+from ..store.levels import ensure_level
+from ..store.runs import edge
 from ..store.schema import DatasetVersion
-from .artifacts import sha256_bytes, sha256_file
-from .versions import _FILE_RE, content_hash, edge
+from .lineage import lineage
+from .pull import pull_model
+from .versions import FILE_RE, content_hash, insert_version
 from .weights import check_safetensors
 
 FORMAT = "nnp-model-bundle"
@@ -30,7 +34,7 @@ _META = ("architecture", "config", "elements", "cutoff", "units", "frozen", "met
 
 def export_bundle(reg, ref: str, path) -> dict:
     """Write ``path`` (zip, written atomically); returns a summary."""
-    pulled = reg.pull_model(ref)
+    pulled = pull_model(reg, ref)
     info = pulled.info
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
@@ -40,7 +44,7 @@ def export_bundle(reg, ref: str, path) -> dict:
         "files": [{k: f[k] for k in ("name", "role", "member_index", "sha256", "size")}
                   for f in info["files"]],
         "content_hash": info["content_hash"],
-        "provenance": reg.lineage(pulled.ref),
+        "provenance": lineage(reg, pulled.ref),
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +85,7 @@ def read_bundle(path) -> tuple[dict, dict[str, bytes]]:
         blobs = {}
         for f in manifest.get("files") or []:
             name = f.get("name")
-            if not isinstance(name, str) or not _FILE_RE.match(name) or name in blobs:
+            if not isinstance(name, str) or not FILE_RE.match(name) or name in blobs:
                 raise BadInput(f"{path.name}: invalid file name {name!r} in manifest")
             try:
                 data = z.read(f"files/{name}")
@@ -118,7 +122,7 @@ def import_bundle(reg, path, name: str | None = None) -> dict:
         lv = prov.get("level") or {}
         fields = {k: lv.get(k) for k in ("method", "basis", "program", "program_version",
                                          "keywords", "description")}
-        level = reg.ensure_level(m["level"], **{k: v for k, v in fields.items()
+        level = ensure_level(reg, m["level"], **{k: v for k, v in fields.items()
                                                 if v is not None})["name"]
     dv = m.get("dataset_version") or {}
     dv_id = None
@@ -139,8 +143,9 @@ def import_bundle(reg, path, name: str | None = None) -> dict:
     if m.get("status") == "retracted":
         meta["status"] = "retracted"
         meta["status_reason"] = f"retracted in the source registry: {m.get('status_reason')}"
-    out = reg._insert_version(
-        name, stored, meta, level=level, dataset_version=dv_id, description=m.get("description"),
+    out = insert_version(
+        reg, name, stored, meta, level=level, dataset_version=dv_id,
+        description=m.get("description"),
         run_kind="model_import",
         run_params={"bundle": Path(path).name, "source": m.get("ref"),
                     "source_content_hash": manifest["content_hash"]},

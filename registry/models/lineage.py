@@ -1,4 +1,4 @@
-"""Lineage of a model version, walked back through provenance (the ``LineageMixin``).
+"""Lineage of a model version, walked back through provenance.
 
 model version -> training run -> dataset version (filter, pinned labels, splits) -> label runs
 (level of theory, program, settings) -> ingest runs (files and their sha256). Each link may be
@@ -11,18 +11,18 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from ..store.levels import level_dict
+from ..store.lookups import model_version
 from ..store.schema import (
     Dataset,
     DatasetMember,
     DatasetVersion,
     Label,
     LevelOfTheory,
-    ModelVersion,
     Run,
     RunEntity,
     Structure,
 )
-from .versions import resolve_version, version_dict
+from .versions import model_version_dict
 
 MAX_EDGES = 200  # per run and role; the count of the rest is reported
 _SPLITS = {0: "train", 1: "validation", 2: "test"}
@@ -110,53 +110,45 @@ def dataset_lineage(s, dv_id: int) -> dict:
     return out
 
 
-class LineageMixin:
-    def lineage(self, ref: str) -> dict:
-        """Everything a model version was made from (see the module docstring)."""
-        with self.session() as s:
-            model, mv = resolve_version(s, ref)
-            out = {"ref": f"{model.name}:{mv.version}", "model": version_dict(s, model, mv),
-                   "missing": []}
-            run = out["training_run"] = run_dict(s, mv.run_id)
-            if run is None:
-                out["missing"].append("no training run recorded")
-            out["level"] = level_dict(s.get(LevelOfTheory, mv.level_id)) if mv.level_id \
-                else None
-            if mv.level_id is None:
-                out["missing"].append("no level of theory recorded")
-            out["parent"] = None
-            if mv.parent_id:
-                pm, pv = resolve_version_by_id(s, mv.parent_id)
-                out["parent"] = {"ref": f"{pm}:{pv.version}", "status": pv.status,
-                                 "architecture": pv.architecture,
-                                 "dataset_version_id": pv.dataset_version_id}
-            dv_id = mv.dataset_version_id
-            recorded = [e for e in (run or {}).get("inputs", [])
-                        if e["entity_type"] == "dataset_version"]
-            if dv_id is None:
-                dv_id = next((e["entity_id"] for e in recorded if e["entity_id"] is not None
-                              and s.get(DatasetVersion, e["entity_id"]) is not None), None)
-            if dv_id is not None:
-                out["dataset_version"] = dataset_lineage(s, dv_id)
-            elif recorded:
-                e = recorded[0]
-                out["dataset_version"] = {"ref": e["ref"], "hash": e["sha256"],
-                                          "in_registry": False}
-                out["missing"].append("dataset version is not in this registry (hash recorded)")
-            else:
-                out["dataset_version"] = None
-                out["missing"].append("no dataset version recorded")
-            imported = ((run or {}).get("result") or {}).get("provenance")
-            if imported:
-                out["imported_provenance"] = imported
-            return out
-
-
-def resolve_version_by_id(s, mv_id: int):
-    from ..store.schema import Model
-
-    mv = s.get(ModelVersion, mv_id)
-    return s.scalar(select(Model.name).where(Model.id == mv.model_id)), mv
+def lineage(reg, ref: str) -> dict:
+    """Everything a model version was made from (see the module docstring)."""
+    with reg.session() as s:
+        model, mv = model_version(s, ref)
+        out = {"ref": f"{model.name}:{mv.version}", "model": model_version_dict(s, model, mv),
+               "missing": []}
+        run = out["training_run"] = run_dict(s, mv.run_id)
+        if run is None:
+            out["missing"].append("no training run recorded")
+        out["level"] = level_dict(s.get(LevelOfTheory, mv.level_id)) if mv.level_id \
+            else None
+        if mv.level_id is None:
+            out["missing"].append("no level of theory recorded")
+        out["parent"] = None
+        if mv.parent_id:
+            pm, pv = model_version(s, mv.parent_id)
+            out["parent"] = {"ref": f"{pm.name}:{pv.version}", "status": pv.status,
+                             "architecture": pv.architecture,
+                             "dataset_version_id": pv.dataset_version_id}
+        dv_id = mv.dataset_version_id
+        recorded = [e for e in (run or {}).get("inputs", [])
+                    if e["entity_type"] == "dataset_version"]
+        if dv_id is None:
+            dv_id = next((e["entity_id"] for e in recorded if e["entity_id"] is not None
+                          and s.get(DatasetVersion, e["entity_id"]) is not None), None)
+        if dv_id is not None:
+            out["dataset_version"] = dataset_lineage(s, dv_id)
+        elif recorded:
+            e = recorded[0]
+            out["dataset_version"] = {"ref": e["ref"], "hash": e["sha256"],
+                                      "in_registry": False}
+            out["missing"].append("dataset version is not in this registry (hash recorded)")
+        else:
+            out["dataset_version"] = None
+            out["missing"].append("no dataset version recorded")
+        imported = ((run or {}).get("result") or {}).get("provenance")
+        if imported:
+            out["imported_provenance"] = imported
+        return out
 
 
 def lineage_tree(lin: dict) -> dict:

@@ -1,4 +1,4 @@
-"""Model versions: register, resolve, pull, alias, retract (the ``ModelsMixin`` of Registry).
+"""Model versions: register, alias, retract, show and list (pulling: :mod:`.pull`).
 
 A model version is a set of files in the artifact store (``member_<k>.safetensors`` per
 ensemble member, plus extras such as plots or a TorchScript export) and its metadata. Version
@@ -14,42 +14,34 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
 from os import PathLike
 from pathlib import Path
 
 from sqlalchemy import func, select
 
 from ..errors import BadInput, Conflict, NotFound
-from ..store.levels import canonical_name
-from ..store.provenance import code_version, current_user, environment
+from ..store import lookups
+from ..store.levels import level_row
+from ..store.provenance import current_user
 from ..store.refs import LATEST, Ref, check_alias, check_name, parse_ref
+from ..store.runs import add_edges, edge
+from ..store.runs import run as run_scope
 from ..store.schema import (
-    Dataset,
-    DatasetAlias,
     DatasetMember,
-    DatasetVersion,
     LevelOfTheory,
     Model,
     ModelAlias,
     ModelFile,
     ModelVersion,
     Run,
-    RunEntity,
     utcnow,
 )
-from .weights import check_safetensors, load_numpy, to_safetensors
+from .weights import to_safetensors
 
-_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,254}$")
+FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,254}$")
 _CHUNK = 10000  # bound parameters per IN (...) query
 MANIFEST = "model.json"
-
-
-class RetractedModelWarning(UserWarning):
-    """Pulling a retracted model version."""
 
 
 def member_file(k: int) -> str:
@@ -62,143 +54,12 @@ def content_hash(files: Sequence[Mapping]) -> str:
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
-@dataclass
-class PulledModel:
-    """A pulled, hash-verified model version. ``members`` decodes weights to numpy arrays."""
-
-    name: str
-    version: int
-    info: dict
-    blobs: dict[str, bytes] = field(repr=False)
-    path: Path | None = None
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}:{self.version}"
-
-    @property
-    def config(self) -> dict | None:
-        return self.info["config"]
-
-    def weight_files(self) -> list[str]:
-        files = [f for f in self.info["files"] if f["role"] == "weights"]
-        return [f["name"] for f in sorted(files, key=lambda f: f["member_index"])]
-
-    @cached_property
-    def members(self) -> list[dict]:
-        """One ``{tensor name: numpy array}`` dict per ensemble member."""
-        return [load_numpy(self.blobs[n]) for n in self.weight_files()]
-
-    @property
-    def extras(self) -> dict[str, bytes]:
-        return {f["name"]: self.blobs[f["name"]] for f in self.info["files"]
-                if f["role"] == "extra"}
-
-
-# -- helpers shared with lineage / bundles ------------------------------------------------------
 def _insert_ignore(s, table, values: dict, keys: list[str]) -> None:
     if s.bind.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
     s.execute(insert(table).values(**values).on_conflict_do_nothing(index_elements=keys))
-
-
-def new_run(s, kind: str, params: dict | None = None, inputs=(), outputs=(),
-            result: dict | None = None) -> Run:
-    """A finished (``ok``) run written inside session ``s``, with its lineage edges."""
-    code = code_version()
-    now = utcnow()
-    run = Run(kind=kind, status="ok", params=params, result=result,
-              code_version=code["version"], git_commit=code["git_commit"],
-              git_dirty=code["git_dirty"], environment=environment(), user=current_user(),
-              started_at=now, ended_at=now)
-    s.add(run)
-    s.flush()
-    add_edges(s, run.id, inputs, outputs)
-    return run
-
-
-def add_edges(s, run_id: int, inputs=(), outputs=()) -> None:
-    for role, items in (("input", inputs), ("output", outputs)):
-        for e in items:
-            s.add(RunEntity(run_id=run_id, role=role, **e))
-
-
-def edge(entity_type, entity_id=None, ref=None, sha256=None, **meta) -> dict:
-    return dict(entity_type=entity_type, entity_id=entity_id, ref=ref, sha256=sha256,
-                meta=meta or None)
-
-
-def resolve_version(s, ref: str | Ref, *, lock: bool = False) -> tuple[Model, ModelVersion]:
-    """(Model, ModelVersion) for a REF; :class:`NotFound` names what is missing."""
-    r = parse_ref(ref) if isinstance(ref, str) else ref
-    q = select(Model, ModelVersion).join(ModelVersion, ModelVersion.model_id == Model.id) \
-        .where(Model.name == r.name)
-    if r.version is not None:
-        q = q.where(ModelVersion.version == r.version)
-    elif r.alias == LATEST:
-        q = q.where(ModelVersion.status != "retracted") \
-            .order_by(ModelVersion.version.desc()).limit(1)
-    else:
-        q = q.join(ModelAlias, (ModelAlias.model_id == Model.id)
-                   & (ModelAlias.version_id == ModelVersion.id)) \
-            .where(ModelAlias.alias == r.alias)
-    row = s.execute(q).first()
-    if row is not None:
-        return row[0], row[1]
-    model = s.scalar(select(Model).where(Model.name == r.name))
-    if model is None:
-        known = s.scalars(select(Model.name).order_by(Model.name).limit(20)).all()
-        raise NotFound(f"unknown model {r.name!r}; known models: {', '.join(known) or '(none)'}")
-    n = s.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id))
-    if r.version is not None:
-        raise NotFound(f"model {r.name!r} has no version {r.version} "
-                       f"(versions 1..{n})" if n else f"model {r.name!r} has no versions")
-    if r.alias == LATEST:
-        raise NotFound(f"model {r.name!r} has no version that is not retracted"
-                       if n else f"model {r.name!r} has no versions")
-    aliases = s.scalars(select(ModelAlias.alias).where(ModelAlias.model_id == model.id)
-                        .order_by(ModelAlias.alias)).all()
-    raise NotFound(f"model {r.name!r} has no alias {r.alias!r}; its aliases: "
-                   f"{', '.join(['latest', *aliases])}")
-
-
-def resolve_dataset_version(s, ref) -> DatasetVersion:
-    """A dataset version by id or REF (``NAME`` = highest version, ``NAME@ALIAS``)."""
-    if isinstance(ref, int):
-        dv = s.get(DatasetVersion, ref)
-        if dv is None:
-            raise NotFound(f"no dataset version with id {ref}")
-        return dv
-    r = parse_ref(str(ref))
-    q = select(DatasetVersion).join(Dataset, Dataset.id == DatasetVersion.dataset_id) \
-        .where(Dataset.name == r.name)
-    if r.version is not None:
-        q = q.where(DatasetVersion.version == r.version)
-    else:
-        alias = s.scalar(select(DatasetAlias.version_id).join(
-            Dataset, Dataset.id == DatasetAlias.dataset_id)
-            .where(Dataset.name == r.name, DatasetAlias.alias == r.alias))
-        if alias is not None:
-            q = q.where(DatasetVersion.id == alias)
-        elif r.alias == LATEST:
-            q = q.order_by(DatasetVersion.version.desc()).limit(1)
-        else:
-            raise NotFound(f"dataset {r.name!r} has no alias {r.alias!r}")
-    dv = s.scalar(q)
-    if dv is None:
-        raise NotFound(f"no dataset version {r}")
-    return dv
-
-
-def dataset_version_ref(s, dv_id: int | None) -> dict | None:
-    if dv_id is None:
-        return None
-    row = s.execute(select(Dataset.name, DatasetVersion.version, DatasetVersion.hash)
-                    .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
-                    .where(DatasetVersion.id == dv_id)).first()
-    return {"id": dv_id, "ref": f"{row[0]}:{row[1]}", "hash": row[2]} if row else None
 
 
 def _files(s, mv_id: int) -> list[dict]:
@@ -208,7 +69,7 @@ def _files(s, mv_id: int) -> list[dict]:
             for f in rows]
 
 
-def version_dict(s, model: Model, mv: ModelVersion, *, files: bool = True) -> dict:
+def model_version_dict(s, model: Model, mv: ModelVersion, *, files: bool = True) -> dict:
     """Everything ``nnp models show`` prints about a version."""
     aliases = s.scalars(select(ModelAlias.alias).where(ModelAlias.version_id == mv.id)
                         .order_by(ModelAlias.alias)).all()
@@ -230,7 +91,7 @@ def version_dict(s, model: Model, mv: ModelVersion, *, files: bool = True) -> di
         "ref": f"{model.name}:{mv.version}", "description": model.description,
         "architecture": mv.architecture, "config": mv.config, "elements": mv.elements,
         "cutoff": mv.cutoff, "units": mv.units, "level": level,
-        "dataset_version": dataset_version_ref(s, mv.dataset_version_id), "parent": parent,
+        "dataset_version": lookups.dataset_version_ref(s, mv.dataset_version_id), "parent": parent,
         "frozen": mv.frozen, "metrics": mv.metrics, "n_members": mv.n_members,
         "status": mv.status, "status_reason": mv.status_reason, "run_id": mv.run_id,
         "created_at": mv.created_at, "aliases": aliases,
@@ -294,7 +155,7 @@ def _members(weights) -> list:
 def _extras(extras) -> list[tuple[str, bytes]]:
     out = []
     for name, content in (extras or {}).items():
-        if not isinstance(name, str) or not _FILE_RE.match(name) or name == MANIFEST \
+        if not isinstance(name, str) or not FILE_RE.match(name) or name == MANIFEST \
                 or re.fullmatch(r"member_\d+\.safetensors", name):
             raise BadInput(f"invalid extra file name {name!r}: a plain file name, not "
                            f"{MANIFEST} or member_<k>.safetensors")
@@ -316,348 +177,276 @@ def _chunks(ids):
         yield ids[lo:lo + _CHUNK]
 
 
-class ModelsMixin:
-    """Model registry API of :class:`registry.Registry`."""
+# -- writing --------------------------------------------------------------------------------
 
-    @property
-    def artifacts(self):
-        """The :class:`.artifacts.ArtifactStore` at ``NNP_ARTIFACTS`` (set to replace)."""
-        store = self.__dict__.get("_artifacts")
-        if store is None:
-            from .artifacts import ArtifactStore
+def register_model(reg, name: str, weights=None, *, architecture: str,
+                   config: dict | None = None, elements=None, cutoff: float | None = None,
+                   units: dict | None = None, level: str | None = None,
+                   dataset_version=None, parent: str | int | None = None,
+                   frozen: list | None = None, metrics: dict | None = None,
+                   extras: Mapping | None = None, run=None,
+                   description: str | None = None) -> dict:
+    """Register version N+1 of model ``name`` and return it (as :meth:`show_model`).
 
-            store = self.__dict__["_artifacts"] = ArtifactStore()
-        return store
+    ``weights``: one ensemble member or a list of them, each a dict of numpy arrays,
+    safetensors bytes, or a path to a ``.safetensors`` file (torch state dicts: see
+    ``pipelines.torch_io``). ``extras``: ``{file name: bytes or path}``. ``level``: a
+    level-of-theory name; ``dataset_version``: an id or ``NAME[:V|@ALIAS]``; ``parent``: a
+    model REF or version id. ``run``: the training run (a RunHandle or id); without one a
+    ``register_model`` run is recorded. Files go to the artifact store first, then every
+    row is written in one transaction.
+    """
+    check_name(name, "model name")
+    if not isinstance(architecture, str) or not architecture.strip():
+        raise BadInput("architecture must be a non-empty string, e.g. 'ani'")
+    blobs = [(member_file(k), "weights", k, to_safetensors(m, f"weights of member {k}"))
+             for k, m in enumerate(_members(weights))]
+    blobs += [(n, "extra", None, data) for n, data in _extras(extras)]
+    meta = dict(
+        architecture=architecture.strip(), config=_check_json(config, "config"),
+        elements=_check_elements(elements),
+        cutoff=None if cutoff is None else float(cutoff),
+        units=_check_json(units, "units") or {"energy": "eV", "length": "Å"},
+        frozen=_check_json(frozen, "frozen", list), metrics=_check_metrics(metrics),
+    )
+    if meta["cutoff"] is not None and not meta["cutoff"] > 0:
+        raise BadInput(f"cutoff must be positive, got {cutoff}")
+    if any(x is not None for x in (level, dataset_version, parent, run)):
+        check_links(reg, level, dataset_version, parent, run)  # bad refs: store nothing
+    stored = [(n, role, k, *reg.artifacts.put(data)) for n, role, k, data in blobs]
+    return insert_version(reg, name, stored, meta, level=level, description=description,
+                                dataset_version=dataset_version, parent=parent, run=run)
 
-    @artifacts.setter
-    def artifacts(self, store) -> None:
-        self.__dict__["_artifacts"] = store
 
-    # -- writing --------------------------------------------------------------------------------
-    def register_model(self, name: str, weights=None, *, architecture: str,
-                       config: dict | None = None, elements=None, cutoff: float | None = None,
-                       units: dict | None = None, level: str | None = None,
-                       dataset_version=None, parent: str | int | None = None,
-                       frozen: list | None = None, metrics: dict | None = None,
-                       extras: Mapping | None = None, run=None,
-                       description: str | None = None) -> dict:
-        """Register version N+1 of model ``name`` and return it (as :meth:`show_model`).
+def check_links(reg, level, dataset_version, parent, run) -> None:
+    """NotFound unless every linked level, dataset version, parent and run exists."""
+    with reg.session() as s:
+        if level is not None:
+            level_row(s, level)
+        if dataset_version is not None:
+            lookups.dataset_version(s, dataset_version)
+        if parent is not None:
+            lookups.model_version(s, parent)
+        run_id = getattr(run, "id", run)
+        if run_id is not None and s.get(Run, int(run_id)) is None:
+            raise NotFound(f"no run with id {run_id}")
 
-        ``weights``: one ensemble member or a list of them, each a dict of numpy arrays,
-        safetensors bytes, or a path to a ``.safetensors`` file (torch state dicts: see
-        ``pipelines.torch_io``). ``extras``: ``{file name: bytes or path}``. ``level``: a
-        level-of-theory name; ``dataset_version``: an id or ``NAME[:V|@ALIAS]``; ``parent``: a
-        model REF or version id. ``run``: the training run (a RunHandle or id); without one a
-        ``register_model`` run is recorded. Files go to the artifact store first, then every
-        row is written in one transaction.
-        """
-        check_name(name, "model name")
-        if not isinstance(architecture, str) or not architecture.strip():
-            raise BadInput("architecture must be a non-empty string, e.g. 'ani'")
-        blobs = [(member_file(k), "weights", k, to_safetensors(m, f"weights of member {k}"))
-                 for k, m in enumerate(_members(weights))]
-        blobs += [(n, "extra", None, data) for n, data in _extras(extras)]
-        meta = dict(
-            architecture=architecture.strip(), config=_check_json(config, "config"),
-            elements=_check_elements(elements),
-            cutoff=None if cutoff is None else float(cutoff),
-            units=_check_json(units, "units") or {"energy": "eV", "length": "Å"},
-            frozen=_check_json(frozen, "frozen", list), metrics=_check_metrics(metrics),
-        )
-        if meta["cutoff"] is not None and not meta["cutoff"] > 0:
-            raise BadInput(f"cutoff must be positive, got {cutoff}")
-        if any(x is not None for x in (level, dataset_version, parent, run)):
-            self._check_links(level, dataset_version, parent, run)  # bad refs: store nothing
-        stored = [(n, role, k, *self.artifacts.put(data)) for n, role, k, data in blobs]
-        return self._insert_version(name, stored, meta, level=level, description=description,
-                                    dataset_version=dataset_version, parent=parent, run=run)
 
-    def _check_links(self, level, dataset_version, parent, run) -> None:
-        with self.session() as s:
-            if level is not None and s.scalar(select(LevelOfTheory.id).where(
-                    LevelOfTheory.name == canonical_name(level))) is None:
-                raise NotFound(f"unknown level of theory {canonical_name(level)!r} (add it "
-                               "with `nnp levels add`)")
-            if dataset_version is not None:
-                resolve_dataset_version(s, dataset_version)
-            if isinstance(parent, int):
-                if s.get(ModelVersion, parent) is None:
-                    raise NotFound(f"no model version with id {parent}")
-            elif parent is not None:
-                resolve_version(s, parent)
-            run_id = getattr(run, "id", run)
-            if run_id is not None and s.get(Run, int(run_id)) is None:
-                raise NotFound(f"no run with id {run_id}")
-
-    def _insert_version(self, name, stored, meta, *, level=None, dataset_version=None,
-                        parent=None, run=None, description=None, run_kind="register_model",
-                        run_params=None, run_inputs=(), run_result=None) -> dict:
-        """One transaction: lock the model row, number the version, write rows and edges."""
-        with self.session() as s:
-            lock = select(Model).where(Model.name == name).with_for_update()
+def insert_version(reg, name, stored, meta, *, level=None, dataset_version=None,
+                    parent=None, run=None, description=None, run_kind="register_model",
+                    run_params=None, run_inputs=(), run_result=None) -> dict:
+    """One transaction: lock the model row, number the version, write rows and edges."""
+    with reg.session() as s:
+        lock = select(Model).where(Model.name == name).with_for_update()
+        model = s.scalar(lock)
+        if model is None:
+            _insert_ignore(s, Model.__table__, {"name": name, "description": description,
+                                                "created_at": utcnow()}, ["name"])
             model = s.scalar(lock)
-            if model is None:
-                _insert_ignore(s, Model.__table__, {"name": name, "description": description,
-                                                    "created_at": utcnow()}, ["name"])
-                model = s.scalar(lock)
-            level_id = canon = None
-            if level is not None:
-                canon = canonical_name(level)
-                level_id = s.scalar(select(LevelOfTheory.id).where(LevelOfTheory.name == canon))
-                if level_id is None:
-                    raise NotFound(f"unknown level of theory {canon!r} (add it with "
-                                   "`nnp levels add`)")
-            dv = None if dataset_version is None else resolve_dataset_version(s, dataset_version)
-            dv_ref = dataset_version_ref(s, dv.id) if dv is not None else None
-            parent_mv = parent_ref = None
-            if parent is not None:
-                if isinstance(parent, int):
-                    parent_mv = s.get(ModelVersion, parent)
-                    if parent_mv is None:
-                        raise NotFound(f"no model version with id {parent}")
-                    pname = s.scalar(select(Model.name).where(Model.id == parent_mv.model_id))
-                else:
-                    pname, parent_mv = resolve_version(s, parent)
-                    pname = pname.name
-                parent_ref = f"{pname}:{parent_mv.version}"
-            run_id = getattr(run, "id", run)
-            if run_id is not None and s.get(Run, int(run_id)) is None:
-                raise NotFound(f"no run with id {run_id}")
-            version = (s.scalar(select(func.max(ModelVersion.version))
-                                .where(ModelVersion.model_id == model.id)) or 0) + 1
-            ref = f"{name}:{version}"
-            files = sorted(({"name": n, "role": role, "member_index": k, "sha256": sha,
-                             "size": size, "uri": uri} for n, role, k, sha, size, uri in stored),
-                           key=lambda f: (f["role"] != "weights", f["member_index"] or 0,
-                                          f["name"]))
-            digest = content_hash(files)
-            if run_id is None:
-                inputs = list(run_inputs)
-                if dv is not None:
-                    inputs.append(edge("dataset_version", dv.id, sha256=dv.hash,
-                                       ref=dv_ref["ref"]))
-                if level_id is not None:
-                    inputs.append(edge("level", level_id, ref=canon))
-                if parent_mv is not None:
-                    inputs.append(edge("model_version", parent_mv.id, ref=parent_ref,
-                                       role="parent"))
-                run_id = new_run(s, run_kind, params={"model": name, "version": version,
-                                                      **(run_params or {})},
-                                 inputs=inputs, result=run_result).id
-            mv = ModelVersion(model_id=model.id, version=version, level_id=level_id,
-                              dataset_version_id=dv.id if dv else None,
-                              parent_id=parent_mv.id if parent_mv else None,
-                              n_members=sum(1 for f in files if f["role"] == "weights"),
-                              run_id=int(run_id), **{"status": "ready", **meta})
-            s.add(mv)
-            s.flush()
-            s.add_all(ModelFile(model_version_id=mv.id, **f) for f in files)
-            add_edges(s, int(run_id), outputs=[edge("model_version", mv.id, ref=ref,
-                                                    sha256=digest)]
-                      + [edge("file", None, ref=f["name"], sha256=f["sha256"], size=f["size"])
-                         for f in files])
-            info = {c: getattr(mv, c) for c in ("id", "version", "architecture", "config",
-                                                "elements", "cutoff", "units", "frozen",
-                                                "metrics", "n_members", "status",
-                                                "status_reason", "run_id", "created_at")}
-            return {**info, "name": name, "ref": ref, "description": model.description,
-                    "level": canon, "dataset_version": dv_ref, "parent": parent_ref,
-                    "aliases": ["latest"] if mv.status != "retracted" else [],
-                    "files": files, "size": sum(f["size"] for f in files),
-                    "content_hash": digest}
+        level_id = canon = None
+        if level is not None:
+            lv = level_row(s, level)
+            level_id, canon = lv.id, lv.name
+        dv = None if dataset_version is None else lookups.dataset_version(s, dataset_version)[0]
+        dv_ref = lookups.dataset_version_ref(s, dv.id) if dv is not None else None
+        parent_mv = parent_ref = None
+        if parent is not None:
+            parent_model, parent_mv = lookups.model_version(s, parent)
+            parent_ref = f"{parent_model.name}:{parent_mv.version}"
+        run_id = getattr(run, "id", run)
+        if run_id is not None and s.get(Run, int(run_id)) is None:
+            raise NotFound(f"no run with id {run_id}")
+        version = (s.scalar(select(func.max(ModelVersion.version))
+                            .where(ModelVersion.model_id == model.id)) or 0) + 1
+        ref = f"{name}:{version}"
+        files = sorted(({"name": n, "role": role, "member_index": k, "sha256": sha,
+                         "size": size, "uri": uri} for n, role, k, sha, size, uri in stored),
+                       key=lambda f: (f["role"] != "weights", f["member_index"] or 0,
+                                      f["name"]))
+        digest = content_hash(files)
+        if run_id is None:
+            inputs = list(run_inputs)
+            if dv is not None:
+                inputs.append(edge("dataset_version", dv.id, sha256=dv.hash,
+                                   ref=dv_ref["ref"]))
+            if level_id is not None:
+                inputs.append(edge("level", level_id, ref=canon))
+            if parent_mv is not None:
+                inputs.append(edge("model_version", parent_mv.id, ref=parent_ref,
+                                   role="parent"))
+            with run_scope(reg, run_kind, {"model": name, "version": version,
+                                           **(run_params or {})}, session=s) as own:
+                own.inputs += inputs
+                own.result = run_result or {}
+            run_id = own.id
+        mv = ModelVersion(model_id=model.id, version=version, level_id=level_id,
+                          dataset_version_id=dv.id if dv else None,
+                          parent_id=parent_mv.id if parent_mv else None,
+                          n_members=sum(1 for f in files if f["role"] == "weights"),
+                          run_id=int(run_id), **{"status": "ready", **meta})
+        s.add(mv)
+        s.flush()
+        s.add_all(ModelFile(model_version_id=mv.id, **f) for f in files)
+        add_edges(s, int(run_id), outputs=[edge("model_version", mv.id, ref=ref,
+                                                sha256=digest)]
+                  + [edge("file", None, ref=f["name"], sha256=f["sha256"], size=f["size"])
+                     for f in files])
+        info = {c: getattr(mv, c) for c in ("id", "version", "architecture", "config",
+                                            "elements", "cutoff", "units", "frozen",
+                                            "metrics", "n_members", "status",
+                                            "status_reason", "run_id", "created_at")}
+        return {**info, "name": name, "ref": ref, "description": model.description,
+                "level": canon, "dataset_version": dv_ref, "parent": parent_ref,
+                "aliases": ["latest"] if mv.status != "retracted" else [],
+                "files": files, "size": sum(f["size"] for f in files),
+                "content_hash": digest}
 
-    def set_model_alias(self, ref: str, alias: str) -> dict:
-        """Point ``alias`` of the model at the version ``ref`` names; recorded as a run."""
-        check_alias(alias)
-        if alias == LATEST:
-            raise BadInput("'latest' is automatic (the highest version that is not retracted) "
-                           "and cannot be set")
-        with self.session() as s:
-            model, mv = resolve_version(s, ref)
-            s.scalar(select(Model.id).where(Model.id == model.id).with_for_update())
-            if mv.status == "retracted":
-                raise Conflict(f"{model.name}:{mv.version} is retracted ({mv.status_reason}); "
-                               f"refusing to point {alias!r} at it")
-            row = s.get(ModelAlias, (model.id, alias))
-            prev = None
-            if row is not None:
-                prev = s.scalar(select(ModelVersion.version)
-                                .where(ModelVersion.id == row.version_id))
-            user = current_user()
-            run = new_run(s, "model_alias",
-                          params={"model": model.name, "alias": alias, "from_version": prev,
-                                  "to_version": mv.version},
-                          inputs=[edge("model_version", mv.id, ref=f"{model.name}:{mv.version}")])
+
+def set_model_alias(reg, ref: str, alias: str) -> dict:
+    """Point ``alias`` of the model at the version ``ref`` names; recorded as a run."""
+    check_alias(alias)
+    if alias == LATEST:
+        raise BadInput("'latest' is automatic (the highest version that is not retracted) "
+                       "and cannot be set")
+    with reg.session() as s:
+        model, mv = lookups.model_version(s, ref)
+        s.scalar(select(Model.id).where(Model.id == model.id).with_for_update())
+        if mv.status == "retracted":
+            raise Conflict(f"{model.name}:{mv.version} is retracted ({mv.status_reason}); "
+                           f"refusing to point {alias!r} at it")
+        row = s.get(ModelAlias, (model.id, alias))
+        prev = None
+        if row is not None:
+            prev = s.scalar(select(ModelVersion.version)
+                            .where(ModelVersion.id == row.version_id))
+        user, now = current_user(), utcnow()
+        with run_scope(reg, "model_alias", {"model": model.name, "alias": alias,
+                                            "from_version": prev, "to_version": mv.version},
+                       session=s) as r:
+            r.consumed("model_version", mv.id, ref=f"{model.name}:{mv.version}")
             if row is None:
                 s.add(ModelAlias(model_id=model.id, alias=alias, version_id=mv.id,
-                                 updated_at=run.started_at, updated_by=user))
+                                 updated_at=now, updated_by=user))
             else:
-                row.version_id, row.updated_at, row.updated_by = mv.id, run.started_at, user
-            return {"name": model.name, "alias": alias, "version": mv.version,
-                    "previous_version": prev, "updated_by": user, "updated_at": run.started_at,
-                    "run_id": run.id}
+                row.version_id, row.updated_at, row.updated_by = mv.id, now, user
+        return {"name": model.name, "alias": alias, "version": mv.version,
+                "previous_version": prev, "updated_by": user, "updated_at": now,
+                "run_id": r.id}
 
-    def retract_model(self, ref: str, reason: str) -> dict:
-        """Mark a version ``retracted`` with ``reason`` (pulls warn; ``strict`` pulls refuse)."""
-        if not reason or not str(reason).strip():
-            raise BadInput("retracting a model version needs a reason")
-        r = parse_ref(ref)
-        if r.version is None:
-            raise BadInput(f"retract needs an explicit version NAME:VERSION, not {ref!r}")
-        with self.session() as s:
-            model, mv = resolve_version(s, r)
-            if mv.status == "retracted":
-                raise Conflict(f"{model.name}:{mv.version} is already retracted "
-                               f"({mv.status_reason})")
-            mv.status, mv.status_reason = "retracted", str(reason).strip()
-            new_run(s, "model_retract", params={"model": model.name, "version": mv.version,
-                                                "reason": mv.status_reason},
-                    inputs=[edge("model_version", mv.id, ref=f"{model.name}:{mv.version}")])
-            s.flush()
-            return version_dict(s, model, mv)
 
-    # -- reading --------------------------------------------------------------------------------
-    def show_model(self, ref: str) -> dict:
-        """A version: config, metrics, dataset version, parent, aliases, files, sizes, hashes."""
-        with self.session() as s:
-            return version_dict(s, *resolve_version(s, ref))
-
-    def list_models(self) -> list[dict]:
-        """Every model with its number of versions, ``latest`` version and aliases."""
-        with self.session() as s:
-            stats = {mid: (n, hi) for mid, n, hi in s.execute(
-                select(ModelVersion.model_id, func.count(), func.max(ModelVersion.version))
-                .group_by(ModelVersion.model_id))}
-            latest = dict(s.execute(
-                select(ModelVersion.model_id, func.max(ModelVersion.version))
-                .where(ModelVersion.status != "retracted").group_by(ModelVersion.model_id)).all())
-            aliases: dict[int, dict] = {}
-            for mid, alias, ver in s.execute(
-                    select(ModelAlias.model_id, ModelAlias.alias, ModelVersion.version)
-                    .join(ModelVersion, ModelVersion.id == ModelAlias.version_id)):
-                aliases.setdefault(mid, {})[alias] = ver
-            out = []
-            for m in s.scalars(select(Model).order_by(Model.name)):
-                n, hi = stats.get(m.id, (0, None))
-                out.append({"name": m.name, "description": m.description, "versions": n,
-                            "max_version": hi, "latest": latest.get(m.id),
-                            "aliases": aliases.get(m.id, {}), "created_at": m.created_at})
-            return out
-
-    def list_model_versions(self, name: str, *, limit: int = 50,
-                            before: int | None = None) -> list[dict]:
-        """Versions of ``name``, newest first, ``limit`` per page (next page: ``before=``)."""
-        if limit < 1:
-            raise BadInput("limit must be at least 1")
-        with self.session() as s:
-            model = s.scalar(select(Model).where(Model.name == check_name(name, "model name")))
-            if model is None:
-                raise NotFound(f"unknown model {name!r}")
-            q = (select(ModelVersion.id, ModelVersion.version, ModelVersion.architecture,
-                        ModelVersion.n_members, ModelVersion.status, ModelVersion.metrics,
-                        ModelVersion.created_at)
-                 .where(ModelVersion.model_id == model.id)
-                 .order_by(ModelVersion.version.desc()).limit(limit))
-            if before is not None:
-                q = q.where(ModelVersion.version < before)
-            rows = s.execute(q).all()
-            aliases: dict[int, list] = {}
-            for vid, alias in s.execute(select(ModelAlias.version_id, ModelAlias.alias)
-                                        .where(ModelAlias.model_id == model.id)):
-                aliases.setdefault(vid, []).append(alias)
-            latest = s.scalar(select(func.max(ModelVersion.version))
-                              .where(ModelVersion.model_id == model.id,
-                                     ModelVersion.status != "retracted"))
-            out = []
-            for vid, ver, arch, nm, status, metrics, created in rows:
-                al = sorted(aliases.get(vid, []))
-                out.append({"name": name, "version": ver, "architecture": arch,
-                            "n_members": nm, "status": status, "metrics": metrics,
-                            "created_at": created,
-                            "aliases": (["latest"] if ver == latest else []) + al})
-            return out
-
-    def model_alias(self, name: str, alias: str) -> int:
-        """The version number ``NAME@alias`` points at."""
-        with self.session() as s:
-            return resolve_version(s, Ref(check_name(name), None, check_alias(alias)))[1].version
-
-    def pull_model(self, ref: str, *, strict: bool = False, dest=None) -> PulledModel:
-        """Fetch a version's files, each verified against its sha256.
-
-        A retracted version warns (:class:`RetractedModelWarning`) or, with ``strict``, is
-        refused. With ``dest`` the files and a ``model.json`` manifest are written there.
-        """
-        with self.session() as s:
-            model, mv = resolve_version(s, ref)
-            info = version_dict(s, model, mv)
+def retract_model(reg, ref: str, reason: str) -> dict:
+    """Mark a version ``retracted`` with ``reason`` (pulls warn; ``strict`` pulls refuse)."""
+    if not reason or not str(reason).strip():
+        raise BadInput("retracting a model version needs a reason")
+    r = parse_ref(ref)
+    if r.version is None:
+        raise BadInput(f"retract needs an explicit version NAME:VERSION, not {ref!r}")
+    with reg.session() as s:
+        model, mv = lookups.model_version(s, r)
         if mv.status == "retracted":
-            msg = (f"model version {info['ref']} is RETRACTED: {mv.status_reason or 'no reason'}")
-            if strict:
-                raise Conflict(msg + " (refused: strict)")
-            warnings.warn(msg, RetractedModelWarning, stacklevel=2)
-        blobs = {f["name"]: self.artifacts.get(f["sha256"], f["uri"]) for f in info["files"]}
-        for f in info["files"]:
-            if f["role"] == "weights":
-                check_safetensors(blobs[f["name"]], f"{info['ref']} {f['name']}")
-        pulled = PulledModel(model.name, mv.version, info, blobs)
-        if dest is not None:
-            pulled.path = self._write_pulled(pulled, Path(dest))
-        return pulled
+            raise Conflict(f"{model.name}:{mv.version} is already retracted "
+                           f"({mv.status_reason})")
+        with run_scope(reg, "model_retract", {"model": model.name, "version": mv.version,
+                                              "reason": str(reason).strip()}, session=s) as r:
+            r.consumed("model_version", mv.id, ref=f"{model.name}:{mv.version}")
+            mv.status, mv.status_reason = "retracted", str(reason).strip()
+        s.flush()
+        return model_version_dict(s, model, mv)
 
-    @staticmethod
-    def _write_pulled(pulled: PulledModel, dest: Path) -> Path:
-        import os
-        import uuid
+# -- reading --------------------------------------------------------------------------------
 
-        dest.mkdir(parents=True, exist_ok=True)
-        manifest = {**pulled.info, "format": "nnp-model", "format_version": 1}
-        items = [*pulled.blobs.items(),
-                 (MANIFEST, json.dumps(manifest, indent=2, default=str).encode())]
-        for name, data in items:
-            tmp = dest / f".{name}.{uuid.uuid4().hex}.part"
-            try:
-                tmp.write_bytes(data)
-                os.replace(tmp, dest / name)
-            finally:
-                tmp.unlink(missing_ok=True)
-        return dest
+def show_model(reg, ref: str) -> dict:
+    """A version: config, metrics, dataset version, parent, aliases, files, sizes, hashes."""
+    with reg.session() as s:
+        return model_version_dict(s, *lookups.model_version(s, ref))
 
-    # -- bundles --------------------------------------------------------------------------------
-    def export_model(self, ref: str, path) -> dict:
-        """Write a bundle zip (weights, config, provenance manifest): :mod:`.bundles`."""
-        from .bundles import export_bundle
 
-        return export_bundle(self, ref, path)
-
-    def import_model(self, path, name: str | None = None) -> dict:
-        """Register a bundle as the next version of ``name`` (default: the bundle's model)."""
-        from .bundles import import_bundle
-
-        return import_bundle(self, path, name)
-
-    # -- reverse lookups (used by `nnp impact`) ---------------------------------------------------
-    def models_using_dataset_versions(self, version_ids) -> list[dict]:
-        """Model versions trained on any of the dataset versions ``version_ids``."""
+def list_models(reg) -> list[dict]:
+    """Every model with its number of versions, ``latest`` version and aliases."""
+    with reg.session() as s:
+        stats = {mid: (n, hi) for mid, n, hi in s.execute(
+            select(ModelVersion.model_id, func.count(), func.max(ModelVersion.version))
+            .group_by(ModelVersion.model_id))}
+        latest = dict(s.execute(
+            select(ModelVersion.model_id, func.max(ModelVersion.version))
+            .where(ModelVersion.status != "retracted").group_by(ModelVersion.model_id)).all())
+        aliases: dict[int, dict] = {}
+        for mid, alias, ver in s.execute(
+                select(ModelAlias.model_id, ModelAlias.alias, ModelVersion.version)
+                .join(ModelVersion, ModelVersion.id == ModelAlias.version_id)):
+            aliases.setdefault(mid, {})[alias] = ver
         out = []
-        with self.session() as s:
-            for chunk in _chunks(version_ids):
-                out += self._model_rows(s, ModelVersion.dataset_version_id.in_(chunk))
-        return sorted(out, key=lambda d: (d["name"], d["version"]))
+        for m in s.scalars(select(Model).order_by(Model.name)):
+            n, hi = stats.get(m.id, (0, None))
+            out.append({"name": m.name, "description": m.description, "versions": n,
+                        "max_version": hi, "latest": latest.get(m.id),
+                        "aliases": aliases.get(m.id, {}), "created_at": m.created_at})
+        return out
 
-    def models_using_labels(self, label_ids) -> list[dict]:
-        """Model versions whose dataset version pins any of ``label_ids`` (e.g. retracted)."""
-        dv_ids = set()
-        with self.session() as s:
-            for chunk in _chunks(label_ids):
-                dv_ids.update(s.scalars(select(DatasetMember.version_id).distinct()
-                                        .where(DatasetMember.label_id.in_(chunk))))
-        return self.models_using_dataset_versions(dv_ids)
 
-    @staticmethod
-    def _model_rows(s, where) -> list[dict]:
-        rows = s.execute(select(ModelVersion.id, Model.name, ModelVersion.version,
-                                ModelVersion.status, ModelVersion.dataset_version_id)
-                         .join(Model, Model.id == ModelVersion.model_id).where(where)).all()
-        return [{"id": i, "name": n, "version": v, "ref": f"{n}:{v}", "status": st,
-                 "dataset_version_id": dv} for i, n, v, st, dv in rows]
+def list_model_versions(reg, name: str, *, limit: int = 50,
+                        before: int | None = None) -> list[dict]:
+    """Versions of ``name``, newest first, ``limit`` per page (next page: ``before=``)."""
+    if limit < 1:
+        raise BadInput("limit must be at least 1")
+    with reg.session() as s:
+        model = s.scalar(select(Model).where(Model.name == check_name(name, "model name")))
+        if model is None:
+            raise NotFound(f"unknown model {name!r}")
+        q = (select(ModelVersion.id, ModelVersion.version, ModelVersion.architecture,
+                    ModelVersion.n_members, ModelVersion.status, ModelVersion.metrics,
+                    ModelVersion.created_at)
+             .where(ModelVersion.model_id == model.id)
+             .order_by(ModelVersion.version.desc()).limit(limit))
+        if before is not None:
+            q = q.where(ModelVersion.version < before)
+        rows = s.execute(q).all()
+        aliases: dict[int, list] = {}
+        for vid, alias in s.execute(select(ModelAlias.version_id, ModelAlias.alias)
+                                    .where(ModelAlias.model_id == model.id)):
+            aliases.setdefault(vid, []).append(alias)
+        latest = s.scalar(select(func.max(ModelVersion.version))
+                          .where(ModelVersion.model_id == model.id,
+                                 ModelVersion.status != "retracted"))
+        out = []
+        for vid, ver, arch, nm, status, metrics, created in rows:
+            al = sorted(aliases.get(vid, []))
+            out.append({"name": name, "version": ver, "architecture": arch,
+                        "n_members": nm, "status": status, "metrics": metrics,
+                        "created_at": created,
+                        "aliases": (["latest"] if ver == latest else []) + al})
+        return out
+
+
+def model_alias(reg, name: str, alias: str) -> int:
+    """The version number ``NAME@alias`` points at."""
+    with reg.session() as s:
+        return lookups.model_version(s, Ref(check_name(name), None, check_alias(alias)))[1].version
+
+# -- reverse lookups (used by `nnp impact`) ---------------------------------------------------
+
+def models_using_dataset_versions(reg, version_ids) -> list[dict]:
+    """Model versions trained on any of the dataset versions ``version_ids``."""
+    out = []
+    with reg.session() as s:
+        for chunk in _chunks(version_ids):
+            out += _model_rows(s, ModelVersion.dataset_version_id.in_(chunk))
+    return sorted(out, key=lambda d: (d["name"], d["version"]))
+
+
+def models_using_labels(reg, label_ids) -> list[dict]:
+    """Model versions whose dataset version pins any of ``label_ids`` (e.g. retracted)."""
+    dv_ids = set()
+    with reg.session() as s:
+        for chunk in _chunks(label_ids):
+            dv_ids.update(s.scalars(select(DatasetMember.version_id).distinct()
+                                    .where(DatasetMember.label_id.in_(chunk))))
+    return models_using_dataset_versions(reg, dv_ids)
+
+
+def _model_rows(s, where) -> list[dict]:
+    rows = s.execute(select(ModelVersion.id, Model.name, ModelVersion.version,
+                            ModelVersion.status, ModelVersion.dataset_version_id)
+                     .join(Model, Model.id == ModelVersion.model_id).where(where)).all()
+    return [{"id": i, "name": n, "version": v, "ref": f"{n}:{v}", "status": st,
+             "dataset_version_id": dv} for i, n, v, st, dv in rows]

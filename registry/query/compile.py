@@ -21,7 +21,10 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql.functions import FunctionElement
 
 from ..chem.elements import symbol_to_z
-from ..errors import BadInput, NotFound
+from ..errors import BadInput
+from ..store.levels import canonical_name, level_row
+from ..store.lookups import dataset_version
+from ..store.refs import LATEST, parse_ref
 from ..store.schema import (
     Composition,
     CompositionElement,
@@ -271,43 +274,40 @@ class Compiler:
         return conds, per_atom(lab, lid)
 
     def _level_id(self, name: str):
-        if self.session is None:
-            return (select(LevelOfTheory.id).where(LevelOfTheory.name == name)
-                    .scalar_subquery())
-        lid = self.session.scalar(select(LevelOfTheory.id).where(LevelOfTheory.name == name))
-        if lid is None:
-            known = self.session.scalars(select(LevelOfTheory.name)
-                                         .order_by(LevelOfTheory.name)).all()
-            raise NotFound(f"unknown level of theory {name!r}; known levels: "
-                           f"{', '.join(known) or '(none)'}")
-        return lid
+        return level_id(name, self.session)
 
     def _version_id(self, ref_text: str):
-        return resolve_version(ref_text, self.session)
+        return dataset_version_id(ref_text, self.session)
 
 
-def resolve_version(ref_text: str, session=None):
+def level_id(name: str, session=None):
+    """Id of the level ``name``; without a session, a scalar sub-query (NULL if unknown)."""
+    if session is None:
+        return (select(LevelOfTheory.id).where(LevelOfTheory.name == canonical_name(name))
+                .scalar_subquery())
+    return level_row(session, name).id
+
+
+def dataset_version_id(ref_text: str, session=None):
     """Id of the dataset version ``NAME:N`` / ``NAME@ALIAS`` / ``NAME`` (= ``NAME@latest``).
 
-    With no session, a scalar sub-query (NULL, so no match, when it does not exist).
+    With a session, looked up (NotFound if missing); without one, a scalar sub-query that
+    is NULL, so matches nothing, when the version does not exist.
     """
-    from ..store.refs import parse_ref
-
     ref = parse_ref(ref_text)
+    if session is not None:
+        return dataset_version(session, ref)[0].id
+    named = Dataset.name == ref.name
     if ref.version is not None:
-        q = (select(DatasetVersion.id).join(Dataset, Dataset.id == DatasetVersion.dataset_id)
-             .where(Dataset.name == ref.name, DatasetVersion.version == ref.version))
-    else:
-        q = (select(DatasetAlias.version_id).join(Dataset, Dataset.id == DatasetAlias.dataset_id)
-             .where(Dataset.name == ref.name, DatasetAlias.alias == ref.alias))
-    if session is None:
-        return q.scalar_subquery()
-    vid = session.scalar(q)
-    if vid is None:
-        if session.scalar(select(Dataset.id).where(Dataset.name == ref.name)) is None:
-            raise NotFound(f"unknown dataset {ref.name!r}")
-        raise NotFound(f"dataset version {ref_text!r} does not exist")
-    return vid
+        return (select(DatasetVersion.id).join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+                .where(named, DatasetVersion.version == ref.version).scalar_subquery())
+    alias = (select(DatasetAlias.version_id).join(Dataset, Dataset.id == DatasetAlias.dataset_id)
+             .where(named, DatasetAlias.alias == ref.alias).scalar_subquery())
+    if ref.alias != LATEST:
+        return alias
+    newest = (select(DatasetVersion.id).join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+              .where(named).order_by(DatasetVersion.version.desc()).limit(1).scalar_subquery())
+    return func.coalesce(alias, newest)
 
 
 def _elements_present(zs):
@@ -342,4 +342,4 @@ def per_atom(lab, lid):
     return case((~has_refs, lab.energy / n), (missing, null()), else_=(lab.energy - ref_sum) / n)
 
 
-__all__ = ["COLUMNS", "COMPOSITION", "Compiler", "resolve_version"]
+__all__ = ["COLUMNS", "COMPOSITION", "Compiler", "dataset_version_id", "level_id"]

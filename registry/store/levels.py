@@ -70,86 +70,113 @@ def level_dict(lv: LevelOfTheory, refs: dict[int, float] | None = None) -> dict:
     return out
 
 
-class LevelsMixin:
-    def ensure_level(self, name: str, **fields) -> dict:
-        """The level called ``name``, created on first use (method/basis parsed from it)."""
-        canon = canonical_name(name)
-        with self.session() as s:
-            lv = s.scalar(select(LevelOfTheory).where(LevelOfTheory.name == canon))
-            if lv is not None:
-                return level_dict(lv)
-        try:
-            return self.add_level(canon, **fields)
-        except Conflict:  # created concurrently by another process
-            with self.session() as s:
-                lv = s.scalar(select(LevelOfTheory).where(LevelOfTheory.name == canon))
-                return level_dict(lv)
+def _known_levels(s) -> str:
+    names = s.scalars(select(LevelOfTheory.name).order_by(LevelOfTheory.name)).all()
+    return ", ".join(names) or "(none)"
 
-    def add_level(self, name: str, *, method=None, basis=None, program=None,
-                  program_version=None, keywords=None, fidelity_rank=None,
-                  description=None) -> dict:
-        """Create a level, or fill in the unset descriptive fields of an existing one.
 
-        Changing a field that is already set is refused (labels were computed with it).
-        """
-        canon = canonical_name(name)
-        p_method, p_basis = parse_name(canon)
-        method = (method or p_method).lower()
-        basis = (basis or p_basis)
-        basis = basis.lower() if basis else None
-        if keywords is not None and not isinstance(keywords, dict):
-            raise BadInput("level keywords must be a JSON object")
-        with self.session() as s:
+def level_row(s, name: str) -> LevelOfTheory:
+    """The level called ``name`` (any case/spacing); NotFound lists the known levels."""
+    canon = canonical_name(name)
+    lv = s.scalar(select(LevelOfTheory).where(LevelOfTheory.name == canon))
+    if lv is None:
+        raise NotFound(f"unknown level of theory {canon!r}; known levels: "
+                       f"{_known_levels(s)}")
+    return lv
+
+
+def level_rows(s, names) -> list[LevelOfTheory]:
+    """The levels called ``names``, in that order (see :func:`level_row`)."""
+    return [level_row(s, n) for n in names]
+
+
+def level_ids(s, names=None) -> dict[str, int]:
+    """{canonical name: id} of ``names`` (default: every level, by name)."""
+    if names is None:
+        return dict(s.execute(select(LevelOfTheory.name, LevelOfTheory.id)
+                              .order_by(LevelOfTheory.name)).all())
+    return {lv.name: lv.id for lv in (level_row(s, n) for n in names)}
+
+
+def ensure_level(reg, name: str, **fields) -> dict:
+    """The level called ``name``, created on first use (method/basis parsed from it)."""
+    canon = canonical_name(name)
+    with reg.session() as s:
+        lv = s.scalar(select(LevelOfTheory).where(LevelOfTheory.name == canon))
+        if lv is not None:
+            return level_dict(lv)
+    try:
+        return add_level(reg, canon, **fields)
+    except Conflict:  # created concurrently by another process
+        with reg.session() as s:
             lv = s.scalar(select(LevelOfTheory).where(LevelOfTheory.name == canon))
-            if lv is None:
-                lv = LevelOfTheory(
-                    name=canon, method=method, basis=basis, program=program,
-                    program_version=program_version, keywords=keywords,
-                    fidelity_rank=default_rank(method) if fidelity_rank is None
-                    else fidelity_rank,
-                    description=description,
-                    hash=level_hash(method, basis, program, program_version, keywords),
-                )
-                s.add(lv)
-                try:
-                    s.flush()
-                except IntegrityError:
-                    raise Conflict(f"level {canon!r} (or an identical one) exists") from None
-                return level_dict(lv)
-            if (method, basis) != (lv.method, lv.basis):
-                raise Conflict(f"level {canon!r} exists with method/basis "
-                               f"{lv.method}/{lv.basis}")
-            new = dict(program=program, program_version=program_version, keywords=keywords,
-                       description=description)
-            for key, value in new.items():
-                old = getattr(lv, key)
-                if value is None or value == old:
-                    continue
-                if old is not None:
-                    raise Conflict(f"level {canon!r} already has {key}={old!r}; refusing to "
-                                   f"change it to {value!r}")
-                setattr(lv, key, value)
-            if fidelity_rank is not None:
-                lv.fidelity_rank = fidelity_rank
-            lv.hash = level_hash(lv.method, lv.basis, lv.program, lv.program_version,
-                                 lv.keywords)
             return level_dict(lv)
 
-    def get_level(self, name: str) -> dict:
-        """The level ``name`` with its reference energies; NotFound lists the known ones."""
-        canon = canonical_name(name)
-        with self.session() as s:
-            lv = s.scalar(select(LevelOfTheory).where(LevelOfTheory.name == canon))
-            if lv is None:
-                known = s.scalars(select(LevelOfTheory.name).order_by(LevelOfTheory.name)).all()
-                raise NotFound(f"unknown level of theory {canon!r}; known levels: "
-                               f"{', '.join(known) or '(none)'}")
-            refs = dict(s.execute(select(ReferenceEnergy.z, ReferenceEnergy.energy)
-                                  .where(ReferenceEnergy.level_id == lv.id)).all())
-            return level_dict(lv, refs)
 
-    def list_levels(self) -> list[dict]:
-        with self.session() as s:
-            rows = s.scalars(select(LevelOfTheory).order_by(LevelOfTheory.fidelity_rank,
-                                                            LevelOfTheory.name)).all()
-            return [level_dict(lv) for lv in rows]
+def add_level(reg, name: str, *, method=None, basis=None, program=None,
+              program_version=None, keywords=None, fidelity_rank=None,
+              description=None) -> dict:
+    """Create a level, or fill in the unset descriptive fields of an existing one.
+
+    Changing a field that is already set is refused (labels were computed with it).
+    """
+    canon = canonical_name(name)
+    p_method, p_basis = parse_name(canon)
+    method = (method or p_method).lower()
+    basis = (basis or p_basis)
+    basis = basis.lower() if basis else None
+    if keywords is not None and not isinstance(keywords, dict):
+        raise BadInput("level keywords must be a JSON object")
+    with reg.session() as s:
+        lv = s.scalar(select(LevelOfTheory).where(LevelOfTheory.name == canon))
+        if lv is None:
+            lv = LevelOfTheory(
+                name=canon, method=method, basis=basis, program=program,
+                program_version=program_version, keywords=keywords,
+                fidelity_rank=default_rank(method) if fidelity_rank is None
+                else fidelity_rank,
+                description=description,
+                hash=level_hash(method, basis, program, program_version, keywords),
+            )
+            s.add(lv)
+            try:
+                s.flush()
+            except IntegrityError:
+                raise Conflict(f"level {canon!r} (or an identical one) exists") from None
+            return level_dict(lv)
+        if (method, basis) != (lv.method, lv.basis):
+            raise Conflict(f"level {canon!r} exists with method/basis "
+                           f"{lv.method}/{lv.basis}")
+        new = dict(program=program, program_version=program_version, keywords=keywords,
+                   description=description)
+        for key, value in new.items():
+            old = getattr(lv, key)
+            if value is None or value == old:
+                continue
+            if old is not None:
+                raise Conflict(f"level {canon!r} already has {key}={old!r}; refusing to "
+                               f"change it to {value!r}")
+            setattr(lv, key, value)
+        if fidelity_rank is not None:
+            lv.fidelity_rank = fidelity_rank
+        lv.hash = level_hash(lv.method, lv.basis, lv.program, lv.program_version,
+                             lv.keywords)
+        return level_dict(lv)
+
+
+def get_level(reg, name: str) -> dict:
+    """The level ``name`` with its reference energies; NotFound lists the known ones."""
+    canon = canonical_name(name)
+    with reg.session() as s:
+        lv = level_row(s, canon)
+        refs = dict(s.execute(select(ReferenceEnergy.z, ReferenceEnergy.energy)
+                              .where(ReferenceEnergy.level_id == lv.id)).all())
+        return level_dict(lv, refs)
+
+
+def list_levels(reg) -> list[dict]:
+    """Every level, by fidelity rank then name."""
+    with reg.session() as s:
+        rows = s.scalars(select(LevelOfTheory).order_by(LevelOfTheory.fidelity_rank,
+                                                        LevelOfTheory.name)).all()
+        return [level_dict(lv) for lv in rows]

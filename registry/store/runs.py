@@ -1,4 +1,11 @@
-"""Provenance runs: start, finish, record consumed and produced entities."""
+"""Provenance runs: the one way every writing operation records itself.
+
+``with run(reg, kind, params) as r:`` opens a ``running`` row, lets the body record what it
+consumed and produced (``r.consumed(...)``, ``r.produced(...)``, ``r.result``), and closes the
+row as ``ok``, ``failed`` (any exception, with its message) or ``interrupted`` (Ctrl-C), with
+the lineage edges. Given ``session=``, the run is written inside that transaction instead, so
+it commits, or vanishes, together with the change it describes.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +16,17 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
+from ..errors import NotFound
 from .provenance import code_version, current_user, environment
 from .schema import Run, RunEntity, utcnow
+
+STATES = ("running", "ok", "failed", "interrupted")
+
+
+def edge(entity_type, entity_id=None, ref=None, sha256=None, **meta) -> dict:
+    """A lineage edge: an entity a run consumed or produced."""
+    return dict(entity_type=entity_type, entity_id=entity_id, ref=ref, sha256=sha256,
+                meta=meta or None)
 
 
 @dataclass
@@ -24,84 +40,110 @@ class RunHandle:
     result: dict = field(default_factory=dict)
 
     def consumed(self, entity_type, entity_id=None, ref=None, sha256=None, **meta):
-        self.inputs.append(dict(entity_type=entity_type, entity_id=entity_id, ref=ref,
-                                sha256=sha256, meta=meta or None))
+        self.inputs.append(edge(entity_type, entity_id, ref, sha256, **meta))
 
     def produced(self, entity_type, entity_id=None, ref=None, sha256=None, **meta):
-        self.outputs.append(dict(entity_type=entity_type, entity_id=entity_id, ref=ref,
-                                 sha256=sha256, meta=meta or None))
+        self.outputs.append(edge(entity_type, entity_id, ref, sha256, **meta))
 
 
-class RunsMixin:
-    def start_run(self, kind: str, params: dict | None = None) -> RunHandle:
-        """Create a ``running`` run row in its own transaction and return its handle."""
-        code = code_version()
-        with self.session() as s:
-            run = Run(kind=kind, status="running", params=params, code_version=code["version"],
-                      git_commit=code["git_commit"], git_dirty=code["git_dirty"],
-                      environment=environment(), user=current_user(), started_at=utcnow())
-            s.add(run)
-            s.flush()
-            return RunHandle(id=run.id, kind=kind)
+def _open(s, kind: str, params: dict | None) -> RunHandle:
+    code = code_version()
+    row = Run(kind=kind, status="running", params=params, code_version=code["version"],
+              git_commit=code["git_commit"], git_dirty=code["git_dirty"],
+              environment=environment(), user=current_user(), started_at=utcnow())
+    s.add(row)
+    s.flush()
+    return RunHandle(id=row.id, kind=kind)
 
-    def finish_run(self, handle: RunHandle, status: str = "ok", error: str | None = None) -> None:
-        """Mark the run finished, store its result and lineage edges (one transaction)."""
-        with self.session() as s:
-            run = s.get(Run, handle.id)
-            run.status, run.error, run.ended_at = status, error, utcnow()
-            run.result = handle.result or None
-            for role, items in (("input", handle.inputs), ("output", handle.outputs)):
-                s.add_all(RunEntity(run_id=handle.id, role=role, **e) for e in items)
 
-    @contextmanager
-    def run(self, kind: str, params: dict | None = None):
-        """``with registry.run("kind", params) as run:`` — failed with the error on exception."""
-        handle = self.start_run(kind, params)
+def _close(s, handle: RunHandle, status: str, error: str | None) -> None:
+    row = s.get(Run, handle.id)
+    row.status, row.error, row.ended_at = status, error, utcnow()
+    row.result = handle.result or None
+    for role, items in (("input", handle.inputs), ("output", handle.outputs)):
+        s.add_all(RunEntity(run_id=handle.id, role=role, **e) for e in items)
+    handle.inputs, handle.outputs = [], []
+    s.flush()
+
+
+def add_edges(s, run_id: int, inputs=(), outputs=()) -> None:
+    """Attach lineage edges to the existing run ``run_id`` inside session ``s``."""
+    for role, items in (("input", inputs), ("output", outputs)):
+        s.add_all(RunEntity(run_id=run_id, role=role, **e) for e in items)
+
+
+def start_run(reg, kind: str, params: dict | None = None) -> RunHandle:
+    """Create a ``running`` run row in its own transaction and return its handle."""
+    with reg.session() as s:
+        return _open(s, kind, params)
+
+
+def finish_run(reg, handle: RunHandle, status: str = "ok", error: str | None = None) -> None:
+    """Mark the run finished, store its result and lineage edges (one transaction)."""
+    if status not in STATES[1:]:
+        raise ValueError(f"a run finishes as one of {STATES[1:]}, not {status!r}")
+    with reg.session() as s:
+        _close(s, handle, status, error)
+
+
+@contextmanager
+def run(reg, kind: str, params: dict | None = None, *, session=None):
+    """``with run(reg, "kind", params) as r:`` — see the module docstring."""
+    if session is not None:
+        handle = _open(session, kind, params)
+        yield handle
+        _close(session, handle, "ok", None)
+        return
+    handle = start_run(reg, kind, params)
+    try:
+        yield handle
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         try:
-            yield handle
-        except BaseException as exc:
-            self.finish_run(handle, "failed", error=f"{type(exc).__name__}: {exc}")
-            raise
-        self.finish_run(handle, "ok")
+            finish_run(reg, handle, status, error=f"{type(exc).__name__}: {exc}".rstrip(": "))
+        except Exception:  # never hide the original error behind a failed bookkeeping write
+            pass
+        raise
+    finish_run(reg, handle, "ok")
 
-    def get_run(self, run_id: int) -> dict:
-        """A run as a dict with its inputs and outputs."""
-        from ..errors import NotFound
 
-        with self.session() as s:
-            run = s.get(Run, run_id)
-            if run is None:
-                raise NotFound(f"no run with id {run_id}")
-            edges = s.scalars(select(RunEntity).where(RunEntity.run_id == run_id)).all()
-            out = {c.name: getattr(run, c.name) for c in Run.__table__.columns}
-            out["status"] = run_state(run.status, run.environment)
-            for role in ("input", "output"):
-                out[role + "s"] = [
-                    {k: getattr(e, k) for k in ("entity_type", "entity_id", "ref", "sha256",
-                                                "meta")}
-                    for e in edges if e.role == role
-                ]
-            return out
+def get_run(reg, run_id: int) -> dict:
+    """A run as a dict with its inputs and outputs."""
+    with reg.session() as s:
+        row = s.get(Run, run_id)
+        if row is None:
+            raise NotFound(f"no run with id {run_id}")
+        edges = s.scalars(select(RunEntity).where(RunEntity.run_id == run_id)).all()
+        out = {c.name: getattr(row, c.name) for c in Run.__table__.columns}
+        out["status"] = run_state(row.status, row.environment)
+        for role in ("input", "output"):
+            out[role + "s"] = [
+                {k: getattr(e, k) for k in ("entity_type", "entity_id", "ref", "sha256",
+                                            "meta")}
+                for e in edges if e.role == role
+            ]
+        return out
 
-    def list_runs(self, *, kind: str | None = None, status: str | None = None,
-                  limit: int = 50) -> list[dict]:
-        """Newest runs first. A ``running`` run whose process is gone from this host is shown
-        as ``interrupted`` (killed before it could finish; its committed batches stay)."""
-        q = select(Run).order_by(Run.id.desc()).limit(max(1, int(limit)))
-        if kind:
-            q = q.where(Run.kind == kind)
-        if status and status != "interrupted":
-            q = q.where(Run.status == status)
-        elif status == "interrupted":
-            q = q.where(Run.status == "running")
-        with self.session() as s:
-            rows = [{"id": r.id, "kind": r.kind, "status": run_state(r.status, r.environment),
-                     "user": r.user, "started_at": r.started_at, "ended_at": r.ended_at,
-                     "code_version": r.code_version, "git_commit": r.git_commit,
-                     "error": r.error} for r in s.scalars(q)]
-        if status == "interrupted":
-            rows = [r for r in rows if r["status"] == "interrupted"]
-        return rows
+
+def list_runs(reg, *, kind: str | None = None, status: str | None = None,
+              limit: int = 50) -> list[dict]:
+    """Newest runs first. A ``running`` run whose process is gone from this host is shown
+    as ``interrupted`` (killed before it could finish; its committed batches stay)."""
+    q = select(Run).order_by(Run.id.desc()).limit(max(1, int(limit)))
+    if kind:
+        q = q.where(Run.kind == kind)
+    if status == "interrupted":
+        q = q.where(Run.status.in_(["running", "interrupted"]))
+    elif status:
+        q = q.where(Run.status == status)
+    with reg.session() as s:
+        rows = [{"id": r.id, "kind": r.kind, "status": run_state(r.status, r.environment),
+                 "user": r.user, "started_at": r.started_at, "ended_at": r.ended_at,
+                 "code_version": r.code_version, "git_commit": r.git_commit,
+                 "error": r.error} for r in s.scalars(q)]
+    if status:
+        rows = [r for r in rows if r["status"] == status]
+    return rows
 
 
 def run_state(status: str, env: dict | None) -> str:

@@ -1,4 +1,4 @@
-"""Reading back: stats and frames (for export)."""
+"""Stored structures read back: counts (stats) and FrameBatch chunks (export)."""
 
 from __future__ import annotations
 
@@ -8,99 +8,83 @@ from sqlalchemy import func, select
 from ..chem.arrays import unpack, unpack_numbers
 from ..chem.elements import SYMBOLS
 from ..chem.frames import FrameBatch, LabelColumns
-from ..errors import NotFound
+from .engine import database_size
+from .levels import level_ids as lookup_level_ids
 from .schema import CompositionElement, Label, LevelOfTheory, Structure
 
 
-class ReadMixin:
-    def stats(self) -> dict:
-        """Counts of structures and labels per level, elements present, URL and size."""
-        from .engine import database_size
+def stats(reg) -> dict:
+    """Counts of structures and labels per level, elements present, URL and size."""
 
-        with self.session() as s:
-            n_struct = s.scalar(select(func.count()).select_from(Structure))
-            per_level = s.execute(
-                select(LevelOfTheory.name, Label.status, func.count())
-                .join(Label, Label.level_id == LevelOfTheory.id)
-                .group_by(LevelOfTheory.name, Label.status)).all()
-            ce = CompositionElement
-            elems = s.execute(select(ce.z, func.count()).select_from(Structure)
-                              .join(ce, ce.composition_id == Structure.composition_id)
-                              .group_by(ce.z).order_by(ce.z)).all()
-            levels = {}
-            for name, status, n in per_level:
-                levels.setdefault(name, {})[status] = n
-            for name in s.scalars(select(LevelOfTheory.name)):
-                levels.setdefault(name, {})
-        return {
-            "database": self.engine.url.render_as_string(hide_password=True),
-            "dialect": self.dialect,
-            "size_bytes": database_size(self.engine),
-            "structures": n_struct,
-            "labels": {k: {"ok": v.get("ok", 0), **v} for k, v in sorted(levels.items())},
-            "elements": {SYMBOLS[z]: n for z, n in elems},
-        }
+    with reg.session() as s:
+        n_struct = s.scalar(select(func.count()).select_from(Structure))
+        per_level = s.execute(
+            select(LevelOfTheory.name, Label.status, func.count())
+            .join(Label, Label.level_id == LevelOfTheory.id)
+            .group_by(LevelOfTheory.name, Label.status)).all()
+        ce = CompositionElement
+        elems = s.execute(select(ce.z, func.count()).select_from(Structure)
+                          .join(ce, ce.composition_id == Structure.composition_id)
+                          .group_by(ce.z).order_by(ce.z)).all()
+        levels = {}
+        for name, status, n in per_level:
+            levels.setdefault(name, {})[status] = n
+        for name in s.scalars(select(LevelOfTheory.name)):
+            levels.setdefault(name, {})
+    return {
+        "database": reg.engine.url.render_as_string(hide_password=True),
+        "dialect": reg.dialect,
+        "size_bytes": database_size(reg.engine),
+        "structures": n_struct,
+        "labels": {k: {"ok": v.get("ok", 0), **v} for k, v in sorted(levels.items())},
+        "elements": {SYMBOLS[z]: n for z, n in elems},
+    }
 
-    def iter_frames(self, levels=None, structure_ids=None, *, labelled_only: bool = False,
-                    chunk: int = 10000):
-        """Stored structures as :class:`FrameBatch` chunks (ordered by id) with ``ok`` labels.
 
-        ``levels``: names of the levels whose labels to attach (default: every level);
-        ``structure_ids``: restrict to these ids; ``labelled_only``: only structures with a
-        label at one of ``levels``. Atoms are in the stored canonical order. Label columns
-        hold NaN where a frame has no label (``present`` says which do) or where a label
-        lacks that quantity; a quantity no label of the chunk has is ``None``.
-        """
-        level_ids = self._level_ids(levels)
-        ids = None if structure_ids is None else sorted({int(i) for i in structure_ids})
-        last, pos = 0, 0
-        while True:
-            q = select(Structure.id, Structure.numbers, Structure.positions, Structure.cell,
-                       Structure.pbc, Structure.charge, Structure.multiplicity,
-                       Structure.source, Structure.info).order_by(Structure.id)
-            if ids is not None:
-                if pos >= len(ids):
-                    return
-                q = q.where(Structure.id.in_(ids[pos: pos + chunk]))
-                pos += chunk
-            else:
-                q = q.where(Structure.id > last).limit(chunk)
-            if labelled_only:
-                q = q.where(select(Label.id).where(
-                    Label.structure_id == Structure.id, Label.status == "ok",
-                    Label.level_id.in_(list(level_ids.values()))).exists())
-            with self.session() as s:
-                rows = s.execute(q).all()
-                if not rows and ids is None:
-                    return
-                if not rows:
-                    continue
-                last = rows[-1].id
-                sids = [r.id for r in rows]
-                labels = s.execute(
-                    select(Label.structure_id, Label.level_id, Label.energy, Label.forces,
-                           Label.dipole, Label.charges, Label.stress)
-                    .where(Label.status == "ok", Label.level_id.in_(list(level_ids.values())),
-                           Label.structure_id.in_(sids) if ids is not None
-                           else Label.structure_id.between(sids[0], sids[-1]))).all()
-            yield _frames_from_rows(rows, labels, level_ids)
+def iter_frames(reg, levels=None, structure_ids=None, *, labelled_only: bool = False,
+                chunk: int = 10000):
+    """Stored structures as :class:`FrameBatch` chunks (ordered by id) with ``ok`` labels.
 
-    def _level_ids(self, levels) -> dict[str, int]:
-        """{canonical name: id} of ``levels`` (default: all); NotFound for an unknown one."""
-        from .levels import canonical_name
-
-        with self.session() as s:
-            known = dict(s.execute(select(LevelOfTheory.name, LevelOfTheory.id)).all())
-        if levels is None:
-            return dict(sorted(known.items()))
-        out = {}
-        for name in levels:
-            canon = canonical_name(name)
-            if canon not in known:
-                raise NotFound(f"unknown level of theory {canon!r}; known levels: "
-                               f"{', '.join(sorted(known)) or '(none)'}")
-            out[canon] = known[canon]
-        return out
+    ``levels``: names of the levels whose labels to attach (default: every level);
+    ``structure_ids``: restrict to these ids; ``labelled_only``: only structures with a
+    label at one of ``levels``. Atoms are in the stored canonical order. Label columns
+    hold NaN where a frame has no label (``present`` says which do) or where a label
+    lacks that quantity; a quantity no label of the chunk has is ``None``.
+    """
+    with reg.session() as s:
+        level_ids = lookup_level_ids(s, levels)
+    ids = None if structure_ids is None else sorted({int(i) for i in structure_ids})
+    last, pos = 0, 0
+    while True:
+        q = select(Structure.id, Structure.numbers, Structure.positions, Structure.cell,
+                   Structure.pbc, Structure.charge, Structure.multiplicity,
+                   Structure.source, Structure.info).order_by(Structure.id)
+        if ids is not None:
+            if pos >= len(ids):
+                return
+            q = q.where(Structure.id.in_(ids[pos: pos + chunk]))
+            pos += chunk
+        else:
+            q = q.where(Structure.id > last).limit(chunk)
+        if labelled_only:
+            q = q.where(select(Label.id).where(
+                Label.structure_id == Structure.id, Label.status == "ok",
+                Label.level_id.in_(list(level_ids.values()))).exists())
+        with reg.session() as s:
+            rows = s.execute(q).all()
+            if not rows and ids is None:
+                return
+            if not rows:
+                continue
+            last = rows[-1].id
+            sids = [r.id for r in rows]
+            labels = s.execute(
+                select(Label.structure_id, Label.level_id, Label.energy, Label.forces,
+                       Label.dipole, Label.charges, Label.stress)
+                .where(Label.status == "ok", Label.level_id.in_(list(level_ids.values())),
+                       Label.structure_id.in_(sids) if ids is not None
+                       else Label.structure_id.between(sids[0], sids[-1]))).all()
+        yield _frames_from_rows(rows, labels, level_ids)
 
 
 def _frames_from_rows(rows, labels, level_ids: dict[str, int]) -> FrameBatch:

@@ -42,6 +42,7 @@ from sqlalchemy import select
 
 from ..chem.elements import SYMBOLS
 from ..config import DEFAULT_HOME
+from ..curation.datasets import resolve_dataset
 from ..store.schema import LevelOfTheory, ReferenceEnergy
 from .reads import read_buckets
 
@@ -159,64 +160,63 @@ def read_cache(root: Path, version_hash: str, n_structures: int) -> tuple[dict, 
 
 
 # ------------------------------------------------------------------------ mixin
-class MaterializeMixin:
-    def materialize(self, ref: str, *, cache: bool = True,
-                    cache_dir: str | Path | None = None) -> Materialized:
-        """Training arrays of the dataset version ``ref`` (see the module doc for layout).
+def materialize(reg, ref: str, *, cache: bool = True,
+                cache_dir: str | Path | None = None) -> Materialized:
+    """Training arrays of the dataset version ``ref`` (see the module doc for layout).
 
-        With ``cache`` (default), arrays are read from ``cache_dir`` (``NNP_CACHE``) when a
-        verified copy for the version hash exists, else read from the database and cached.
-        """
-        t0 = time.perf_counter()
-        info = self.resolve_dataset(ref)
-        params = info["params"] or {}
-        delta = params.get("delta")
-        target = f"{delta['high']}-{delta['low']}" if delta else info["levels"][0]
-        root = Path(cache_dir) if cache_dir else cache_root()
-        status = "off"
-        buckets = None
-        if cache:
-            try:
-                _, buckets = read_cache(root, info["hash"], info["n_structures"])
-                status = "hit"
-            except CacheInvalid as exc:
-                status = "miss" if str(exc) == "missing" else f"rebuilt: {exc}"
-        source = "cache" if buckets is not None else self.dialect
-        with self.session() as s:
-            lvs = {lv.name: lv for lv in s.scalars(
-                select(LevelOfTheory).where(LevelOfTheory.name.in_(info["levels"])))}
-            level_ids = [lvs[n].id for n in info["levels"]]
-            if buckets is None:
-                buckets = read_buckets(self.engine.connect, self.dialect, info["id"],
-                                       level_ids, bool(delta), info["n_structures"])
-            refs = [dict(s.execute(select(ReferenceEnergy.z, ReferenceEnergy.energy)
-                                   .where(ReferenceEnergy.level_id == lid)).all())
-                    for lid in (level_ids[:2] if delta else level_ids[:1])]
-        if cache and status != "hit":
-            write_cache(root, {"hash": info["hash"], "ref": info["ref"],
-                               "levels": info["levels"], "target": target,
-                               "n_structures": info["n_structures"]}, buckets)
-        missing = self._attach_reference(buckets, refs)
-        return Materialized(info["ref"], info["hash"], info["levels"], target, buckets, source,
-                            status, time.perf_counter() - t0, missing)
+    With ``cache`` (default), arrays are read from ``cache_dir`` (``NNP_CACHE``) when a
+    verified copy for the version hash exists, else read from the database and cached.
+    """
+    t0 = time.perf_counter()
+    info = resolve_dataset(reg, ref)
+    params = info["params"] or {}
+    delta = params.get("delta")
+    target = f"{delta['high']}-{delta['low']}" if delta else info["levels"][0]
+    root = Path(cache_dir) if cache_dir else cache_root()
+    status = "off"
+    buckets = None
+    if cache:
+        try:
+            _, buckets = read_cache(root, info["hash"], info["n_structures"])
+            status = "hit"
+        except CacheInvalid as exc:
+            status = "miss" if str(exc) == "missing" else f"rebuilt: {exc}"
+    source = "cache" if buckets is not None else reg.dialect
+    with reg.session() as s:
+        lvs = {lv.name: lv for lv in s.scalars(
+            select(LevelOfTheory).where(LevelOfTheory.name.in_(info["levels"])))}
+        level_ids = [lvs[n].id for n in info["levels"]]
+        if buckets is None:
+            buckets = read_buckets(reg.engine.connect, reg.dialect, info["id"],
+                                   level_ids, bool(delta), info["n_structures"])
+        refs = [dict(s.execute(select(ReferenceEnergy.z, ReferenceEnergy.energy)
+                               .where(ReferenceEnergy.level_id == lid)).all())
+                for lid in (level_ids[:2] if delta else level_ids[:1])]
+    if cache and status != "hit":
+        write_cache(root, {"hash": info["hash"], "ref": info["ref"],
+                           "levels": info["levels"], "target": target,
+                           "n_structures": info["n_structures"]}, buckets)
+    missing = _attach_reference(buckets, refs)
+    return Materialized(info["ref"], info["hash"], info["levels"], target, buckets, source,
+                        status, time.perf_counter() - t0, missing)
 
-    @staticmethod
-    def _attach_reference(buckets: list[dict], refs: list[dict]) -> list[str]:
-        """Add ``energy_ref`` (target's atomic reference energies summed); list elements
-        that have none (their contribution is 0)."""
-        table = np.zeros(256)
-        known = np.zeros(256, dtype=bool)
-        known[0] = True
-        for sign, r in zip((1.0, -1.0), refs, strict=False):
-            for z, e in r.items():
-                table[z] += sign * e
-                known[z] = True
-        if not any(refs):  # no reference energies: nothing to add, nothing missing
-            for b in buckets:
-                b["energy_ref"] = np.zeros(len(b["energy"]))
-            return []
-        seen = np.zeros(256, dtype=bool)
+
+def _attach_reference(buckets: list[dict], refs: list[dict]) -> list[str]:
+    """Add ``energy_ref`` (target's atomic reference energies summed); list elements
+    that have none (their contribution is 0)."""
+    table = np.zeros(256)
+    known = np.zeros(256, dtype=bool)
+    known[0] = True
+    for sign, r in zip((1.0, -1.0), refs, strict=False):
+        for z, e in r.items():
+            table[z] += sign * e
+            known[z] = True
+    if not any(refs):  # no reference energies: nothing to add, nothing missing
         for b in buckets:
-            b["energy_ref"] = table[b["numbers"]].sum(axis=1)
-            seen |= np.bincount(b["numbers"].ravel(), minlength=256) > 0
-        return [SYMBOLS[z] for z in np.flatnonzero(seen & ~known)]
+            b["energy_ref"] = np.zeros(len(b["energy"]))
+        return []
+    seen = np.zeros(256, dtype=bool)
+    for b in buckets:
+        b["energy_ref"] = table[b["numbers"]].sum(axis=1)
+        seen |= np.bincount(b["numbers"].ravel(), minlength=256) > 0
+    return [SYMBOLS[z] for z in np.flatnonzero(seen & ~known)]
