@@ -36,9 +36,9 @@ def run_demo(cfg: DemoConfig, console) -> dict:
     from registry.core import Registry
     from registry.store.engine import upgrade
 
-    from .calculators import calculator_info
     from .cluster import dask_client
-    from .sampling import md_sample, relabel
+    from .simulation.calculators import calculator_info
+    from .simulation.md import md_sample, relabel
 
     url = config.database_url()
     upgrade(url)
@@ -93,11 +93,11 @@ def _model(reg, dataset_ref: str, cfg: DemoConfig, console) -> dict:
 
     from registry.models.lineage import lineage_tree
 
-    from .cli.lineage import _rich_tree, draw_png
-    from .models.fit import pad
-    from .models.radial import RadialPotential
-    from .torch_io import load_state_dicts
-    from .train_demo import train_and_register, unbucket
+    from .reporting import draw_tree_png, rich_tree
+    from .training.demo_model import train_and_register, unbucket
+    from .training.fit import pad
+    from .training.radial import RadialPotential
+    from .training.torch_io import load_state_dicts
 
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("training (radial AEV + MLP)", total=cfg.epochs)
@@ -124,9 +124,9 @@ def _model(reg, dataset_ref: str, cfg: DemoConfig, console) -> dict:
     console.print(f"pulled {MODEL}@production: energies of 8 structures, max |pred - ref| "
                   f"{float(abs(pred - energies[:8]).max()):.4f} eV")
     tree = lineage_tree(reg.lineage(ref))
-    console.print(_rich_tree(tree))
+    console.print(rich_tree(tree))
     png = cfg.out_dir / "lineage.png"
-    draw_png(tree, png)
+    draw_tree_png(tree, png)
     console.print(f"lineage drawn to {png}")
     return {"ref": ref, "metrics": m, "parity_png": trained["parity_png"],
             "lineage_png": str(png)}

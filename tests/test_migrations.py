@@ -235,3 +235,14 @@ def test_compositions_survive_downgrade_and_upgrade(empty_db_url):
                                    "ORDER BY formula_hill")).all()
         assert [tuple(r) for r in comps] == [("CH4", 5, 2), ("H2O", 3, 2)]
         assert reg.ingest(mols).structures_new == 0
+
+
+def test_0006_drops_the_unused_al_selections_table(empty_db_url):
+    engine = make_engine(empty_db_url)
+    upgrade(empty_db_url)
+    assert "al_selections" not in inspect(engine).get_table_names()
+    downgrade(empty_db_url, "0005")
+    assert "al_selections" in inspect(engine).get_table_names()
+    upgrade(empty_db_url)
+    assert "al_selections" not in inspect(engine).get_table_names()
+    engine.dispose()

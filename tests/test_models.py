@@ -367,7 +367,7 @@ def test_cli_models(registry, nnp, tmp_path, capsys):
 
 def test_torch_state_dicts_roundtrip(registry):
     torch = pytest.importorskip("torch")
-    from pipelines.torch_io import load_state_dicts, register_torch_model
+    from pipelines.training.torch_io import load_state_dicts, register_torch_model
 
     torch.manual_seed(0)
     nets = [torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.SiLU(), torch.nn.Linear(8, 1))

@@ -4,8 +4,8 @@ import numpy as np
 import torch
 from ase.build import molecule
 
-from pipelines.models.fit import fit_energies, pad
-from pipelines.models.radial import RadialPotential
+from pipelines.training.fit import fit_energies, pad
+from pipelines.training.radial import RadialPotential
 
 
 def _energy(model, atoms):

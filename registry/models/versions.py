@@ -190,7 +190,7 @@ def register_model(reg, name: str, weights=None, *, architecture: str,
 
     ``weights``: one ensemble member or a list of them, each a dict of numpy arrays,
     safetensors bytes, or a path to a ``.safetensors`` file (torch state dicts: see
-    ``pipelines.torch_io``). ``extras``: ``{file name: bytes or path}``. ``level``: a
+    ``pipelines.training.torch_io``). ``extras``: ``{file name: bytes or path}``. ``level``: a
     level-of-theory name; ``dataset_version``: an id or ``NAME[:V|@ALIAS]``; ``parent``: a
     model REF or version id. ``run``: the training run (a RunHandle or id); without one a
     ``register_model`` run is recorded. Files go to the artifact store first, then every

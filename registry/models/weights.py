@@ -15,8 +15,8 @@ from pathlib import Path
 from ..errors import BadInput
 
 _MAX_HEADER = 100 << 20
-_CONVERT = ("convert it with pipelines.torch_io.state_dict_to_safetensors(model.state_dict()) "
-            "or safetensors.torch.save_file")
+_CONVERT = ("convert it with pipelines.training.torch_io.state_dict_to_safetensors("
+            "model.state_dict()) or safetensors.torch.save_file")
 
 
 def check_safetensors(data: bytes, what: str = "weights") -> dict:

@@ -64,7 +64,7 @@ class Run(Base):
     __tablename__ = "runs"
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
     kind: Mapped[str] = mapped_column(String(64), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running/ok/failed
+    status: Mapped[str] = mapped_column(String(16), default="running")  # see store.runs.STATES
     params: Mapped[dict | None]
     result: Mapped[dict | None]
     code_version: Mapped[str | None] = mapped_column(String(64))
@@ -347,19 +347,3 @@ class ModelAlias(Base):
     version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     updated_at: Mapped[datetime] = _created()
     updated_by: Mapped[str | None] = mapped_column(String(128))
-
-
-class ALSelection(Base):
-    """An active-learning candidate: its uncertainty, the threshold and the MD that made it."""
-
-    __tablename__ = "al_selections"
-    id: Mapped[int] = mapped_column(BigID, primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
-    structure_id: Mapped[int] = mapped_column(ForeignKey("structures.id"))
-    iteration: Mapped[int] = mapped_column(Integer)
-    uncertainty: Mapped[float] = mapped_column(Float)
-    threshold: Mapped[float] = mapped_column(Float)
-    selected: Mapped[bool] = mapped_column(Boolean)
-    temperature: Mapped[float | None] = mapped_column(Float)
-    seed: Mapped[int | None] = mapped_column(Integer)
-    created_at: Mapped[datetime] = _created()

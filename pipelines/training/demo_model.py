@@ -27,7 +27,8 @@ def unbucket(mat) -> tuple[list, list, np.ndarray, np.ndarray]:
 def train_and_register(reg, dataset_ref: str, model_name: str, level: str, out_dir: Path,
                        *, epochs: int = 150, seed: int = 0, on_epoch=None) -> dict:
     """Fit :class:`RadialPotential` to ``dataset_ref`` and register it as ``model_name``."""
-    from .models.fit import fit_energies, parity_plot
+    from ..reporting import parity_plot
+    from .fit import fit_energies
     from .torch_io import register_torch_model
 
     params = {"dataset": dataset_ref, "epochs": epochs, "seed": seed, "model": model_name,

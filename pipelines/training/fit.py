@@ -86,25 +86,3 @@ def fit_energies(numbers_list, positions_list, energies, split, *, epochs: int =
         metrics[f"{name}_n"] = int(m.sum())
         predictions[name] = (energies[m], pred[m])
     return FitResult(model.cpu(), metrics, predictions)
-
-
-def parity_plot(predictions: dict, path, title: str) -> None:
-    """Write a parity plot (reference vs predicted energy per split) as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
-    lo, hi = np.inf, -np.inf
-    for name, (ref, pred) in predictions.items():
-        ax.scatter(ref, pred, s=8, alpha=0.7, label=f"{name} (n={len(ref)})")
-        lo, hi = min(lo, ref.min(), pred.min()), max(hi, ref.max(), pred.max())
-    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-    ax.set_xlabel("reference energy (eV)")
-    ax.set_ylabel("predicted energy (eV)")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

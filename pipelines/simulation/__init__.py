@@ -1,0 +1,1 @@
+"""Simulation stage: reference calculators by level name and MD sampling with ASE."""
