@@ -1,4 +1,4 @@
-"""Configuration from the environment (see README, "Configuration")."""
+"""Configuration from the environment (see the README's "Configuration" table)."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ def query(
                                      "OUT.h5 (format by extension, like `nnp export`)."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
 ):
-    """Structures matching FILTER (fields: `nnp query --help`; see README "Queries").
+    """Structures matching FILTER (fields: `nnp query --help`; see docs/queries.md).
 
     Fields: elements, nelements, nsites, chemical_formula_reduced/_hill/_anonymous,
     nperiodic_dimensions, id, last_modified, _nnp_levels, _nnp_energy, _nnp_energy_per_atom,

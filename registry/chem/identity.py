@@ -118,9 +118,8 @@ def structure_hashes(numbers, positions, offsets, cells, pbc, charges, mults,
 
 
 # Structures per slice: slices are hashed one after another on each thread, so their
-# temporaries (a few MB) are reused from the allocator instead of faulting in fresh pages.
-# 200,000 structures on two threads: one slice per thread 0.81-0.89 s of CPU (0.51-0.57 s
-# wall), slices of 10,000 0.59-0.60 s (0.38-0.40 s).
+# temporaries (a few MB) are reused from the allocator instead of faulting in fresh pages
+# (one slice per thread spends a large share of its CPU on page faults).
 _SLICE = 10_000
 
 

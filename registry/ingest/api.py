@@ -59,7 +59,7 @@ _gc_was_enabled = False
 def _gc_paused():
     """Pause the cyclic garbage collector while batches are prepared and written: the rows
     are millions of short-lived acyclic objects, and each full collection would also walk
-    every object of the input (8 % of a 200,000-structure SQLite ingest). Nested and
+    every object of the input. Nested and
     concurrent uses share one pause; the last one out restores the collector's state."""
     global _gc_pausers, _gc_was_enabled
     with _gc_lock:

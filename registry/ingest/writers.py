@@ -273,8 +273,8 @@ def write_postgres(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: i
 
     cur = conn.connection.driver_connection.cursor()
     # Transaction-local: no JIT for the small statements; and room for the labels reference
-    # check's transition table (every new label row, ~12 MB per 20,000) in memory, where the
-    # default 4 MB spilled it to a temporary file (~10 % of the server's time for labels).
+    # check's transition table (every new label row of the part) in memory, where the
+    # default 4 MB spills it to a temporary file.
     cur.execute("SELECT set_config('jit', 'off', true), set_config('work_mem', %s, true)",
                 (_WORK_MEM,))
     cur.execute("SAVEPOINT nnp_fast")

@@ -19,7 +19,7 @@ SQLITE_CACHE = -262144  # page cache of a connection, KiB (negative: a size, not
 def _sqlite_pragmas(dbapi_conn, _record):
     # Let SQLAlchemy issue BEGIN itself (so BEGIN IMMEDIATE works), WAL, FKs on. The page
     # size only takes effect when the file is created (before WAL is on): 32 KiB pages suit
-    # rows of packed arrays (fewer page writes and checkpoints at ingest; README, Ingest).
+    # rows of packed arrays (fewer page writes and checkpoints at ingest; docs/decisions/0007).
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA page_size=32768")

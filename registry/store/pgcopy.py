@@ -134,7 +134,7 @@ def pack(n: int, fixed: list[tuple[str, str, object]], var: list[tuple]):
 def _pieces(columns: list[list], n: int):
     """The stream of ``n`` rows in pieces of ``_PIECE_ROWS`` rows, joined lazily: a piece is
     sent before the next is joined, so the server starts on the rows sooner and the piece's
-    buffer (~1 MB) is reused, where one join per stream took fresh memory (~12 MB) per COPY."""
+    buffer is reused, where one join per stream would take fresh memory for every COPY."""
     yield HEADER
     rows = zip(*columns, strict=True)
     for _ in range(0, n, _PIECE_ROWS):

@@ -152,10 +152,10 @@ class Structure(Base):
     info: Mapped[dict | None]
     # The ingest run that created the row (provenance). Deliberately no foreign key: the row
     # is written by that run's own ingest, which creates the run first and never deletes it,
-    # and a per-row FK check was a large part of bulk-insert time (README, Ingest). No index
+    # and a per-row FK check is a large part of bulk-insert time (docs/performance.md). No index
     # either: every row of an ingest has the same value, the one query using it
     # (``_nnp_run``-style "made by" filters) is an OR with a label sub-query that scans
-    # structures anyway, and the index cost ~13 % of SQLite ingest CPU.
+    # structures anyway, and the index is a noticeable share of SQLite ingest CPU.
     run_id: Mapped[int | None] = mapped_column(BigID)
     created_at: Mapped[datetime] = _created()
     __table_args__ = (Index(None, "composition_id", "id"),)

@@ -22,11 +22,10 @@ _SQLITE_READ_CACHE = -8192  # KiB of page cache while a version is read
 # numpy parses them without a Python loop per structure. All aggregates of one row see the rows
 # in the same order; chunks and levels are aligned by the structure ids they carry.
 # Structures per aggregate row: small ranges, each parsed into numpy arrays and freed before
-# the next, so the driver's and the engine's buffers (a few MB) are reused warm. One aggregate
-# of 200,000 structures spent about half its time faulting in ~90,000 fresh pages for its
-# ~180 MB of buffers (SQLite: 0.58 s -> 0.36 s in ranges). On PostgreSQL each range is three
-# index walks (members by (version, structure), labels and structures by id: 42 ms for 8,192
-# structures); hash joins would scan both tables for every range.
+# the next, so the driver's and the engine's buffers (a few MB) are reused warm; one aggregate
+# of a whole large version spends about half its time faulting in fresh pages. On PostgreSQL
+# each range is three index walks (members by (version, structure), labels and structures by
+# id); hash joins would scan both tables for every range.
 _CHUNK_ROWS = {"postgresql": 8_192, "sqlite": 4_096}
 _ID_MIN, _ID_MAX = -(2**63), 2**63 - 1
 _JOIN = ("FROM dataset_members m JOIN labels l ON l.id = m.label_id {s}"
@@ -140,8 +139,7 @@ class _Reader:
         try:
             # A small page cache for the one pass over the version: pages are reused instead
             # of growing the connection's 256 MB cache, whose fresh memory a first read in a
-            # new process would fault in (first read of 200,000 structures in alternating
-            # processes: 0.98-1.10 s -> 0.82-0.97 s).
+            # new process would fault in.
             cur.execute(f"PRAGMA cache_size = {_SQLITE_READ_CACHE}")
             return cur.execute(sql, params).fetchall()
         finally:
@@ -155,7 +153,7 @@ class _Reader:
         structures, as for a version of a whole load), the id span is cut into equal slices
         from two index probes (min and max); ranges then hold about equally many structures,
         some possibly none. Otherwise the cuts are exact, from one packed list of the members'
-        structure ids read off the version's index (~0.1 s per 200,000 members on SQLite)."""
+        structure ids read off the version's index."""
         lo, hi = self._one("SELECT min(structure_id), max(structure_id) FROM dataset_members "
                            "WHERE version_id = ?", (self.version_id,))
         if lo is None:
@@ -286,10 +284,9 @@ def _expand_forces(packed, has: np.ndarray, n_atoms: np.ndarray):
 
 
 # Connections reading ranges at once. PostgreSQL: each range is aggregated by its own server
-# backend, so two run on two cores (1.98 -> 1.28 s for 200,000 structures; three were slower).
-# SQLite works in this process, in the reader threads (the driver releases the GIL while SQLite
-# runs); with three, two aggregate while the third parses its range, which keeps two cores busy
-# (200,000 structures: 0.77-0.91 s with two readers of 8,192, 0.66-0.69 s with three of 4,096).
+# backend, so two run on two cores (a third only competes for them). SQLite works in this
+# process, in the reader threads (the driver releases the GIL while SQLite runs); with three,
+# two aggregate while the third parses its range, which keeps two cores busy.
 _READERS = {"postgresql": 2, "sqlite": 3}
 _PARALLEL_MIN = 20_000  # structures below which one range on one connection is read
 _DENSE = 2  # id span per structure up to which ranges are equal slices of the span
@@ -450,8 +447,8 @@ def _read_into_buckets(connect, version_id: int, level_id: int,
     reader threads copy them straight into the zeroed blocks.
 
     The atom arrays are copied once, from the driver's values into the buckets, instead of
-    into per-range arrays first (~180 MB of fresh memory per 200,000 structures, whose page
-    faults cost as much as the copies here), and the copies run on the reader threads."""
+    into per-range arrays first (fresh memory whose page faults cost as much as the copies),
+    and the copies run on the reader threads."""
     ranges = _ranges(connect, "sqlite", version_id, n_structures)
     f = _concat(_read_ranges(connect, "sqlite", version_id, ranges,
                              lambda rd, lo, hi: rd.chunk(level_id, lo, hi, True, meta=True)),
