@@ -19,12 +19,13 @@ from sqlalchemy import select
 
 from ..errors import BadInput, NotFound
 from ..store.artifacts import sha256_bytes, sha256_file
-from ..store.levels import ensure_level
+from ..store.levels import canonical_name, ensure_level
+from ..store.refs import check_name, check_text
 from ..store.runs import edge
 from ..store.schema import DatasetVersion
 from .lineage import lineage
 from .pull import pull_model
-from .versions import FILE_RE, content_hash, insert_version
+from .versions import FILE_RE, content_hash, insert_version, version_meta
 from .weights import check_safetensors
 
 FORMAT = "nnp-model-bundle"
@@ -83,7 +84,10 @@ def read_bundle(path) -> tuple[dict, dict[str, bytes]]:
             raise BadInput(f"{path.name}: unsupported bundle format version "
                            f"{manifest.get('format_version')!r}")
         blobs = {}
-        for f in manifest.get("files") or []:
+        files = manifest.get("files") or []
+        if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
+            raise BadInput(f"{path.name}: manifest 'files' is not a list of objects")
+        for f in files:
             name = f.get("name")
             if not isinstance(name, str) or not FILE_RE.match(name) or name in blobs:
                 raise BadInput(f"{path.name}: invalid file name {name!r} in manifest")
@@ -94,12 +98,20 @@ def read_bundle(path) -> tuple[dict, dict[str, bytes]]:
             if sha256_bytes(data) != f.get("sha256") or len(data) != f.get("size"):
                 raise BadInput(f"{path.name}: file {name!r} does not match its sha256 in the "
                                "manifest (tampered or corrupt bundle)")
+            k = f.get("member_index")
             if f.get("role") == "weights":
+                if isinstance(k, bool) or not isinstance(k, int):
+                    raise BadInput(f"{path.name}: weights file {name!r} has no member index")
                 check_safetensors(data, f"{path.name}: {name}")
-            elif f.get("role") != "extra":
+            elif f.get("role") == "extra":
+                if k is not None:
+                    raise BadInput(f"{path.name}: extra file {name!r} has a member index")
+            else:
                 raise BadInput(f"{path.name}: file {name!r} has unknown role {f.get('role')!r}")
             blobs[name] = data
-    if not any(f["role"] == "weights" for f in manifest["files"]):
+    if not isinstance(manifest.get("model"), dict):
+        raise BadInput(f"{path.name}: manifest has no 'model' object")
+    if not any(f["role"] == "weights" for f in files):
         raise BadInput(f"{path.name}: bundle has no weights")
     if content_hash(manifest["files"]) != manifest.get("content_hash"):
         raise BadInput(f"{path.name}: content hash does not match its files")
@@ -107,24 +119,46 @@ def read_bundle(path) -> tuple[dict, dict[str, bytes]]:
 
 
 def import_bundle(reg, path, name: str | None = None) -> dict:
-    """Register the bundle at ``path`` as the next version of ``name`` (default: its own)."""
+    """Register the bundle at ``path`` as the next version of ``name`` (default: its own).
+
+    Everything is checked as :func:`register_model` checks it (names, lengths, numbers)
+    before anything is stored."""
     manifest, blobs = read_bundle(path)
     m = manifest["model"]
-    name = name or m["name"]
+    if name is None:  # the bundle's own name, checked as register checks names
+        name = check_name(m.get("name"), f"model name in bundle {Path(path).name}")
+    elif not isinstance(name, str) or not name.strip():
+        raise BadInput(f"empty name {name!r}: --name needs a model name (or leave it out to "
+                       "use the bundle's own)")
+    else:
+        name = check_name(name, "model name")
+    meta = version_meta(**{k: m.get(k) for k in _META})
+    description = check_text(m.get("description"), "model description")
+    if m.get("level") is not None:
+        canonical_name(m["level"])
     files = sorted(manifest["files"], key=lambda f: (f["role"] != "weights",
                                                      f["member_index"] or 0, f["name"]))
     for k, f in enumerate(fw for fw in files if fw["role"] == "weights"):
         if f["member_index"] != k or f["name"] != f"member_{k}.safetensors":
             raise BadInput(f"bundle weights are not member_0..member_{k}: {f['name']!r}")
     prov = manifest.get("provenance") or {}
+    if not isinstance(prov, dict):
+        raise BadInput(f"{Path(path).name}: manifest 'provenance' is not an object")
+    dv = m.get("dataset_version") or {}
+    if not isinstance(dv, dict) or not isinstance(dv.get("hash"), str | None) \
+            or not isinstance(dv.get("ref"), str | None):
+        raise BadInput(f"{Path(path).name}: manifest 'dataset_version' is not an object "
+                       "with a ref and a hash")
+    check_text(dv.get("hash"), "dataset version hash in the manifest", DatasetVersion.hash)
+    if not isinstance(m.get("parent"), str | None):
+        raise BadInput(f"{Path(path).name}: manifest 'parent' is not a model reference")
     level = None
     if m.get("level"):
-        lv = prov.get("level") or {}
+        lv = prov.get("level") if isinstance(prov.get("level"), dict) else {}
         fields = {k: lv.get(k) for k in ("method", "basis", "program", "program_version",
                                          "keywords", "description")}
         level = ensure_level(reg, m["level"], **{k: v for k, v in fields.items()
                                                 if v is not None})["name"]
-    dv = m.get("dataset_version") or {}
     dv_id = None
     if dv.get("hash"):
         with reg.session() as s:
@@ -138,14 +172,12 @@ def import_bundle(reg, path, name: str | None = None) -> dict:
         inputs.append(edge("dataset_version", dv_id, ref=dv.get("ref"), sha256=dv.get("hash")))
     if m.get("parent"):
         inputs.append(edge("model_version", None, ref=m["parent"], role="parent"))
-    meta = {k: m.get(k) for k in _META}
-    meta["units"] = meta["units"] or {"energy": "eV", "length": "Å"}
     if m.get("status") == "retracted":
         meta["status"] = "retracted"
         meta["status_reason"] = f"retracted in the source registry: {m.get('status_reason')}"
     out = insert_version(
         reg, name, stored, meta, level=level, dataset_version=dv_id,
-        description=m.get("description"),
+        description=description,
         run_kind="model_import",
         run_params={"bundle": Path(path).name, "source": m.get("ref"),
                     "source_content_hash": manifest["content_hash"]},

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from os import PathLike
@@ -24,7 +25,17 @@ from ..errors import BadInput, Conflict, NotFound
 from ..store import lookups
 from ..store.levels import level_row
 from ..store.provenance import current_user
-from ..store.refs import LATEST, Ref, check_alias, check_name, parse_ref
+from ..store.refs import (
+    LATEST,
+    Ref,
+    check_alias,
+    check_int,
+    check_name,
+    check_text,
+    fits_id,
+    int_range,
+    parse_ref,
+)
 from ..store.runs import add_edges, edge
 from ..store.runs import run as run_scope
 from ..store.schema import (
@@ -119,6 +130,8 @@ def _check_elements(elements) -> list[str] | None:
         return None
     from ..chem.elements import SYMBOLS, symbol_to_z
 
+    if isinstance(elements, str | bytes | Mapping) or not hasattr(elements, "__iter__"):
+        raise BadInput(f"elements must be a list of element symbols, got {elements!r}")
     zs = set()
     for e in elements:
         if isinstance(e, int) and not isinstance(e, bool):
@@ -136,6 +149,46 @@ def _check_metrics(metrics) -> dict | None:
         if not isinstance(v, int | float | str | type(None) | dict | list):
             raise BadInput(f"metric {k!r} has an unsupported value {v!r}")
     return metrics
+
+
+def _check_cutoff(cutoff) -> float | None:
+    if cutoff is None:
+        return None
+    try:
+        if isinstance(cutoff, bool | str | bytes):
+            raise TypeError
+        value = float(cutoff)
+    except (TypeError, ValueError, OverflowError):
+        raise BadInput(f"cutoff must be a number (Å), got {cutoff!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise BadInput(f"cutoff must be positive and finite (Å), got {cutoff!r}")
+    return value
+
+
+def version_meta(*, architecture, config=None, elements=None, cutoff=None, units=None,
+                 frozen=None, metrics=None) -> dict:
+    """The checked metadata columns of a model version (register and bundle import)."""
+    if not isinstance(architecture, str) or not architecture.strip():
+        raise BadInput("architecture must be a non-empty string, e.g. 'ani'")
+    return dict(
+        architecture=check_text(architecture.strip(), "architecture",
+                                ModelVersion.architecture),
+        config=_check_json(config, "config"), elements=_check_elements(elements),
+        cutoff=_check_cutoff(cutoff),
+        units=_check_json(units, "units") or {"energy": "eV", "length": "Å"},
+        frozen=_check_json(frozen, "frozen", list), metrics=_check_metrics(metrics),
+    )
+
+
+def _run_id(run) -> int | None:
+    """The id of a RunHandle or run id (None for None); NotFound for an impossible id."""
+    run_id = getattr(run, "id", run)
+    if run_id is None:
+        return None
+    run_id = check_int(run_id, "run id", lo=-(2**63))
+    if not fits_id(run_id):
+        raise NotFound(f"no run with id {run_id}")
+    return run_id
 
 
 def _members(weights) -> list:
@@ -197,20 +250,12 @@ def register_model(reg, name: str, weights=None, *, architecture: str,
     row is written in one transaction.
     """
     check_name(name, "model name")
-    if not isinstance(architecture, str) or not architecture.strip():
-        raise BadInput("architecture must be a non-empty string, e.g. 'ani'")
+    check_text(description, "model description")
+    meta = version_meta(architecture=architecture, config=config, elements=elements,
+                        cutoff=cutoff, units=units, frozen=frozen, metrics=metrics)
     blobs = [(member_file(k), "weights", k, to_safetensors(m, f"weights of member {k}"))
              for k, m in enumerate(_members(weights))]
     blobs += [(n, "extra", None, data) for n, data in _extras(extras)]
-    meta = dict(
-        architecture=architecture.strip(), config=_check_json(config, "config"),
-        elements=_check_elements(elements),
-        cutoff=None if cutoff is None else float(cutoff),
-        units=_check_json(units, "units") or {"energy": "eV", "length": "Å"},
-        frozen=_check_json(frozen, "frozen", list), metrics=_check_metrics(metrics),
-    )
-    if meta["cutoff"] is not None and not meta["cutoff"] > 0:
-        raise BadInput(f"cutoff must be positive, got {cutoff}")
     if any(x is not None for x in (level, dataset_version, parent, run)):
         check_links(reg, level, dataset_version, parent, run)  # bad refs: store nothing
     stored = [(n, role, k, *reg.artifacts.put(data)) for n, role, k, data in blobs]
@@ -227,8 +272,8 @@ def check_links(reg, level, dataset_version, parent, run) -> None:
             lookups.dataset_version(s, dataset_version)
         if parent is not None:
             lookups.model_version(s, parent)
-        run_id = getattr(run, "id", run)
-        if run_id is not None and s.get(Run, int(run_id)) is None:
+        run_id = _run_id(run)
+        if run_id is not None and s.get(Run, run_id) is None:
             raise NotFound(f"no run with id {run_id}")
 
 
@@ -253,8 +298,8 @@ def insert_version(reg, name, stored, meta, *, level=None, dataset_version=None,
         if parent is not None:
             parent_model, parent_mv = lookups.model_version(s, parent)
             parent_ref = f"{parent_model.name}:{parent_mv.version}"
-        run_id = getattr(run, "id", run)
-        if run_id is not None and s.get(Run, int(run_id)) is None:
+        run_id = _run_id(run)
+        if run_id is not None and s.get(Run, run_id) is None:
             raise NotFound(f"no run with id {run_id}")
         version = (s.scalar(select(func.max(ModelVersion.version))
                             .where(ModelVersion.model_id == model.id)) or 0) + 1
@@ -338,6 +383,7 @@ def retract_model(reg, ref: str, reason: str) -> dict:
     """Mark a version ``retracted`` with ``reason`` (pulls warn; ``strict`` pulls refuse)."""
     if not reason or not str(reason).strip():
         raise BadInput("retracting a model version needs a reason")
+    check_text(str(reason), "retraction reason")
     r = parse_ref(ref)
     if r.version is None:
         raise BadInput(f"retract needs an explicit version NAME:VERSION, not {ref!r}")
@@ -387,8 +433,13 @@ def list_models(reg) -> list[dict]:
 def list_model_versions(reg, name: str, *, limit: int = 50,
                         before: int | None = None) -> list[dict]:
     """Versions of ``name``, newest first, ``limit`` per page (next page: ``before=``)."""
-    if limit < 1:
-        raise BadInput("limit must be at least 1")
+    limit = check_int(limit, "limit")
+    if before is not None:
+        before = check_int(before, "before", lo=-(2**63))
+        if before > int_range(ModelVersion.version)[1]:
+            before = None  # every version is below it
+        else:
+            before = max(before, 1)  # none is below 1; keeps the bound in the column's range
     with reg.session() as s:
         model = s.scalar(select(Model).where(Model.name == check_name(name, "model name")))
         if model is None:

@@ -10,6 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import BadInput, Conflict, NotFound
+from .provenance import current_user
+from .refs import check_int, check_text, int_range
 from .schema import LevelOfTheory, ReferenceEnergy
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9()*+,\-_.'/ ]*$")
@@ -17,10 +19,13 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9()*+,\-_.'/ ]*$")
 
 def canonical_name(name: str) -> str:
     """Lower-case, trimmed level name, e.g. ``wB97X/6-31G*`` -> ``wb97x/6-31g*``."""
+    if not isinstance(name, str):
+        raise BadInput(f"a level-of-theory name must be text, got {type(name).__name__}")
     canon = " ".join(name.strip().lower().split())
     if not canon or not _NAME.match(canon):
-        raise BadInput(f"invalid level-of-theory name {name!r}")
-    return canon
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        raise BadInput(f"invalid level-of-theory name {shown!r}")
+    return check_text(canon, "level-of-theory name", LevelOfTheory.name)
 
 
 def parse_name(name: str) -> tuple[str, str | None]:
@@ -122,11 +127,25 @@ def add_level(reg, name: str, *, method=None, basis=None, program=None,
     """
     canon = canonical_name(name)
     p_method, p_basis = parse_name(canon)
+    L = LevelOfTheory
+    method = check_text(method, "level method", L.method)
+    basis = check_text(basis, "level basis", L.basis)
     method = (method or p_method).lower()
     basis = (basis or p_basis)
     basis = basis.lower() if basis else None
-    if keywords is not None and not isinstance(keywords, dict):
-        raise BadInput("level keywords must be a JSON object")
+    # Parsed from a long name, method or basis may still be longer than their columns.
+    check_text(method, f"method of level {canon!r}", L.method)
+    check_text(basis, f"basis of level {canon!r}", L.basis)
+    check_text(program, "level program", L.program)
+    check_text(program_version, "level program version", L.program_version)
+    check_text(description, "level description")
+    keywords = _check_keywords(keywords)
+    if fidelity_rank is not None:
+        lo, hi = int_range(L.fidelity_rank)
+        fidelity_rank = check_int(fidelity_rank, "fidelity rank", lo, hi)
+    # Every write records its user (runs.user): a user name that cannot be recorded is
+    # refused here, before an ingest creates its levels and only then opens its run.
+    current_user()
     with reg.session() as s:
         lv = s.scalar(select(LevelOfTheory).where(LevelOfTheory.name == canon))
         if lv is None:
@@ -162,6 +181,19 @@ def add_level(reg, name: str, *, method=None, basis=None, program=None,
         lv.hash = level_hash(lv.method, lv.basis, lv.program, lv.program_version,
                              lv.keywords)
         return level_dict(lv)
+
+
+def _check_keywords(keywords) -> dict | None:
+    """Keywords as stored: a JSON object of finite numbers (PostgreSQL's JSON has no NaN)."""
+    if keywords is None:
+        return None
+    if not isinstance(keywords, dict):
+        raise BadInput("level keywords must be a JSON object")
+    try:
+        return json.loads(json.dumps(keywords, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise BadInput(f"level keywords are not valid JSON (NaN and Infinity are not "
+                       f"allowed): {exc}") from None
 
 
 def get_level(reg, name: str) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from ..errors import NotFound
-from .refs import LATEST, Ref, parse_ref
+from .refs import LATEST, Ref, fits_id, parse_ref
 from .schema import (
     Dataset,
     DatasetAlias,
@@ -35,7 +35,7 @@ def dataset_version(s, ref: str | int | Ref) -> tuple[DatasetVersion, str]:
     version is taken (``latest`` is by definition the newest version).
     """
     if isinstance(ref, int) and not isinstance(ref, bool):
-        dv = s.get(DatasetVersion, ref)
+        dv = s.get(DatasetVersion, ref) if fits_id(ref) else None
         if dv is None:
             raise NotFound(f"no dataset version with id {ref}")
         return dv, s.scalar(select(Dataset.name).where(Dataset.id == dv.dataset_id))
@@ -82,7 +82,7 @@ def model_version(s, ref: str | int | Ref) -> tuple[Model, ModelVersion]:
     ``latest`` is the highest version that is not retracted. NotFound names what is missing.
     """
     if isinstance(ref, int) and not isinstance(ref, bool):
-        mv = s.get(ModelVersion, ref)
+        mv = s.get(ModelVersion, ref) if fits_id(ref) else None
         if mv is None:
             raise NotFound(f"no model version with id {ref}")
         return s.get(Model, mv.model_id), mv

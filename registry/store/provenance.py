@@ -12,6 +12,9 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
+from ..errors import BadInput
+from .schema import ModelAlias, Run
+
 
 @lru_cache(maxsize=1)
 def code_version() -> dict:
@@ -55,7 +58,22 @@ def environment() -> dict:
 
 
 def current_user() -> str:
-    try:
-        return os.environ.get("NNP_USER") or getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+    """``NNP_USER``, else the login name; :class:`BadInput` if it is longer than the user
+    columns (``runs.user``, ``model_aliases.updated_by``) hold.
+
+    Refused rather than cut: every write records its user, and a cut name would silently
+    attribute the work to someone else (PostgreSQL would refuse the row; SQLite store it whole).
+    """
+    env = os.environ.get("NNP_USER")
+    if env:
+        user, where = env, "NNP_USER"
+    else:
+        try:
+            user, where = getpass.getuser(), "the login name (set NNP_USER)"
+        except (KeyError, OSError):
+            return "unknown"
+    limit = min(Run.user.type.length, ModelAlias.updated_by.type.length)
+    if len(user) > limit:
+        raise BadInput(f"{where} is longer than {limit} characters ({len(user)}); "
+                       "use a shorter name")
+    return user

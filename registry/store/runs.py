@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from ..errors import NotFound
+from ..errors import BadInput, NotFound
 from .provenance import code_version, current_user, environment
+from .refs import INT64_MAX, check_int, check_text, fits_id
 from .schema import Run, RunEntity, utcnow
 
 STATES = ("running", "ok", "failed", "interrupted")
@@ -109,6 +110,10 @@ def run(reg, kind: str, params: dict | None = None, *, session=None):
 
 def get_run(reg, run_id: int) -> dict:
     """A run as a dict with its inputs and outputs."""
+    if isinstance(run_id, bool) or not isinstance(run_id, int):
+        raise BadInput(f"a run id is an integer, got {run_id!r}")
+    if not fits_id(run_id):  # no such row; a driver would refuse to bind it
+        raise NotFound(f"no run with id {run_id} (run ids are 1 to {INT64_MAX})")
     with reg.session() as s:
         row = s.get(Run, run_id)
         if row is None:
@@ -129,7 +134,11 @@ def list_runs(reg, *, kind: str | None = None, status: str | None = None,
               limit: int = 50) -> list[dict]:
     """Newest runs first. A ``running`` run whose process is gone from this host is shown
     as ``interrupted`` (killed before it could finish; its committed batches stay)."""
-    q = select(Run).order_by(Run.id.desc()).limit(max(1, int(limit)))
+    limit = check_int(limit, "limit")
+    check_text(kind, "run kind")
+    if status is not None and status not in STATES:
+        raise BadInput(f"unknown run status {status!r}: expected one of {', '.join(STATES)}")
+    q = select(Run).order_by(Run.id.desc()).limit(limit)
     if kind:
         q = q.where(Run.kind == kind)
     if status == "interrupted":
