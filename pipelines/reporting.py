@@ -5,6 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from registry.errors import BadInput
+
+
+def _save(fig, path, **kwargs) -> None:
+    """Write ``fig`` to ``path`` and close it; an OS error is BadInput naming the file."""
+    import matplotlib.pyplot as plt
+
+    try:
+        fig.savefig(path, **kwargs)
+    except OSError as exc:
+        raise BadInput(f"cannot write PNG {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # matplotlib: an extension it cannot write
+        raise BadInput(f"cannot write PNG {path}: {exc}") from None
+    finally:
+        plt.close(fig)
+
 
 def rich_tree(node, parent=None):
     """A rich ``Tree`` of a ``{label, children}`` tree (missing items in yellow)."""
@@ -55,8 +71,7 @@ def draw_tree_png(tree: dict, path: Path) -> None:
             ax.annotate("", xy=(d - 0.02, row), xytext=(pd + 0.05, prow + 0.3),
                         arrowprops={"arrowstyle": "->", "color": "#406080", "lw": 0.6,
                                     "connectionstyle": "angle,angleA=-90,angleB=180"})
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, path, dpi=120, bbox_inches="tight")
 
 
 def parity_plot(predictions: dict, path, title: str) -> None:
@@ -78,5 +93,4 @@ def parity_plot(predictions: dict, path, title: str) -> None:
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)

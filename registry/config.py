@@ -21,6 +21,11 @@ def artifacts_url() -> str:
     return os.environ.get("NNP_ARTIFACTS") or str(DEFAULT_HOME / "artifacts")
 
 
+def cache_dir() -> Path:
+    """`NNP_CACHE`, default ``./.nnp/cache`` (materialized training arrays)."""
+    return Path(os.environ.get("NNP_CACHE") or DEFAULT_HOME / "cache")
+
+
 def dask_scheduler() -> str | None:
     """`NNP_DASK_SCHEDULER`: an address, or None for a local cluster."""
     return os.environ.get("NNP_DASK_SCHEDULER") or None

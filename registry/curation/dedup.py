@@ -135,16 +135,26 @@ def clusters_of(n: int, pairs) -> list[list[int]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
-def near_duplicates(reg, *, tolerance: float, filter: str | None = None,
-                    structure_ids=None) -> dict:
-    """Clusters of near-duplicate molecules among those matching ``filter`` (or ids)."""
-    t0 = time.perf_counter()
+def check_tolerance(tolerance, what: str = "--tolerance") -> float:
+    """``tolerance`` as a float > 0 (Å); BadInput naming the option ``what`` the user set
+    (``--tolerance`` of ``nnp dedup``, ``--exclude-duplicates`` of ``nnp dataset create``)."""
+    if isinstance(tolerance, bool):
+        raise BadInput(f"{what} {tolerance!r} is not a number")
     try:
-        tolerance = float(tolerance)
+        value = float(tolerance)
     except (TypeError, ValueError):
-        raise BadInput(f"--tolerance {tolerance!r} is not a number") from None
-    if not np.isfinite(tolerance) or tolerance <= 0:
-        raise BadInput(f"--tolerance must be > 0 Å, got {tolerance}")
+        raise BadInput(f"{what} {tolerance!r} is not a number") from None
+    if not np.isfinite(value) or value <= 0:
+        raise BadInput(f"{what} must be > 0 Å (a distance), got {tolerance}")
+    return value
+
+
+def near_duplicates(reg, *, tolerance: float, filter: str | None = None,
+                    structure_ids=None, what: str = "--tolerance") -> dict:
+    """Clusters of near-duplicate molecules among those matching ``filter`` (or ids).
+    ``what`` names the tolerance in error messages (the option the user typed)."""
+    t0 = time.perf_counter()
+    tolerance = check_tolerance(tolerance, what)
     q = select(Structure.id, Structure.hash, Structure.numbers, Structure.positions,
                Structure.nperiodic, Structure.charge, Structure.multiplicity,
                Composition.formula_hill).join(

@@ -172,6 +172,17 @@ def reingest_hint(path: str, suffixes: dict[str, str], fmt: str) -> dict[str, st
     return out
 
 
+def _check_writable(path: str, tmp: str) -> None:
+    """Create and remove ``tmp`` (beside ``path``): BadInput with the OS reason if the folder
+    does not take new files (read-only, /proc, permissions)."""
+    try:
+        with open(tmp, "xb"):
+            pass
+    except OSError as exc:
+        raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
+    os.remove(tmp)
+
+
 def export(reg, path: str | os.PathLike, levels=None, *, overwrite: bool = False,
            chunk: int = 10000, on_progress=None, filter=None) -> dict:
     """Write the registry's structures (and ``ok`` labels of ``levels``, default all) to
@@ -187,6 +198,8 @@ def export(reg, path: str | os.PathLike, levels=None, *, overwrite: bool = False
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise BadInput(f"cannot export to {path}: folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise BadInput(f"cannot export to {path}: it is a directory")
     if os.path.exists(path) and not overwrite:
         raise BadInput(f"{path} exists; remove it or pass overwrite (--force)")
     with reg.session() as s:
@@ -202,6 +215,7 @@ def export(reg, path: str | os.PathLike, levels=None, *, overwrite: bool = False
             total = s.scalar(select(func.count()).select_from(Structure))
     total = total if ids is None else min(total, len(ids))
     tmp = os.path.join(folder, f".{os.path.basename(path)}.part{os.getpid()}{Path(path).suffix}")
+    _check_writable(path, tmp)  # before the run row: a folder we cannot write records nothing
     params = {"path": path, "format": fmt, "levels": list(level_ids), "keys": suffixes,
               "filter": None if filter is None else str(filter)}
     with run(reg, "export", params) as rec:
@@ -218,6 +232,8 @@ def export(reg, path: str | os.PathLike, levels=None, *, overwrite: bool = False
             finally:
                 writer.close()
             os.replace(tmp, path)
+        except OSError as exc:  # disk full, folder removed meanwhile...
+            raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)

@@ -10,6 +10,7 @@ Frames are named ``"FILE frame K"`` (K from 0) in error messages.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,13 @@ class ReadOptions:
     skip_missing: bool = False
     source: str | None = None
 
+    def __post_init__(self):
+        if self.level is not None and (not isinstance(self.level, str)
+                                       or not self.level.strip()):
+            raise BadInput(f"empty level name (--level {self.level!r}): give the level of "
+                           f"theory of the labels, e.g. --level pbe, or leave --level out "
+                           f"to store structures only")
+
     def keys(self) -> dict:
         return {k: getattr(self, k) for k in ("energy_key", "forces_key", "dipole_key",
                                               "charges_key", "stress_key")}
@@ -55,13 +63,28 @@ def detect_format(path: str | os.PathLike) -> str:
         raise BadInput(f"{path}: cannot tell the file format ({exc})") from None
 
 
+def check_input_file(path: str | os.PathLike) -> int:
+    """The size of ``path``; :class:`BadInput` unless it is a regular file (a folder or a
+    FIFO is refused from its ``stat``, without opening it, so a FIFO cannot block)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such file") from None
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise BadInput(f"{path} is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a named pipe" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
+        raise BadInput(f"{path} is not a regular file ({kind})")
+    return st.st_size
+
+
 def read_file(path: str | os.PathLike, opts: ReadOptions) -> tuple[list[FrameBatch], int]:
     """One file as FrameBatches (not yet validated; one per set of label quantities present,
     e.g. crystals with stress apart from molecules without) and the number skipped."""
     path = str(path)
-    if not os.path.isfile(path):
-        raise BadInput(f"{path}: no such file")
-    if os.path.getsize(path) == 0:
+    if check_input_file(path) == 0:
         raise BadInput(f"{path}: empty file (no frames)")
     fmt = detect_format(path)
     if fmt == "ani-h5":
@@ -107,9 +130,14 @@ def _ase_frames(path: str, fmt: str):
         if isinstance(sym, str) and sym.isalpha() and len(sym) <= 3:
             raise BadInput(f"{where}: unknown element {sym!r}") from None
         raise BadInput(f"{where}: cannot read as {fmt}: KeyError: {exc}") from None
-    except Exception as exc:  # noqa: BLE001  (ASE raises ValueError, XYZError, IndexError...)
-        where = f"{path} frame {k}"
-        raise BadInput(f"{where}: cannot read as {fmt}: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001  (ASE raises ValueError, AssertionError...)
+        # ASE's readers fail with bare asserts and index errors on malformed text, so the
+        # exception's own words may be empty or meaningless: then the file is "malformed".
+        reason = str(exc).strip() or "malformed file"
+        if isinstance(exc, OSError) and exc.strerror:
+            reason = exc.strerror
+        at = f" (frame {k})" if k else ""
+        raise BadInput(f"cannot read {path} as {fmt}{at}: {reason}") from None
     if k == 0 and fmt != "ase-db":
         raise BadInput(f"{path}: no frames in file")
 
@@ -208,8 +236,11 @@ def read_files(paths: Sequence[str | os.PathLike], opts: ReadOptions,
         raise BadInput("no input files given")
     batches, inputs, skipped = [], [], 0
     for i, path in enumerate(paths):
-        sha, size = sha256_file(path) if os.path.isfile(path) else (None, None)
         parts, n_skip = read_file(path, opts)
+        try:
+            sha, size = sha256_file(path)
+        except OSError as exc:
+            raise BadInput(f"{path}: cannot read it: {exc.strerror or exc}") from None
         batches += parts
         skipped += n_skip
         inputs.append({"entity_type": "file", "ref": str(path), "sha256": sha, "size": size,

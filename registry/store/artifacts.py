@@ -62,6 +62,24 @@ def _is_local(url: str) -> bool:
     return "://" not in url or url.startswith("file://")
 
 
+def _filesystem(url: str, where: str):
+    """fsspec's (filesystem, root path) for ``url``; an unknown protocol, a missing driver
+    package or a malformed URL becomes :class:`ArtifactError` naming ``where`` (the
+    variable or argument it came from)."""
+    import fsspec
+
+    protocol = url.split("://", 1)[0]
+    try:
+        return fsspec.core.url_to_fs(url)
+    except ImportError as exc:  # a known protocol whose package (s3fs, gcsfs...) is missing
+        raise ArtifactError(f"{where}: protocol {protocol!r} needs a package that is not "
+                            f"installed ({exc})") from None
+    except (ValueError, TypeError, OSError) as exc:
+        unknown = protocol not in fsspec.available_protocols()
+        why = "unknown protocol (use a folder, file://, memory://, s3://...)" if unknown else exc
+        raise ArtifactError(f"{where}: cannot use protocol {protocol!r}: {why}") from None
+
+
 class ArtifactStore:
     """The store at ``url`` (default ``NNP_ARTIFACTS``); ``put`` returns (sha256, size, uri)."""
 
@@ -72,9 +90,9 @@ class ArtifactStore:
             self.root = Path(self.url.removeprefix("file://")).expanduser().absolute()
             self.fs = None
         else:
-            import fsspec
-
-            self.fs, self.root = fsspec.core.url_to_fs(self.url)
+            where = (f"NNP_ARTIFACTS={self.url!r}" if url is None
+                     else f"artifact store URL {self.url!r}")
+            self.fs, self.root = _filesystem(self.url, where)
             self.root = self.root.rstrip("/")
 
     def __repr__(self) -> str:

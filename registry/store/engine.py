@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
+import stat
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import BadInput, DatabaseUnavailable, SchemaOutOfDate
@@ -35,28 +38,128 @@ def _sqlite_begin(conn):
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
+def _sqlite_file(parsed) -> tuple[str | None, bool]:
+    """(file path or None in memory, opened read-only) of a SQLite URL; ``file:`` URIs
+    (``sqlite:///file:PATH?mode=ro&uri=true``) name their path after ``file:``."""
+    db = parsed.database
+    if not db or db == ":memory:":
+        return None, False
+    if str(parsed.query.get("uri", "")).lower() in ("true", "1") and db.startswith("file:"):
+        if parsed.query.get("mode") == "memory":
+            return None, False
+        path = unquote(urlsplit(db).path)
+        return (path or None), parsed.query.get("mode") == "ro"
+    return db, False
+
+
+def _check_sqlite_file(path: str, read_only: bool) -> None:
+    """Refuse a path that is not a SQLite database before SQLite sees it (a text file, a
+    folder, a FIFO); create the folder of a new database."""
+    p = Path(path).expanduser()
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        if read_only:
+            raise DatabaseUnavailable(f"SQLite database {path} does not exist (the URL opens "
+                                      f"it read-only, so it is not created)") from None
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseUnavailable(
+                f"cannot open SQLite database {path!r}: {exc.strerror or exc}") from None
+        return
+    except OSError as exc:
+        raise DatabaseUnavailable(
+            f"cannot open SQLite database {path!r}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DatabaseUnavailable(f"SQLite database {path} is a directory, not a database "
+                                  f"file (e.g. sqlite:///{path.rstrip('/')}/registry.db)")
+    if not stat.S_ISREG(st.st_mode):
+        raise DatabaseUnavailable(f"SQLite database {path} is not a regular file")
+    if st.st_size == 0:
+        return  # SQLite makes a new database in an empty file
+    try:
+        with open(p, "rb") as f:
+            head = f.read(len(_SQLITE_HEADER))
+    except OSError:
+        return  # unreadable: SQLite's own error says why
+    if head != _SQLITE_HEADER:
+        raise DatabaseUnavailable(f"{path} is not a SQLite database (it does not start with "
+                                  f"the SQLite header); check NNP_DATABASE_URL")
+
+
+def _two_slashes(url: str, parsed) -> BadInput:
+    name = "/".join(x for x in (parsed.host, parsed.database) if x)
+    return BadInput(
+        f"database URL {url!r} has two slashes, so {parsed.host!r} is read as a host name: "
+        f"write sqlite:///{name} (three slashes: a path relative to the current folder) or "
+        f"sqlite:////absolute/path/{name.rsplit('/', 1)[-1]} (four: an absolute path)")
+
+
+def _on_sqlite_error(path: str | None):
+    """Driver errors of a SQLite file turned into one-line messages naming the file."""
+    where = path or ":memory:"
+
+    def handle(ctx):
+        orig = ctx.original_exception
+        if not isinstance(orig, sqlite3.DatabaseError):
+            return
+        msg = str(orig)
+        if "readonly database" in msg:
+            raise DatabaseUnavailable(f"SQLite database {where} is read-only ({msg}): "
+                                      f"nothing was written") from None
+        if "unable to open database file" in msg and path and Path(path).exists():
+            # the file exists, so what fails is writing it or its -wal/-shm files beside it
+            raise DatabaseUnavailable(f"SQLite database {where} cannot be opened for writing "
+                                      f"({msg}): the file or its folder is read-only or not "
+                                      f"accessible; nothing was written") from None
+        if "file is not a database" in msg:
+            raise DatabaseUnavailable(f"{where} is not a SQLite database ({msg}); "
+                                      f"check NNP_DATABASE_URL") from None
+
+    return handle
+
+
+def _on_postgresql_error(where: str):
+    def handle(ctx):
+        orig = ctx.original_exception
+        if getattr(orig, "sqlstate", None) == "25006":  # read_only_sql_transaction
+            msg = str(orig).strip().splitlines()[0]
+            raise DatabaseUnavailable(f"database {where} is read-only ({msg}): "
+                                      f"nothing was written") from None
+
+    return handle
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; a SQLite file's folder is created. Raises on a bad URL."""
+    """An engine for ``url``; a SQLite file's folder is created. Raises on a bad URL, on a
+    SQLite path that is not a database, and (at use) on writes to a read-only database."""
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise BadInput(f"cannot parse database URL {url!r}: {exc}") from None
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            try:
-                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise DatabaseUnavailable(
-                    f"cannot open SQLite database {parsed.database!r}: {exc.strerror or exc}"
-                ) from None
+        if parsed.host:
+            raise _two_slashes(url, parsed)
+        path, read_only = _sqlite_file(parsed)
+        if path is not None:
+            _check_sqlite_file(path, read_only)
         engine = create_engine(parsed, connect_args={"timeout": 60})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "handle_error", _on_sqlite_error(path))
         return engine
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        engine = create_engine(parsed, pool_pre_ping=True,
+                               connect_args={"connect_timeout": 10})
+        event.listen(engine, "handle_error",
+                     _on_postgresql_error(parsed.render_as_string(hide_password=True)))
+        return engine
     raise BadInput(f"unsupported database URL {url!r}: use sqlite:/// or postgresql+psycopg://")
 
 
@@ -65,7 +168,7 @@ def check_reachable(engine: Engine) -> None:
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-    except OperationalError as exc:
+    except DBAPIError as exc:
         msg = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise DatabaseUnavailable(
             f"cannot reach database {engine.url.render_as_string(hide_password=True)}: {msg}"
@@ -117,9 +220,13 @@ def head_revision() -> str:
 
 def require_schema(engine: Engine) -> None:
     """Raise :class:`SchemaOutOfDate` unless the database is at the head revision."""
-    rev = current_revision(engine)
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        rev = current_revision(engine)
+    except DBAPIError as exc:
+        msg = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseUnavailable(f"cannot read the schema version of {where}: {msg}") from None
     if rev != SCHEMA_REVISION:
-        where = engine.url.render_as_string(hide_password=True)
         state = "has no schema" if rev is None else f"is at revision {rev}"
         raise SchemaOutOfDate(f"database {where} {state}; run `nnp db upgrade`")
 

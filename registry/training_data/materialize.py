@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -40,9 +41,10 @@ import numpy as np
 import xxhash
 from sqlalchemy import select
 
+from .. import config
 from ..chem.elements import SYMBOLS
-from ..config import DEFAULT_HOME
 from ..curation.datasets import resolve_dataset
+from ..errors import BadInput
 from ..store.schema import LevelOfTheory, ReferenceEnergy
 from .reads import read_buckets
 
@@ -52,7 +54,17 @@ _ALIGN = 64
 
 def cache_root() -> Path:
     """``NNP_CACHE`` or ``./.nnp/cache``."""
-    return Path(os.environ.get("NNP_CACHE") or DEFAULT_HOME / "cache")
+    return config.cache_dir()
+
+
+def _check_cache_root(root: Path, where: str) -> None:
+    """Refuse a cache root that exists but is not a folder (before any work is done)."""
+    try:
+        if root.exists() and not root.is_dir():
+            raise BadInput(f"{where}={str(root)!r} is not a folder (it is a file); point it at "
+                           f"a folder for the materialize cache")
+    except OSError as exc:
+        raise BadInput(f"{where}={str(root)!r} cannot be used: {exc.strerror or exc}") from None
 
 
 @dataclass
@@ -94,7 +106,12 @@ def _cache_dir(root: Path, version_hash: str) -> Path:
 def write_cache(root: Path, meta: dict, buckets: list[dict]) -> None:
     """Write ``data.bin`` then ``manifest.json`` (each via a temporary file + rename)."""
     d = _cache_dir(root, meta["hash"])
+    if d.exists() and not d.is_dir():
+        d.unlink()  # a damaged entry: the cache is ours to rebuild
     d.mkdir(parents=True, exist_ok=True)
+    for name in ("data.bin", "manifest.json"):  # a folder in a file's place: damaged entry
+        if (d / name).is_dir() and not (d / name).is_symlink():
+            shutil.rmtree(d / name)
     tag = f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     arrays, offset, h = [], 0, xxhash.xxh3_128()
     with open(d / ("data.bin" + tag), "wb") as f:
@@ -173,6 +190,8 @@ def materialize(reg, ref: str, *, cache: bool = True,
     delta = params.get("delta")
     target = f"{delta['high']}-{delta['low']}" if delta else info["levels"][0]
     root = Path(cache_dir) if cache_dir else cache_root()
+    if cache:
+        _check_cache_root(root, "cache_dir" if cache_dir else "NNP_CACHE")
     status = "off"
     buckets = None
     if cache:
@@ -193,9 +212,15 @@ def materialize(reg, ref: str, *, cache: bool = True,
                                .where(ReferenceEnergy.level_id == lid)).all())
                 for lid in (level_ids[:2] if delta else level_ids[:1])]
     if cache and status != "hit":
-        write_cache(root, {"hash": info["hash"], "ref": info["ref"],
-                           "levels": info["levels"], "target": target,
-                           "n_structures": info["n_structures"]}, buckets)
+        try:
+            write_cache(root, {"hash": info["hash"], "ref": info["ref"],
+                               "levels": info["levels"], "target": target,
+                               "n_structures": info["n_structures"]}, buckets)
+        except OSError as exc:
+            where = "cache_dir" if cache_dir else "NNP_CACHE"
+            raise BadInput(f"cannot write the materialize cache under {where}={str(root)!r}: "
+                           f"{exc.strerror or exc} ({exc.filename or root}); fix it or "
+                           f"materialize without the cache") from None
     missing = _attach_reference(buckets, refs)
     return Materialized(info["ref"], info["hash"], info["levels"], target, buckets, source,
                         status, time.perf_counter() - t0, missing)
