@@ -8,6 +8,10 @@ import numpy as np
 
 from ..errors import BadInput
 from .elements import MAX_Z
+from .identity import coordinate_range_problem, slab_range_problem
+
+# structures.charge and structures.multiplicity are SMALLINT columns (16-bit).
+INT16_MAX = 32767
 
 LABEL_FIELDS = ("energy", "forces", "dipole", "charges", "stress")
 
@@ -82,16 +86,28 @@ class FrameBatch:
         if bad.any():
             raise BadInput(f"{self._frame_of_atom(bad)}: unknown element with atomic number "
                            f"{int(self.numbers[np.argmax(bad)])}")
+        _shape(np.asarray(self.charge), (b,), "total charges")
+        _shape(np.asarray(self.multiplicity), (b,), "spin multiplicities")
         self._finite(self.positions, per_atom=True, what="positions")
+        # A non-periodic frame's cell is stored too (when not all zero), so every cell counts.
+        self._finite(self.cells, per_atom=False, what="cell vectors")
+        self._raise(coordinate_range_problem(self.positions, self.offsets, self.cells))
         periodic = self.pbc.any(axis=1)
         if periodic.any():
+            # The identity hash wraps positions with fractional coordinates (a solve with
+            # the cell), so a periodic cell must be invertible.
             vol = np.abs(np.linalg.det(self.cells[periodic]))
             if (vol < 1e-6).any():
-                i = int(np.flatnonzero(periodic)[np.argmax(vol < 1e-6)])
-                raise BadInput(f"{self.name(i)}: periodic cell has zero volume")
-        if (self.multiplicity < 1).any():
-            i = int(np.argmax(self.multiplicity < 1))
-            raise BadInput(f"{self.name(i)}: spin multiplicity must be >= 1")
+                k = int(np.argmax(vol < 1e-6))
+                i = int(np.flatnonzero(periodic)[k])
+                raise BadInput(f"{self.name(i)}: periodic cell has zero volume (|det| = "
+                               f"{vol[k]:.3g} Å³): the identity hash wraps positions into the "
+                               f"cell, so all three cell vectors must be independent")
+            self._raise(slab_range_problem(self.positions, self.offsets, self.cells,
+                                           self.pbc))
+        self.charge = self._integers(self.charge, "total charge", -INT16_MAX - 1, INT16_MAX)
+        self.multiplicity = self._integers(self.multiplicity, "spin multiplicity", 1,
+                                           INT16_MAX)
         for level, cols in self.labels.items():
             self._validate_labels(level, cols)
 
@@ -124,9 +140,43 @@ class FrameBatch:
             where = self._frame_of_atom(~ok) if per_atom else self.name(int(np.argmax(~ok)))
             raise BadInput(f"{where}: {what} contain NaN or infinite values")
 
+    def _raise(self, problem: tuple[int, str] | None) -> None:
+        if problem is not None:
+            raise BadInput(f"{self.name(problem[0])}: {problem[1]}")
+
+    def _integers(self, arr, what: str, lo: int, hi: int) -> np.ndarray:
+        """``arr`` as int64, refusing (naming the frame) a value that is not a whole number
+        in [lo, hi]; whole floats (1.0) pass, nothing is rounded."""
+        arr = np.asarray(arr)
+        if arr.dtype.kind in "iu":
+            bad = (arr < lo) | (arr > hi)
+        elif arr.dtype.kind == "f":
+            with np.errstate(invalid="ignore"):
+                bad = ~np.isfinite(arr) | (arr != np.rint(arr)) | (arr < lo) | (arr > hi)
+        else:  # Python objects (ints too large for int64, strings, ...) or bools
+            bad = np.array([whole_number_problem(x, what, lo, hi) is not None
+                            for x in arr.tolist()], dtype=bool)
+        if bad.any():
+            i = int(np.argmax(bad))
+            value = arr[i].item() if hasattr(arr[i], "item") else arr[i]
+            raise BadInput(f"{self.name(i)}: {whole_number_problem(value, what, lo, hi)}")
+        return arr.astype(np.int64)
+
     def _frame_of_atom(self, atom_mask) -> str:
         atom = int(np.argmax(atom_mask))
         return self.name(int(np.searchsorted(self.offsets, atom, side="right") - 1))
+
+
+def whole_number_problem(value, what: str, lo: int, hi: int) -> str | None:
+    """Why ``value`` (a Python scalar) is not a whole number in [lo, hi], or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{what} {value!r} is not a number; expected a whole number"
+    if isinstance(value, float) and not (np.isfinite(value) and value.is_integer()):
+        return f"{what} {value!r} is not a whole number"
+    if not lo <= value <= hi:
+        shown = f"{value:g}" if isinstance(value, float) else value
+        return f"{what} {shown} is out of range; expected {lo} to {hi}"
+    return None
 
 
 def _shape(arr, shape, what):

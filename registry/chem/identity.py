@@ -26,6 +26,17 @@ import numpy as np
 
 HASH_VERSION = 1
 TOLERANCE = 1e-4  # Å
+# Bound on every integer grid value (coordinates and cell entries, in TOLERANCE steps).
+# canonical_order subtracts the smallest grid x from the others, so the largest grid values
+# must stay within half of int64's range for that difference not to wrap around.
+GRID_LIMIT = 2 ** 61
+# Bound on |position| and |cell entry| in Å (checked by :func:`grid_range_problem` before
+# hashing). A molecule's centred coordinate is at most 2 * MAX_COORDINATE, 2e18 grid steps
+# (< GRID_LIMIT); a cell vector is at most sqrt(3) * MAX_COORDINATE long, so the wrapped
+# periodic grid (< length / TOLERANCE steps) also stays below GRID_LIMIT.
+MAX_COORDINATE = 1e14
+assert 2 * MAX_COORDINATE / TOLERANCE < GRID_LIMIT
+assert 3 ** 0.5 * MAX_COORDINATE / TOLERANCE < GRID_LIMIT
 # Same bytes as struct "<8sIiiB": magic, n_atoms, charge, multiplicity, pbc bits.
 _HEADER_DT = np.dtype([("magic", "S8"), ("n", "<u4"), ("charge", "<i4"), ("mult", "<i4"),
                        ("pbc", "u1")])
@@ -60,6 +71,59 @@ def canonical_grid(positions, offsets, cells, pbc) -> np.ndarray:
         g = np.rint(frac * steps)
         grid[atoms] = np.where(pbc[s], np.mod(g, steps), np.rint(frac * lengths / TOLERANCE))
     return grid
+
+
+_WHY = f"(the identity hash rounds to {TOLERANCE:g} Å on an int64 grid)"
+
+
+def coordinate_range_problem(positions, offsets, cells) -> tuple[int, str] | None:
+    """The first frame with a position or cell entry (finite, checked before) beyond
+    ±``MAX_COORDINATE`` Å, as ``(frame index, message)``; None if there is none."""
+    limit = f"±{MAX_COORDINATE:.0e}".replace("e+", "e")
+    for arr, what, per_atom in ((positions, "positions", True), (cells, "cell vectors", False)):
+        if not len(arr) or (arr.max() <= MAX_COORDINATE and -arr.min() <= MAX_COORDINATE):
+            continue
+        big = np.abs(arr).reshape(len(arr), -1).max(axis=1) > MAX_COORDINATE
+        if big.any():
+            row = int(np.argmax(big))
+            frame = int(np.searchsorted(offsets, row, side="right") - 1) if per_atom else row
+            worst = float(np.abs(arr[row]).max())
+            return frame, f"{what} must be within {limit} Å {_WHY}; got {worst:.6g}"
+    return None
+
+
+def slab_range_problem(positions, offsets, cells, pbc) -> tuple[int, str] | None:
+    """The first partly periodic frame (a slab or wire) whose grid along a non-periodic axis
+    does not fit the hash's int64 grid, as ``(frame index, message)``, or None.
+
+    There the grid value is the fractional coordinate times the axis length, which a nearly
+    flat cell can make far larger than the position itself. Needs every frame to have atoms,
+    coordinates within range (:func:`coordinate_range_problem`) and periodic cells
+    invertible (checked before)."""
+    partly = pbc.any(axis=1) & ~pbc.all(axis=1)
+    if not partly.any():
+        return None
+    # Cheap bound first: |frac_k| * length_k <= |row k of inv(cell^T)| * |pos| * length_k.
+    # Every frame has atoms, so reduceat gives each frame's own maximum.
+    frames = np.flatnonzero(partly)
+    reach = np.maximum.reduceat(np.linalg.norm(positions, axis=1), offsets[:-1])[frames]
+    inv = np.linalg.inv(cells[frames].transpose(0, 2, 1))
+    lengths = np.linalg.norm(cells[frames], axis=2)
+    bound = np.linalg.norm(inv, axis=2) * lengths * reach[:, None] / TOLERANCE
+    suspect = frames[((bound > GRID_LIMIT / 2) & ~pbc[frames]).any(axis=1)]
+    for f in suspect.tolist():
+        # The same arithmetic as canonical_grid, on this frame's atoms.
+        pos = positions[offsets[f]:offsets[f + 1]]
+        cell = np.broadcast_to(cells[f], (len(pos), 3, 3))
+        frac = np.linalg.solve(cell.transpose(0, 2, 1), pos[..., None])[..., 0]
+        length = np.linalg.norm(cells[f], axis=1)
+        grid = np.abs(np.rint(frac * length / TOLERANCE))[:, ~pbc[f]]
+        if (grid > GRID_LIMIT).any():
+            reach_a = float(grid.max()) * TOLERANCE
+            return f, (f"positions along a non-periodic cell axis must be within "
+                       f"±{GRID_LIMIT * TOLERANCE:.2e} Å in cell coordinates {_WHY}; got "
+                       f"{reach_a:.6g} Å (is the cell nearly flat?)")
+    return None
 
 
 def canonical_order(numbers, grid, offsets) -> np.ndarray:

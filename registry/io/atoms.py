@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from ..chem.frames import FrameBatch, LabelColumns, concat
+from ..chem.frames import INT16_MAX, FrameBatch, LabelColumns, concat, whole_number_problem
 from ..chem.units import energy_factor
 from ..errors import BadInput
 
@@ -105,9 +105,8 @@ def atoms_to_batches(frames: Iterable, level: str | None = None, *, units: str =
         counts.append(len(atoms))
         cells.append(np.asarray(atoms.cell.array, dtype=float))
         pbcs.append(np.asarray(atoms.pbc, dtype=bool))
-        charge.append(int(round(atoms.info.get("charge", 0))))
-        mult.append(int(atoms.info.get("multiplicity", atoms.info.get("spin", 0) + 1)
-                        if "multiplicity" in atoms.info or "spin" in atoms.info else 1))
+        charge.append(_charge(atoms.info, name))
+        mult.append(_multiplicity(atoms.info, name))
         energies.append(lab.get("energy"))
         forces.append(lab.get("forces"))
         dipoles.append(lab.get("dipole"))
@@ -154,6 +153,36 @@ def atoms_to_batch(frames: Iterable, level: str | None = None, **kwargs) -> tupl
     (e.g. stress on crystals only) are masked per frame (``LabelColumns.masks``)."""
     batches, skipped = atoms_to_batches(frames, level, **kwargs)
     return concat(batches), skipped
+
+def _whole(info: dict, key: str, name: str, lo: int, hi: int, hint: str = "") -> int:
+    """``info[key]`` as an int, or BadInput naming the frame: values are never rounded."""
+    value = info[key]
+    if isinstance(value, np.ndarray) and value.shape in ((), (1,)):
+        value = value.reshape(()).item()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    problem = whole_number_problem(value, key, lo, hi)
+    if problem:
+        raise BadInput(f"{name}: {problem}{hint}")
+    return int(value)
+
+
+def _charge(info: dict, name: str) -> int:
+    if "charge" not in info:
+        return 0
+    return _whole(info, "charge", name, -INT16_MAX - 1, INT16_MAX)
+
+
+def _multiplicity(info: dict, name: str) -> int:
+    """Spin multiplicity from ``multiplicity``, else ``spin`` (unpaired electrons, 2S) + 1."""
+    if "multiplicity" in info:
+        return _whole(info, "multiplicity", name, 1, INT16_MAX)
+    if "spin" in info:
+        return 1 + _whole(info, "spin", name, 0, INT16_MAX - 1,
+                          hint=" ('spin' is read as the number of unpaired electrons, 2S; "
+                               "the multiplicity is spin + 1)")
+    return 1
+
 
 def _arr(value, shape, name, what):
     arr = np.asarray(value, dtype=float)

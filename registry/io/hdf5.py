@@ -98,6 +98,16 @@ def _dataset(g, key, shape, path, what):
     return arr
 
 
+def _numbers(g, key, c, path) -> np.ndarray:
+    """A per-conformer number dataset (C,): int64 or float64 as stored, else BadInput."""
+    arr = np.asarray(g[key][()])
+    if arr.dtype.kind not in "iuf":
+        raise BadInput(f"{path} group {g.name}: {key} has dtype {arr.dtype}, expected numbers")
+    if arr.shape != (c,):
+        raise BadInput(f"{path} group {g.name}: {key} has shape {arr.shape}, expected ({c},)")
+    return arr.astype({"f": np.float64, "i": np.int64, "u": np.uint64}[arr.dtype.kind])
+
+
 def _read(fh, path: str, opts) -> tuple[list[FrameBatch], int]:
     level = opts.level
     factor = energy_factor(opts.units) if level else 1.0
@@ -123,14 +133,15 @@ def _read(fh, path: str, opts) -> tuple[list[FrameBatch], int]:
                 else np.zeros((c, 3, 3)),
                 "pbc": np.asarray(g["pbc"][()], dtype=bool) if "pbc" in g
                 else np.zeros((c, 3), dtype=bool),
-                "charge": np.asarray(g["total_charge"][()]).astype(np.int64)
+                # Kept as read (float or int): FrameBatch.validate refuses, naming the frame,
+                # a value that is not a whole number instead of truncating it.
+                "charge": _numbers(g, "total_charge", c, path)
                 if "total_charge" in g else np.zeros(c, dtype=np.int64),
-                "mult": np.asarray(g["multiplicity"][()]).astype(np.int64)
+                "mult": _numbers(g, "multiplicity", c, path)
                 if "multiplicity" in g else np.ones(c, dtype=np.int64)}
-        for k in ("pbc", "charge", "mult"):
-            if len(part[k]) != c:
-                raise BadInput(f"{path} group {g.name}: {k} has {len(part[k])} rows, "
-                               f"expected {c}")
+        if len(part["pbc"]) != c:
+            raise BadInput(f"{path} group {g.name}: pbc has {len(part['pbc'])} rows, "
+                           f"expected {c}")
         keep = np.ones(c, dtype=bool)
         if level:
             missing = [ekey] if ekey not in g else []
