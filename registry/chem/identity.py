@@ -14,6 +14,10 @@ Algorithm version 1 (``HASH_VERSION``):
 * The hash is sha256 over a versioned header (n_atoms, charge, multiplicity, pbc, cell)
   followed by the sorted atomic numbers and integer coordinates, little-endian.
 
+The integer grid is int64: inputs whose grid values would not fit (positions or cell entries
+beyond ±``MAX_COORDINATE`` Å, see :func:`coordinate_range_problem` and
+:func:`slab_range_problem`) are refused by ``FrameBatch.validate`` before hashing, never cast.
+
 Everything is vectorised over a ragged batch (``numbers``, ``positions``, ``offsets``).
 """
 
