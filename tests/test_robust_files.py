@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import ase.io
 import numpy as np
@@ -84,6 +85,10 @@ def test_text_file_as_sqlite_database(nnp, capsys, tmp_path, monkeypatch):
 
     with pytest.raises(DatabaseUnavailable, match="not a SQLite database"):
         Registry(f"sqlite:///{notes}")
+    fake = tmp_path / "fake.db"  # SQLite's header, then junk: SQLite itself refuses it
+    fake.write_bytes(b"SQLite format 3\x00" + b"\xff" * 500)
+    monkeypatch.setenv("NNP_DATABASE_URL", f"sqlite:///{fake}")
+    refused(nnp, capsys, "stats", expect=(str(fake), "is not a SQLite database"))
 
 
 def test_folder_or_fifo_as_sqlite_database(nnp, capsys, tmp_path, monkeypatch):
@@ -142,6 +147,24 @@ def test_read_only_database(seeded, db_url, nnp, capsys, tmp_path, monkeypatch):
     with Registry(read_only_url(db_url)) as ro, \
             pytest.raises(DatabaseUnavailable, match="read-only"):
         ro.ensure_level("hf")
+    assert rows(seeded) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through chmod; the mode=ro URL "
+                                               "case above covers the same path as root")
+def test_chmod_read_only_sqlite_file(seeded, db_url, nnp, capsys, tmp_path):
+    if not db_url.startswith("sqlite"):
+        pytest.skip("file permissions are SQLite's own")
+    path = Path(db_url.removeprefix("sqlite:///"))
+    before = rows(seeded)
+    seeded.close()  # let SQLite checkpoint before the file turns read-only
+    ase.io.write(tmp_path / "new.xyz", labelled_molecules(("C6H6",), seed=3), format="extxyz")
+    path.chmod(0o444)
+    try:
+        refused(nnp, capsys, "ingest", tmp_path / "new.xyz", "--level", "pbe",
+                expect=(str(path), "read-only"))
+    finally:
+        path.chmod(0o644)
     assert rows(seeded) == before
 
 
