@@ -1,0 +1,174 @@
+"""An ASE calculator for a registered ANI ensemble: ``NNPCalculator.from_registry(REF)``.
+
+The version is pulled hash-verified (safetensors only, never pickle), its members rebuilt from
+the stored config by torchani's builders (:func:`.ani.load_ensemble`: one AEV computation
+shared by every member) and their weights loaded. Results, in eV and Å:
+
+- ``energy`` / ``free_energy``: the ensemble mean, the level's atomic reference energies
+  (``reference_energies_ev``, subtracted in training) added back;
+- ``forces`` (n, 3): the mean of the members' −∂E/∂x;
+- ``stress`` (Voigt, 6) for cells periodic in all three directions: (1/V) ∂E/∂ε of the mean
+  energy, by the strain derivative (torchani's "scaling" route);
+- ``energy_std``: the members' standard deviation of the energy (unbiased, 0 for one member),
+  ``forces_std`` (n, 3): the same per force component, ``energies``: each member's energy.
+
+Neighbours: torchani's adaptive list (all pairs for small systems, its linear-scaling cell
+list above a few hundred atoms) for molecules and fully periodic cells; all pairs when only
+some directions are periodic (the cell list needs all three).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+
+from registry.errors import BadInput
+
+from .ani import HARTREE_EV, load_ensemble
+
+
+class NNPCalculator(Calculator):
+    """ASE calculator over the members of a registered ANI model version."""
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energy_std",
+                              "forces_std", "energies"]
+
+    def __init__(self, config: dict, members: list[dict], *, name: str | None = None,
+                 device: str = "cpu", dtype: str = "float32", **kwargs):
+        import torch
+
+        super().__init__(**kwargs)
+        if config.get("arch") != "ani":
+            raise BadInput(f"model {name or ''} has architecture {config.get('arch')!r}; "
+                           f"this calculator runs 'ani' models")
+        if config.get("delta"):
+            raise BadInput(f"model {name or ''} predicts a Δ correction ({config.get('target')})"
+                           f"; adding its base level at inference is not built yet")
+        from .ensemble import resolve_device
+        from .loop import torch_dtype
+
+        self.model_ref = name
+        self.config = config
+        self.device = resolve_device(device)
+        self.dtype = torch_dtype(dtype)
+        self.model = load_ensemble(config, members).to(self.device, self.dtype).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        from torchani.neighbors import AdaptiveList, AllPairs
+
+        self._lists = {"adaptive": AdaptiveList(), "all_pairs": AllPairs()}
+        from registry.chem.elements import symbol_to_z
+
+        self.elements = list(config["elements"])
+        self._z = {symbol_to_z(s) for s in self.elements}
+        self._ref = np.zeros(256)
+        for s, e in (config.get("reference_energies_ev") or {}).items():
+            self._ref[symbol_to_z(s)] = float(e)
+        self.n_members = len(members)
+        self._torch = torch
+
+    # -- construction from the registry ----------------------------------------------------
+    @classmethod
+    def from_registry(cls, ref: str, registry=None, *, device: str = "cpu",
+                      dtype: str = "float32", strict: bool = False, **kwargs):
+        """Pull ``ref`` (``NAME``, ``NAME:V`` or ``NAME@ALIAS``) from ``registry`` (default:
+        a :class:`registry.Registry` at ``NNP_DATABASE_URL``), verified, and build the
+        calculator. ``strict`` refuses a retracted version."""
+        from .torch_io import load_state_dicts
+
+        own = registry is None
+        if own:
+            from registry.core import Registry
+
+            registry = Registry()
+        try:
+            pulled = registry.pull_model(ref, strict=strict)
+        finally:
+            if own:
+                registry.close()
+        if not pulled.config:
+            raise BadInput(f"model {pulled.ref} has no stored config to rebuild it from")
+        return cls(pulled.config, load_state_dicts(pulled), name=pulled.ref, device=device,
+                   dtype=dtype, **kwargs)
+
+    # -- ASE -------------------------------------------------------------------------------
+    def check_elements(self, numbers) -> None:
+        from registry.chem.elements import SYMBOLS
+
+        lacking = sorted(set(int(z) for z in numbers) - self._z)
+        if lacking:
+            raise BadInput(f"model {self.name or ''} handles {', '.join(self.elements)}; "
+                           f"the structure has {', '.join(SYMBOLS[z] for z in lacking)}")
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        torch = self._torch
+        atoms = self.atoms
+        self.check_elements(atoms.numbers)
+        pbc = np.asarray(atoms.pbc, dtype=bool)
+        want_stress = "stress" in properties
+        if want_stress and not pbc.all():
+            raise PropertyNotImplementedError("stress needs a cell periodic in all three "
+                                              "directions")
+        want_forces = any(p in properties for p in ("forces", "forces_std")) or want_stress
+        dev, dt = self.device, self.dtype
+        species = torch.as_tensor(atoms.numbers, dtype=torch.long, device=dev).unsqueeze(0)
+        coords = torch.as_tensor(atoms.positions, dtype=dt, device=dev).unsqueeze(0)
+        cell = pbc_t = None
+        if pbc.any():
+            cell = torch.as_tensor(np.asarray(atoms.cell), dtype=dt, device=dev)
+            pbc_t = torch.as_tensor(pbc, device=dev)
+        if want_forces:
+            coords.requires_grad_(True)
+        strain = None
+        if want_stress:
+            strain = torch.zeros((3, 3), dtype=dt, device=dev, requires_grad=True)
+            defo = torch.eye(3, dtype=dt, device=dev) + 0.5 * (strain + strain.T)
+            x, c = coords @ defo, cell @ defo
+        else:
+            x, c = coords, cell
+        with torch.set_grad_enabled(want_forces):
+            members = self._energies(species, x, c, pbc_t, full=bool(pbc.all()) or cell is None)
+        e = members.detach().double().cpu().numpy() * HARTREE_EV
+        e = e + self._ref[atoms.numbers].sum()
+        k = self.n_members
+        self.results["energies"] = e
+        self.results["energy"] = self.results["free_energy"] = float(e.mean())
+        self.results["energy_std"] = float(e.std(ddof=1)) if k > 1 else 0.0
+        if want_forces:
+            per = []
+            virial = torch.zeros((3, 3), dtype=torch.float64, device=dev)
+            inputs = [coords] + ([strain] if want_stress else [])
+            for i in range(k):
+                grads = torch.autograd.grad(members[i] * HARTREE_EV, inputs,
+                                            retain_graph=i < k - 1)
+                per.append(-grads[0][0].double().cpu().numpy())
+                if want_stress:
+                    virial += grads[1].double()
+            forces = np.stack(per)
+            self.results["forces"] = forces.mean(axis=0)
+            self.results["forces_std"] = forces.std(axis=0, ddof=1) if k > 1 \
+                else np.zeros_like(forces[0])
+            if want_stress:
+                from ase.stress import full_3x3_to_voigt_6_stress
+
+                volume = abs(float(np.linalg.det(np.asarray(atoms.cell))))
+                stress = (virial / k).cpu().numpy() / volume
+                self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
+
+    def _energies(self, species, coords, cell, pbc, full: bool):
+        """(members,) energies in Hartree, the residual the networks learned."""
+        kind = "adaptive" if full else "all_pairs"
+        try:
+            return self._run(kind, species, coords, cell, pbc)
+        except RuntimeError as exc:
+            if kind == "all_pairs" or "too small" not in str(exc):
+                raise
+            return self._run("all_pairs", species, coords, cell, pbc)
+
+    def _run(self, kind, species, coords, cell, pbc):
+        nl = self._lists[kind]
+        self.model.potentials["nnp"].aev_computer.neighborlist = nl
+        self.model.neighborlist = nl
+        out = self.model((species, coords), cell, pbc, ensemble_values=True).energies
+        return out[:, 0]

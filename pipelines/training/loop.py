@@ -1,0 +1,185 @@
+"""Training one ensemble member: AdamW, ANI-style loss, plateau schedule, early stopping.
+
+Loss per batch (eV units): ``energy_weight · mean(ΔE² / √n)`` over structures with an energy
+(torchani's per-atom normalisation) ``+ forces_weight · mean(Σ|ΔF|² / n)`` over structures with
+forces, the predicted forces being −∂E/∂x by autograd (double backward in training). After
+each epoch the validation loss (the same expression on the validation split; the training loss
+when that split is empty) drives ``ReduceLROnPlateau`` and early stopping with ``patience``;
+the weights of the best validation epoch are the result.
+
+Reproducibility: the member's initial weights come from its seed alone
+(:func:`.ani.new_member`), batches are shuffled by a ``numpy`` generator seeded from it, and on
+CPU the task runs with one torch thread and ``torch.use_deterministic_algorithms(True)``; the
+same data, config and seed then give bit-identical weights. The one-thread setting stays on
+for the process (a training worker uses one core, as the design has it).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .ani import AUTO_FORCES_WEIGHT, HARTREE_EV, new_member
+from .data import SPLITS, TrainingData
+from .metrics import split_metrics
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "float64": torch.float64}[name]
+
+
+def forces_weight(config: dict, data: TrainingData) -> float:
+    """The configured forces weight, or the automatic one (0.1 when the data has forces)."""
+    w = config.get("forces_weight")
+    if w is None:
+        return AUTO_FORCES_WEIGHT if data.n_with_forces("train") else 0.0
+    return float(w)
+
+
+def pin_determinism(device: str) -> None:
+    """One torch thread and, on CPU, ``torch.use_deterministic_algorithms(True)``, for the
+    whole process: switching either back while another member trains in the same process
+    (a threaded worker) would change that member's arithmetic mid-run."""
+    import torch
+
+    torch.set_num_threads(1)
+    if str(device).startswith("cpu"):
+        torch.use_deterministic_algorithms(True)
+
+
+def energies_ev(model, batch, forces: bool, create_graph: bool = False):
+    """(energies eV (B,), forces eV/Å (B, n, 3) or None) of a batch."""
+    import torch
+
+    coords = batch.coordinates
+    if forces:
+        coords = coords.detach().requires_grad_(True)
+    e = model((batch.species, coords), batch.cell, batch.pbc).energies * HARTREE_EV
+    if not forces:
+        return e, None
+    (grad,) = torch.autograd.grad(e.sum(), coords, create_graph=create_graph)
+    return e, -grad
+
+
+def batch_loss(model, batch, ew: float, fw: float, create_graph: bool):
+    """(loss, energy |error| sum, structures with energy) of one batch."""
+    import torch
+
+    e, f = energies_ev(model, batch, fw > 0, create_graph)
+    he = batch.has_energy
+    de = torch.where(he, e - batch.energy, torch.zeros_like(e))
+    ne = he.sum()
+    loss = ew * (de ** 2 / batch.n_atoms.sqrt()).sum() / ne.clamp(min=1)
+    if f is not None:
+        hf = batch.has_forces
+        per = ((f - batch.forces) ** 2).sum(dim=(1, 2)) / batch.n_atoms
+        loss = loss + fw * torch.where(hf, per, torch.zeros_like(per)).sum() \
+            / hf.sum().clamp(min=1)
+    return loss, float(de.detach().abs().sum()), int(ne)
+
+
+def _epoch_loss(model, batches, ew, fw) -> tuple[float | None, float | None]:
+    """(mean loss per structure-weighted batch, energy MAE) over ``batches``, no update."""
+    if not batches:
+        return None, None
+    total, abs_e, n_e, n = 0.0, 0.0, 0, 0
+    for b in batches:
+        loss, ae, ne = batch_loss(model, b, ew, fw, create_graph=False)
+        total += float(loss.detach()) * len(b.index)
+        n += len(b.index)
+        abs_e += ae
+        n_e += ne
+    return total / n, (abs_e / n_e if n_e else None)
+
+
+def train_member(data: TrainingData, config: dict, seed: int, device: str = "cpu",
+                 on_epoch=None) -> dict:
+    """Train one member; returns ``state_dict`` (best validation epoch), ``curve`` (one dict
+    per epoch: epoch, train_loss, val_loss, val_energy_mae_ev, lr), ``best_epoch``,
+    ``epochs``, ``seconds``, ``seconds_per_epoch``, ``forces_weight``, ``metrics`` (per split)
+    and ``predictions`` (residual energies by global row, and per-atom forces when trained)."""
+    import torch
+
+    ew, fw = float(config["energy_weight"]), forces_weight(config, data)
+    dtype = torch_dtype(config["dtype"])
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    pin_determinism(device)
+    model = new_member(config, seed, device, dtype)
+    opt = torch.optim.AdamW(model.parameters(), lr=config["lr"],
+                            weight_decay=config["weight_decay"])
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, factor=config["lr_factor"], patience=config["lr_patience"],
+        min_lr=config["min_lr"])
+    bs, forces = int(config["batch_size"]), fw > 0
+    val = data.batches("val", bs, device=device, dtype=dtype, forces=forces)
+    best, best_state, best_epoch, waited, curve = np.inf, None, 0, 0, []
+    for epoch in range(1, int(config["epochs"]) + 1):
+        model.train()
+        total, n = 0.0, 0
+        for b in data.batches("train", bs, device=device, dtype=dtype, rng=rng,
+                              forces=forces):
+            opt.zero_grad(set_to_none=True)
+            loss, _, _ = batch_loss(model, b, ew, fw, create_graph=forces)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(b.index)
+            n += len(b.index)
+        train_loss = total / max(n, 1)
+        model.eval()
+        val_loss, val_mae = _epoch_loss(model, val, ew, fw)
+        score = train_loss if val_loss is None else val_loss
+        if not np.isfinite(score):
+            raise FloatingPointError(f"loss became {score} at epoch {epoch} (seed {seed});"
+                                     f" lower lr or check the labels")
+        sched.step(score)
+        lr = opt.param_groups[0]["lr"]
+        curve.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                      "val_energy_mae_ev": val_mae, "lr": lr})
+        if score < best:
+            best, best_epoch, waited = score, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            waited += 1
+        if on_epoch is not None:
+            on_epoch(curve[-1])
+        if waited >= config["patience"]:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    pred = predict(model, data, device, dtype, forces, bs)
+    seconds = time.perf_counter() - t0
+    return {"state_dict": {k: v.to("cpu") for k, v in best_state.items()}, "curve": curve,
+            "best_epoch": best_epoch, "epochs": len(curve), "seconds": seconds,
+            "seconds_per_epoch": seconds / max(len(curve), 1), "forces_weight": fw,
+            "predictions": pred, "metrics": residual_metrics(data, pred)}
+
+
+def predict(model, data: TrainingData, device: str, dtype, forces: bool,
+            batch_size: int = 64) -> dict:
+    """Residual energies (eV, by global row) and, with ``forces``, per-atom forces (M, 3)
+    of every structure of ``data``."""
+    import torch
+
+    e_out = np.full(data.n_structures, np.nan)
+    off = data.atom_offsets()
+    f_out = np.full((int(off[-1]), 3), np.nan) if forces else None
+    for b in data.batches(None, batch_size, device=device, dtype=dtype):
+        e, f = energies_ev(model, b, forces)
+        e_out[b.index] = e.detach().to("cpu", torch.float64).numpy()
+        if forces:
+            fa = f.detach().cpu().double().numpy()
+            for i, row in enumerate(b.index):
+                f_out[off[row]:off[row + 1]] = fa[i, :off[row + 1] - off[row]]
+    return {"energy": e_out, "forces": f_out}
+
+
+def residual_metrics(data: TrainingData, pred: dict) -> dict:
+    """Per-split metrics of predictions against the data's targets."""
+    e_true = data.column("energy")
+    f_true = data.flat_forces() if pred.get("forces") is not None else None
+    return split_metrics(pred["energy"], e_true, data.n_atoms, data.split, pred.get("forces"),
+                         f_true, data.atom_offsets(), SPLITS)
