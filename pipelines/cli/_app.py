@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+import warnings
 
 import typer
 from rich.console import Console
@@ -17,6 +19,47 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+
+# Set by the top-level `--debug` option (or NNP_DEBUG=1); read by main().
+state = {"debug": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(
+        False, "--debug",
+        help="On an unexpected error show the full traceback (and Python warnings) instead "
+             "of one line; NNP_DEBUG=1 does the same.")):
+    # main() reads NNP_DEBUG itself: an option's envvar is parsed differently across typer
+    # versions, and the flag only ever turns debugging on.
+    if debug:
+        state["debug"] = True
+        warnings.simplefilter("default")
+
+
+class Interrupted(Exception):  # noqa: N818  (a state, not a fault)
+    """Ctrl-C inside a command; ``str()`` says what was kept. main() prints it, exit 130.
+
+    A plain Exception on purpose: typer swallows a KeyboardInterrupt that leaves a command
+    (typer 0.2x turns it into a bare exit status, older ones into an Abort) and with it
+    anything the command knew about what it had committed.
+    """
+
+
+def on_interrupt(kept: str):
+    """Decorator (below ``@app.command``): Ctrl-C ends the command with
+    ``interrupted: <kept>`` and exit status 130."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except KeyboardInterrupt:
+                raise Interrupted(kept) from None
+
+        return wrapper
+
+    return decorate
 
 
 def open_registry(check_schema: bool = True):

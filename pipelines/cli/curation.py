@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ._app import app, console, open_registry, print_json
+from ._app import app, console, on_interrupt, open_registry, print_json
 from .levels import levels_app
 
 label_app = typer.Typer(help="Labels: errata.", no_args_is_help=True)
@@ -89,6 +89,7 @@ def _print_impact(out: dict) -> None:
 
 
 @app.command("dedup")
+@on_interrupt("nothing was changed (dedup only reads)")
 def dedup(
     filter: str = typer.Option(None, "--filter", "-f", help="OPTIMADE filter (default: all)."),
     tolerance: float = typer.Option(..., "--tolerance", "-t", help="RMSD tolerance, Å."),

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from ._app import app, console, open_registry, print_json
+from ._app import app, console, on_interrupt, open_registry, print_json
 
 dataset_app = typer.Typer(help="Immutable dataset versions.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
 
 
 @dataset_app.command("create")
+@on_interrupt("a version is written in one transaction, so it is either complete or absent; "
+              "see `nnp dataset list`")
 def create(
     name: str = typer.Argument(..., help="Dataset name (created on first use)."),
     filter: str = typer.Option(None, "--filter", "-f", help="OPTIMADE filter (default: all)."),
@@ -19,7 +21,7 @@ def create(
     split: str = typer.Option("0.8,0.1,0.1", help="train,valid,test fractions (sum 1)."),
     group_by: str = typer.Option("formula", help="formula | source | none: a group stays in "
                                                  "one split."),
-    seed: int = typer.Option(0, help="Seed of the split."),
+    seed: int = typer.Option(0, min=0, help="Seed of the split (an integer >= 0)."),
     note: str = typer.Option(None, help="Free text."),
     delta: str = typer.Option(None, help="HIGH-LOW: train on the difference of two levels."),
     exclude_duplicates: float = typer.Option(
@@ -94,7 +96,8 @@ def diff(ref_a: str, ref_b: str,
 
 @dataset_app.command("alias")
 def alias(ref: str = typer.Argument(..., help="NAME:VERSION (or NAME@ALIAS)."),
-          name: str = typer.Argument(..., help="Alias, e.g. production.")):
+          name: str = typer.Argument(..., help="Alias, e.g. production (not `latest`, which "
+                                               "always names the newest version).")):
     """Point an alias of the dataset at a version."""
     with open_registry() as reg:
         v = reg.alias_dataset(ref, name)
@@ -102,6 +105,7 @@ def alias(ref: str = typer.Argument(..., help="NAME:VERSION (or NAME@ALIAS)."),
 
 
 @dataset_app.command("materialize")
+@on_interrupt("arrays reach the cache only once complete; re-run to build them")
 def materialize(ref: str,
                 no_cache: bool = typer.Option(False, "--no-cache", help="Bypass the cache."),
                 as_json: bool = typer.Option(False, "--json", help="Print JSON.")):

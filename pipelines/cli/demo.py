@@ -6,10 +6,12 @@ from pathlib import Path
 
 import typer
 
-from ._app import app, console, print_json
+from ._app import app, console, on_interrupt, print_json
 
 
 @app.command("demo")
+@on_interrupt("the steps finished so far stay in the registry (each is a run: see `nnp runs "
+              "list`); re-run `nnp demo` to complete")
 def demo(
     frames: int = typer.Option(40, help="MD frames kept per molecule."),
     temperature: float = typer.Option(500.0, help="MD temperature, K."),

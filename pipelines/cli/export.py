@@ -6,10 +6,12 @@ from pathlib import Path
 
 import typer
 
-from ._app import app, console, open_registry, print_json, progress_bar
+from ._app import app, console, on_interrupt, open_registry, print_json, progress_bar
 
 
 @app.command("export")
+@on_interrupt("the file is written under a temporary name and removed, so OUT was not "
+              "created or changed; re-run to export")
 def export(
     output: Path = typer.Option(..., "--output", "-o",
                                 help="OUT.xyz / .extxyz, OUT.db (ASE) or OUT.h5 / .hdf5 (ANI)."),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import os
+import socket
 from pathlib import Path
 
 import typer
 
-from ._app import app, console, err_console, open_registry, print_json, progress_bar
+from ._app import Interrupted, app, console, err_console, open_registry, print_json, progress_bar
 
 
 @app.command("ingest")
@@ -31,7 +34,7 @@ def ingest(
                                       help="Skip frames lacking the keys (else: an error)."),
     source: str = typer.Option(None, help="Source text stored with new structures "
                                           "(default: the file name)."),
-    batch_size: int = typer.Option(20000, help="Structures per transaction."),
+    batch_size: int = typer.Option(20000, min=1, help="Structures per transaction."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
     """Ingest FILES as one run: all files are read and checked first, then written in batches.
@@ -40,26 +43,60 @@ def ingest(
     for an existing (structure, level) is a conflict: reported, not written.
     """
     from registry.chem.units import energy_factor
-    from registry.errors import BadInput
 
     energy_factor(units)  # unknown units: an error before any reading
-    if batch_size < 1:
-        raise BadInput("--batch-size must be at least 1")
+    committed = {"batches": 0, "total": None}
+
+    def writing(done: int, total: int) -> None:  # called after each committed batch
+        committed["batches"] += 1
+        committed["total"] = total
+        progress.update(task_files, description="writing", completed=done, total=total)
+
     with open_registry() as reg:
+        last_run = max((r["id"] for r in reg.list_runs(limit=1)), default=0)
         progress, update = progress_bar("reading")
-        with progress:
-            task_files = progress.tasks[0].id
-            summary = reg.ingest_files(
-                [str(f) for f in files], level, units=units, energy_key=energy_key,
-                forces_key=forces_key, dipole_key=dipole_key, charges_key=charges_key,
-                stress_key=stress_key, skip_missing=skip_missing, source=source,
-                batch_size=batch_size, on_file=update,
-                on_progress=lambda done, total: (
-                    progress.update(task_files, description="writing", completed=done,
-                                    total=total)))
+        try:
+            with progress:
+                task_files = progress.tasks[0].id
+                summary = reg.ingest_files(
+                    [str(f) for f in files], level, units=units, energy_key=energy_key,
+                    forces_key=forces_key, dipole_key=dipole_key, charges_key=charges_key,
+                    stress_key=stress_key, skip_missing=skip_missing, source=source,
+                    batch_size=batch_size, on_file=update, on_progress=writing)
+        except KeyboardInterrupt:
+            raise Interrupted(_kept(reg, last_run, committed, batch_size)) from None
     if as_json:
         return print_json(summary.to_dict())
     _print_summary(summary, level)
+
+
+def _kept(reg, last_run: int, committed: dict, batch_size: int) -> str:
+    """What an interrupted ingest kept: ``N of M batches committed``.
+
+    The count of progress calls is exact on SQLite; on PostgreSQL a batch already being
+    written when Ctrl-C came still commits, so the run's recorded totals (this process's
+    ingest run, newer than ``last_run``) are read too and the larger count wins.
+    """
+    n, total = committed["batches"], committed["total"]
+    run_id = None
+    try:
+        for r in reg.list_runs(kind="ingest", limit=5):
+            if r["id"] <= last_run:
+                break
+            full = reg.get_run(r["id"])
+            env = full.get("environment") or {}
+            if env.get("pid") == os.getpid() and env.get("hostname") == socket.gethostname():
+                run_id, result = r["id"], full.get("result") or {}
+                stored = result.get("structures_new", 0) + result.get("structures_existing", 0)
+                n = max(n, math.ceil(stored / batch_size))
+                break
+    except Exception:  # noqa: BLE001  (the message must not hide the interrupt)
+        pass
+    if run_id is None and not n:
+        return "stopped before writing anything; re-run to ingest"
+    of = "" if total is None else f" of {math.ceil(total / batch_size)}"
+    run = "" if run_id is None else f" (run {run_id}, recorded as interrupted)"
+    return f"{n}{of} batches committed{run}; re-run to complete"
 
 
 def _print_summary(summary, level) -> None:

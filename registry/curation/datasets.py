@@ -32,7 +32,7 @@ from ..store.schema import (
 )
 from .dataset_hash import dataset_hash
 from .dedup import near_duplicates
-from .splits import GROUP_BY, SPLIT_NAMES, assign_splits, parse_fractions
+from .splits import GROUP_BY, SPLIT_NAMES, assign_splits, check_seed, parse_fractions
 
 _RETRIES = 5
 
@@ -130,6 +130,7 @@ def create_dataset_version(reg, name: str, *, levels: list[str] | str,
     if not levels:
         raise BadInput("give at least one level of theory (--level)")
     fractions = parse_fractions(split)
+    seed = check_seed(seed)
     if group_by not in GROUP_BY:
         raise BadInput(f"--group-by {group_by!r}: expected one of {', '.join(GROUP_BY)}")
     with reg.session() as s:
@@ -244,9 +245,15 @@ def _drop_near_duplicates(reg, sel: dict, tolerance: float) -> tuple[dict, int]:
     return out, len(sel["structure_ids"]) - len(keep)
 
 
+_LATEST_IS_AUTOMATIC = ("'latest' is automatic (it always names the newest version of the "
+                        "dataset) and cannot be {}")
+
+
 def alias_dataset(reg, ref: str, alias: str) -> dict:
     """Point ``alias`` of the dataset at the version ``ref`` names (must exist)."""
     check_alias(alias)
+    if alias == LATEST:
+        raise BadInput(_LATEST_IS_AUTOMATIC.format("set"))
     with reg.session() as s:
         dv, name = dataset_version(s, ref)
         _set_alias(s, dv.dataset_id, alias, dv.id)
@@ -254,6 +261,8 @@ def alias_dataset(reg, ref: str, alias: str) -> dict:
 
 
 def remove_dataset_alias(reg, name: str, alias: str) -> None:
+    if alias == LATEST:
+        raise BadInput(_LATEST_IS_AUTOMATIC.format("removed"))
     with reg.session() as s:
         ds = s.scalar(select(Dataset).where(Dataset.name == name))
         n = 0 if ds is None else s.execute(delete(DatasetAlias).where(

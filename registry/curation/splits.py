@@ -36,12 +36,21 @@ def parse_fractions(text) -> tuple[float, float, float]:
     return tuple(vals)
 
 
+def check_seed(seed) -> int:
+    """``seed`` as an int if it is an integer >= 0 (what ``numpy.random.default_rng`` takes),
+    else :class:`BadInput`."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise BadInput(f"seed {seed!r}: expected an integer >= 0")
+    return int(seed)
+
+
 def assign_splits(keys: list[str], groups: list[str], fractions, seed: int) -> np.ndarray:
     """Split index (0/1/2) per member; members sharing a group share a split.
 
     ``keys`` order members canonically (ties between groups are broken by the group string);
     the result does not depend on the order the members are given in.
     """
+    seed = check_seed(seed)
     n = len(keys)
     if len(groups) != n:
         raise ValueError("keys and groups differ in length")

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import BadInput, DatabaseUnavailable, SchemaOutOfDate
+from ..errors import BadInput, Conflict, DatabaseUnavailable, SchemaOutOfDate
 
 SQLITE_CACHE = -262144  # page cache of a connection, KiB (negative: a size, not pages)
 
@@ -185,18 +185,92 @@ def alembic_config(url: str):
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    """Create or upgrade the schema at ``url`` (``nnp db upgrade``)."""
+def upgrade(url: str, revision: str = "head") -> dict:
+    """Create or upgrade the schema at ``url`` to ``revision`` (``nnp db upgrade``).
+
+    Returns ``{"from", "to", "applied"}`` (``applied`` empty when already there). A target
+    older than the database is refused (that is a downgrade, which drops data), as is an
+    unknown revision.
+    """
     from alembic import command
 
-    check_reachable(make_engine(url))
-    command.upgrade(alembic_config(url), revision)
+    plan = _plan(url, revision, "upgrade")
+    if plan["from"] != plan["to"]:
+        command.upgrade(alembic_config(url), plan["to"])
+    return {k: plan[k] for k in ("from", "to", "applied")}
 
 
-def downgrade(url: str, revision: str) -> None:
+def downgrade(url: str, revision: str, *, dry_run: bool = False) -> dict:
+    """Downgrade the schema at ``url`` to ``revision`` (``"base"``: no schema at all).
+
+    Returns ``{"from", "to", "undone": [{"revision", "doc"}], "rows"}``, ``rows`` being the
+    structures and labels the database holds; with ``dry_run`` nothing is changed (what
+    ``nnp db downgrade`` shows before it asks for ``--yes``). A target newer than the
+    database is refused, as is an unknown revision.
+    """
     from alembic import command
 
-    command.downgrade(alembic_config(url), revision)
+    plan = _plan(url, revision, "downgrade")
+    if not dry_run and plan["from"] != plan["to"]:
+        command.downgrade(alembic_config(url), plan["to"] or "base")
+    return {k: plan[k] for k in ("from", "to", "undone", "rows")}
+
+
+def _plan(url: str, revision: str, direction: str) -> dict:
+    """Where the database is, where ``revision`` is, and the revisions in between."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config(url))
+    chain = list(reversed(list(script.walk_revisions())))  # base -> head, one line
+    order = [sc.revision for sc in chain]
+    names = {"head": order[-1], **({"base": None} if direction == "downgrade" else {})}
+    wanted = str(revision).strip()
+    if wanted in names:
+        target = names[wanted]
+    elif wanted in order:
+        target = wanted
+    else:
+        raise BadInput(f"unknown revision {revision!r}: known revisions are "
+                       f"{', '.join([*order, *names])}")
+    engine = make_engine(url)
+    try:
+        check_reachable(engine)
+        current = current_revision(engine)
+        rows = _row_counts(engine)
+    finally:
+        engine.dispose()
+    if current is not None and current not in order:
+        raise Conflict(f"database is at revision {current!r}, unknown to this code (known: "
+                       f"{', '.join(order)}); use the nnp-registry version that made it")
+
+    def pos(rev):
+        return -1 if rev is None else order.index(rev)
+
+    shown = current or "no schema"
+    if direction == "upgrade" and pos(current) > pos(target):
+        raise Conflict(f"database is at {shown}, newer than {target}; going back drops data: "
+                       f"use `nnp db downgrade {target} --yes`")
+    if direction == "downgrade" and pos(target) > pos(current):
+        raise Conflict(f"database is at {shown}, older than {target}; "
+                       f"use `nnp db upgrade {target}`")
+    lo, hi = sorted((pos(current), pos(target)))
+    between = chain[lo + 1: hi + 1]
+    return {"from": current, "to": target, "applied": [sc.revision for sc in between],
+            "undone": [{"revision": sc.revision, "doc": sc.doc} for sc in reversed(between)],
+            "rows": rows}
+
+
+def _row_counts(engine: Engine) -> dict[str, int]:
+    """Rows of the tables a downgrade puts at risk (those that exist)."""
+    from sqlalchemy import func, select, table
+
+    out = {}
+    with engine.connect() as conn:
+        present = set(inspect(conn).get_table_names())
+        for name in ("structures", "labels"):
+            if name in present:
+                out[name] = conn.execute(select(func.count()).select_from(table(name))).scalar()
+    return out
 
 
 def current_revision(engine: Engine) -> str | None:
