@@ -330,8 +330,6 @@ def test_tolerance_named_as_typed(seeded):
     assert rows(seeded) == before
 
 
-@pytest.mark.xfail(strict=False, reason="needs registry/curation/datasets.py to validate "
-                                        "exclude_duplicates with check_tolerance(...)")
 def test_exclude_duplicates_named_as_typed(seeded, nnp, capsys):
     before = rows(seeded)
     err = refused(nnp, capsys, "dataset", "create", "d", "--level", "pbe",

@@ -31,7 +31,7 @@ from ..store.schema import (
     utcnow,
 )
 from .dataset_hash import dataset_hash
-from .dedup import near_duplicates
+from .dedup import check_tolerance, near_duplicates
 from .splits import GROUP_BY, SPLIT_NAMES, assign_splits, check_seed, parse_fractions
 
 _RETRIES = 5
@@ -131,6 +131,8 @@ def create_dataset_version(reg, name: str, *, levels: list[str] | str,
         raise BadInput("give at least one level of theory (--level)")
     fractions = parse_fractions(split)
     seed = check_seed(seed)
+    if exclude_duplicates is not None:
+        exclude_duplicates = check_tolerance(exclude_duplicates, "--exclude-duplicates")
     if group_by not in GROUP_BY:
         raise BadInput(f"--group-by {group_by!r}: expected one of {', '.join(GROUP_BY)}")
     with reg.session() as s:
@@ -146,7 +148,7 @@ def create_dataset_version(reg, name: str, *, levels: list[str] | str,
     sel = select_members(reg, levels=names, filter=filter, group_by=group_by, delta=dspec)
     excluded = 0
     if exclude_duplicates is not None:
-        sel, excluded = _drop_near_duplicates(reg, sel, float(exclude_duplicates))
+        sel, excluded = _drop_near_duplicates(reg, sel, exclude_duplicates)
     n = len(sel["structure_ids"])
     if n == 0:
         raise BadInput(f"no structure matches filter {filter!r} with an ok label at "

@@ -157,9 +157,12 @@ def _write_all(reg, batch, plan, level_ids, handle, batch_size, totals, on_progr
     done = 0
     inflight: deque = deque()
 
-    def collect(fut):
+    def collect():
+        # The oldest write leaves the in-flight list only once its result is in hand, so an
+        # interrupt while waiting on it still counts it below (it commits regardless).
         nonlocal done
-        counts, size = fut.result()
+        counts, size = inflight[0].result()
+        inflight.popleft()
         totals.add(counts)
         done += size
         if on_progress:
@@ -185,9 +188,9 @@ def _write_all(reg, batch, plan, level_ids, handle, batch_size, totals, on_progr
                     continue
                 inflight.append(io.submit(write, part))
                 if len(inflight) >= parallel:
-                    collect(inflight.popleft())
+                    collect()
             while inflight:
-                collect(inflight.popleft())
+                collect()
         finally:  # on an error, count what the other writers committed
             for fut in inflight:
                 if fut.exception() is None:
