@@ -8,6 +8,9 @@ import typer
 
 from ._app import app, console, open_registry, print_json
 
+# Ranks are INTEGER (32-bit) columns; the registry refuses values beyond, naming the range.
+RANK_MAX = 2**31 - 1
+
 levels_app = typer.Typer(help="Levels of theory.", no_args_is_help=True)
 app.add_typer(levels_app, name="levels")
 
@@ -20,7 +23,8 @@ def add(
     program: str = typer.Option(None, help="Program, e.g. orca."),
     program_version: str = typer.Option(None, help="Program version."),
     keywords: str = typer.Option(None, help="Settings as a JSON object."),
-    fidelity_rank: int = typer.Option(None, help="Higher is more accurate."),
+    fidelity_rank: int = typer.Option(None, min=-RANK_MAX - 1, max=RANK_MAX,
+                                      help="Higher is more accurate."),
     description: str = typer.Option(None, help="Free text."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):

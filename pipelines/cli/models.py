@@ -13,6 +13,7 @@ models_app = typer.Typer(help="Model versions. REF is NAME, NAME:VERSION or NAME
 app.add_typer(models_app, name="models")
 
 JSON = typer.Option(False, "--json", help="Print JSON.")
+INT64_MAX = 2**63 - 1  # the largest count or version bound both backends bind
 
 
 def _json_arg(value: str | None, what: str):
@@ -31,8 +32,9 @@ def _json_arg(value: str | None, what: str):
 @models_app.command("list")
 def list_models(
     name: str = typer.Argument(None, help="A model: list its versions (newest first)."),
-    limit: int = typer.Option(50, help="Versions per page."),
-    before: int = typer.Option(None, help="Show versions below this one (next page)."),
+    limit: int = typer.Option(50, min=1, max=INT64_MAX, help="Versions per page."),
+    before: int = typer.Option(None, min=1, max=INT64_MAX,
+                               help="Show versions below this one (next page)."),
     as_json: bool = JSON,
 ):
     """List models, or the versions of NAME."""

@@ -9,6 +9,7 @@ import typer
 from ._app import app, console, open_registry, print_json
 
 FORMATS = ("table", "json", "ids")
+INT64_MAX = 2**63 - 1  # the largest LIMIT both backends take (a BIGINT)
 
 
 @app.command("query")
@@ -19,7 +20,8 @@ def query(
                               help="Level for _nnp_energy, _nnp_energy_per_atom, "
                                    "_nnp_max_force (and the energy columns shown)."),
     count: bool = typer.Option(False, "--count", help="Print only the number of matches."),
-    limit: int = typer.Option(None, "--limit", "-n", min=0, help="At most N structures."),
+    limit: int = typer.Option(None, "--limit", "-n", min=0, max=INT64_MAX,
+                              help="At most N structures."),
     fmt: str = typer.Option("table", "--format", "-f", help="table, json or ids."),
     output: Path = typer.Option(None, "--output", "-o",
                                 help="Export the matches to OUT.xyz/.extxyz, OUT.db or "

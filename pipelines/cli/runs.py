@@ -6,6 +6,8 @@ import typer
 
 from ._app import app, console, open_registry, print_json
 
+INT64_MAX = 2**63 - 1  # run ids and counts are BIGINTs
+
 runs_app = typer.Typer(help="Provenance runs.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 
@@ -14,7 +16,7 @@ app.add_typer(runs_app, name="runs")
 def list_runs(
     kind: str = typer.Option(None, help="Only runs of this kind (ingest, train, ...)."),
     status: str = typer.Option(None, help="running, ok, failed or interrupted."),
-    limit: int = typer.Option(20, help="How many, newest first."),
+    limit: int = typer.Option(20, min=1, max=INT64_MAX, help="How many, newest first."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Newest runs first; a killed run shows as `interrupted`."""
@@ -36,7 +38,8 @@ def list_runs(
 
 
 @runs_app.command("show")
-def show(run_id: int, as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+def show(run_id: int = typer.Argument(..., min=1, max=INT64_MAX, help="The run id."),
+         as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """One run: parameters, result, environment, inputs and outputs."""
     with open_registry() as reg:
         run = reg.get_run(run_id)

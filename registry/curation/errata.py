@@ -12,10 +12,19 @@ from ..errors import BadInput, NotFound
 from ..models.versions import models_using_dataset_versions
 from ..store.levels import get_level
 from ..store.lookups import dataset_version
+from ..store.refs import check_int, check_text, fits_id
 from ..store.runs import run
 from ..store.schema import Dataset, DatasetMember, DatasetVersion, Label, Structure
 
 _CHUNK = 5000
+
+
+def _label_ids(label_ids) -> list[int]:
+    """The ids as ints (BadInput for anything but integers); ids outside 1..2**63-1 are
+    kept, as ids that match no label (a driver would refuse to bind them)."""
+    if isinstance(label_ids, str | bytes) or not hasattr(label_ids, "__iter__"):
+        label_ids = [label_ids]
+    return [check_int(i, "label id", lo=None, hi=None) for i in label_ids]
 
 
 def _chunks(ids):
@@ -28,8 +37,9 @@ def retract_labels(reg, *, level: str, reason: str, filter: str | None = None,
                    label_ids=None) -> dict:
     """Retract the ``ok`` labels at ``level`` of structures matching ``filter`` (or the
     given ``label_ids``); returns the count, the ids and their impact."""
-    if not reason or not reason.strip():
+    if not isinstance(reason, str) or not reason.strip():
         raise BadInput("a retraction needs a --reason")
+    check_text(reason, "retraction reason")
     if filter is None and label_ids is None:
         raise BadInput("give --filter (use a filter matching all to retract everything)")
     lv = get_level(reg, level)
@@ -42,7 +52,7 @@ def retract_labels(reg, *, level: str, reason: str, filter: str | None = None,
             q = q.where(Label.structure_id.in_(select(Structure.id).where(clause)))
         if label_ids is not None:
             found = []
-            for chunk in _chunks(int(i) for i in label_ids):
+            for chunk in _chunks(i for i in _label_ids(label_ids) if fits_id(i)):
                 found += s.scalars(q.where(Label.id.in_(chunk))).all()
             ids = sorted(found)
         else:
@@ -73,14 +83,14 @@ def impact(reg, ref: str | None = None, *, label_ids=None) -> dict:
             dv_ids = {dataset_version(s, ref)[0].id}
             hits: dict[int, int] = {}
         elif label_ids is not None:
-            ids = [int(i) for i in label_ids]
+            ids = _label_ids(label_ids)
             have = set()
-            for chunk in _chunks(ids):
+            for chunk in _chunks(i for i in ids if fits_id(i)):
                 have.update(s.scalars(select(Label.id).where(Label.id.in_(chunk))))
             if missing := sorted(set(ids) - have):
                 raise NotFound(f"no label with id {', '.join(map(str, missing[:10]))}")
             hits = {}
-            for chunk in _chunks(ids):
+            for chunk in _chunks(sorted(have)):
                 for vid, n in s.execute(select(DatasetMember.version_id, func.count())
                                         .where(DatasetMember.label_id.in_(chunk))
                                         .group_by(DatasetMember.version_id)):

@@ -185,7 +185,7 @@ def _run_id(run) -> int | None:
     run_id = getattr(run, "id", run)
     if run_id is None:
         return None
-    run_id = check_int(run_id, "run id", lo=-(2**63))
+    run_id = check_int(run_id, "run id", lo=None, hi=None)
     if not fits_id(run_id):
         raise NotFound(f"no run with id {run_id}")
     return run_id
@@ -435,7 +435,7 @@ def list_model_versions(reg, name: str, *, limit: int = 50,
     """Versions of ``name``, newest first, ``limit`` per page (next page: ``before=``)."""
     limit = check_int(limit, "limit")
     if before is not None:
-        before = check_int(before, "before", lo=-(2**63))
+        before = check_int(before, "before", lo=None, hi=None)
         if before > int_range(ModelVersion.version)[1]:
             before = None  # every version is below it
         else:

@@ -7,6 +7,7 @@ from datetime import UTC
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import aliased
 
+from ..store.refs import check_int
 from ..store.schema import Composition, Label, Structure
 from . import structure_filter  # the package entry point (parses lazily)
 from .ast import Cond
@@ -17,9 +18,15 @@ ROW_COLUMNS = ("id", "hash", "formula", "nsites", "nelements", "nperiodic", "sou
 LEVEL_COLUMNS = ("energy", "energy_per_atom", "max_force")
 
 
+def _limit(limit: int | None) -> int | None:
+    """None (all) or an integer 0..2**63-1: the range a LIMIT takes on both backends."""
+    return None if limit is None else check_int(limit, "limit", lo=0)
+
+
 def query_ids(reg, filter: str | Cond | None = None, *, level: str | None = None,
               limit: int | None = None) -> list[int]:
     """Ids of the structures matching ``filter`` (OPTIMADE text or :data:`Q`), by id."""
+    limit = _limit(limit)
     with reg.session() as s:
         q = (select(Structure.id).where(structure_filter(filter, level=level, session=s))
              .order_by(Structure.id))
@@ -30,6 +37,7 @@ def query(reg, filter: str | Cond | None = None, *, level: str | None = None,
           limit: int | None = None) -> list[dict]:
     """Matching structures as dicts (:data:`ROW_COLUMNS`, plus the ok label's energy,
     energy per atom and max force at ``level`` when given), ordered by id."""
+    limit = _limit(limit)
     with reg.session() as s:
         where = structure_filter(filter, level=level, session=s)
         cols = [Structure.id, Structure.hash, Composition.formula_hill, Structure.n_atoms,

@@ -9,7 +9,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from ..errors import BadInput
 from .fields import FIELDS, check_has, check_op
+
+# How big a filter may be: both backends answer every filter within these, and anything
+# beyond is refused with a clear message (docs/queries.md). The depth is bound by SQLite,
+# whose parser has a fixed stack of about 100 entries: each nested AND/OR group holds one,
+# and a sub-query deep inside (energy per atom) about 30 more.
+MAX_DEPTH = 64  # nested AND/OR groups (parentheses in the text)
+MAX_TERMS = 1000  # conditions, counting each value of a HAS list
 
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "=", "!=": "!="}
 Value = str | int | float
@@ -31,7 +39,7 @@ class Cond:
         return Or((*_items(self, Or), *_items(_cond(other), Or)))
 
     def __invert__(self) -> Cond:
-        return Not(self)
+        return negate(self)
 
     def __bool__(self):
         raise TypeError("a filter has no truth value: combine filters with &, | and ~, "
@@ -138,6 +146,74 @@ class Not(Cond):
 
     def __str__(self) -> str:
         return "NOT " + _wrap(self.item, (And, Or, Not))
+
+
+def all_of(items) -> Cond:
+    """``items`` AND'ed, nested ANDs spliced in (one flat level)."""
+    items = tuple(x for i in items for x in _items(_cond(i), And))
+    return items[0] if len(items) == 1 else And(items)
+
+
+def any_of(items) -> Cond:
+    """``items`` OR'ed, nested ORs spliced in (one flat level)."""
+    items = tuple(x for i in items for x in _items(_cond(i), Or))
+    return items[0] if len(items) == 1 else Or(items)
+
+
+def negate(item: Cond) -> Cond:
+    """``NOT item``; ``NOT NOT x`` is ``x`` (filters are two-valued)."""
+    return item.item if isinstance(item, Not) else Not(item)
+
+
+def pushed_in(node: Cond, negated: bool = False) -> Cond:
+    """``node`` with every NOT moved onto a condition (De Morgan; filters are two-valued),
+    and AND/OR levels that become alike merged: ``NOT (a AND NOT (b OR c))`` is
+    ``NOT a OR b OR c``. Never deeper than ``node``, so it recurses at most
+    :data:`MAX_DEPTH` levels once the size is checked."""
+    while isinstance(node, Not):  # a loop: only AND/OR levels recurse
+        node, negated = node.item, not negated
+    if isinstance(node, And | Or):
+        items = [pushed_in(i, negated) for i in node.items]
+        return any_of(items) if isinstance(node, And) == negated else all_of(items)
+    return Not(node) if negated else node
+
+
+def measure(node: Cond) -> tuple[int, int]:
+    """(depth, terms): nested AND/OR levels (a NOT adds none: pushed onto the conditions,
+    it merges with the levels around it), and conditions (each value of a HAS list counts).
+    Walked with a list, not recursion, so any tree can be measured."""
+    depth = terms = 0
+    todo = [(node, 0)]
+    while todo:
+        n, d = todo.pop()
+        if isinstance(n, And | Or):
+            todo.extend((i, d + 1) for i in n.items)
+        elif isinstance(n, Not):
+            todo.append((n.item, d))
+        else:
+            depth = max(depth, d)
+            terms += len(n.values) if isinstance(n, Has) else 1
+    return depth, terms
+
+
+def check_size(node: Cond) -> Cond:
+    """``node`` unchanged if within :data:`MAX_DEPTH` and :data:`MAX_TERMS`, else BadInput."""
+    depth, terms = measure(node)
+    if depth > MAX_DEPTH:
+        raise depth_error(depth)
+    if terms > MAX_TERMS:
+        raise terms_error(terms)
+    return node
+
+
+def depth_error(depth: int) -> BadInput:
+    return BadInput(f"filter nests {depth} levels deep (parentheses, or AND inside OR inside "
+                    f"AND...); the limit is {MAX_DEPTH}")
+
+
+def terms_error(terms: int) -> BadInput:
+    return BadInput(f"filter has {terms} conditions (each HAS value counts); the limit is "
+                    f"{MAX_TERMS}: use HAS ANY lists or split the query")
 
 
 def _wrap(c: Cond, kinds) -> str:

@@ -9,22 +9,44 @@ conditions are ``EXISTS`` (or count) sub-queries on ``composition_elements`` (ke
 are ``EXISTS`` sub-queries on ``labels`` (partial unique index ``(level_id, structure_id)
 WHERE status = 'ok'``). Sub-queries are correlated to ``structures`` only, so the clause also
 works in queries that join labels or dataset members themselves.
+
+Wide and deep filters stay within what both backends accept (sizes: :mod:`.ast`): OR'd
+equalities on one field become one ``IN`` list; long AND/OR lists are cut into parenthesised
+groups of :data:`GROUP`, so SQLite's expression tree stays shallow; and in each AND/OR the
+most deeply nested operand comes first, where SQLite's parser stack grows least. An integer
+beyond its column's range compares as it would with any stored value (``nsites > 3e9`` is
+false), rather than PostgreSQL failing to cast it and SQLite answering.
 """
 
 from __future__ import annotations
 
 import operator
 
-from sqlalchemy import Float, Integer, and_, case, cast, exists, func, not_, null, or_, select, true
+from sqlalchemy import (
+    Float,
+    Integer,
+    and_,
+    case,
+    cast,
+    exists,
+    false,
+    func,
+    not_,
+    null,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import Grouping
 from sqlalchemy.sql.functions import FunctionElement
 
 from ..chem.elements import symbol_to_z
 from ..errors import BadInput
 from ..store.levels import canonical_name, level_row
 from ..store.lookups import dataset_version
-from ..store.refs import LATEST, parse_ref
+from ..store.refs import LATEST, int_range, parse_ref
 from ..store.schema import (
     Composition,
     CompositionElement,
@@ -53,6 +75,98 @@ COMPOSITION = {
 }
 _COMPOSITION_FIELDS = {*COMPOSITION, "elements"}
 _NULLABLE = {"_nnp_source"}
+# fields whose OR'd equalities (and HAS / HAS ANY values) merge into one IN list
+_MERGE_EQ = {"id", "nperiodic_dimensions", "_nnp_source", "_nnp_dataset", "_nnp_run",
+             *COMPOSITION}
+_MERGE_HAS = {"elements", "_nnp_levels", "_nnp_dataset", "_nnp_run"}
+GROUP = 32  # operands per AND/OR list before it is cut into parenthesised groups
+
+
+class _Group(Grouping):
+    """Parentheses SQLAlchemy keeps: it splices a nested AND into an AND (and OR into OR),
+    which would undo the grouping of :func:`_wide`."""
+
+    inherit_cache = True
+    operator = None
+
+
+def _wide(op, clauses: list):
+    """``op(*clauses)`` (``and_`` or ``or_``) as groups of at most :data:`GROUP` operands,
+    so the expression tree SQLite builds (one level per operand) stays shallow."""
+    while len(clauses) > GROUP:
+        clauses = [_Group(op(*clauses[i:i + GROUP])) if len(clauses[i:i + GROUP]) > 1
+                   else clauses[i] for i in range(0, len(clauses), GROUP)]
+    return op(*clauses)
+
+
+def _compare(col, op: str, v):
+    """``col OP v``. An integer beyond an integer column's range compares as it does with
+    every value the column holds: PostgreSQL would fail to cast the parameter to the column
+    type, and SQLite to bind one beyond 64 bits."""
+    if isinstance(v, int) and not isinstance(v, bool) and isinstance(col.type, Integer):
+        lo, hi = int_range(col)
+        if v > hi:
+            holds = op in ("!=", "<", "<=")
+        elif v < lo:
+            holds = op in ("!=", ">", ">=")
+        else:
+            return _OPS[op](col, v)
+        return col.isnot(None) if holds else false()
+    return _OPS[op](col, v)
+
+
+def _in_range(col, values) -> list:
+    """The ``values`` an integer column can hold (the others equal no row)."""
+    lo, hi = int_range(col)
+    return [v for v in values if lo <= v <= hi]
+
+
+def _one_of(col, values):
+    """``col`` equals one of ``values`` (``=`` for one, ``IN`` for more, false for none)."""
+    if isinstance(col.type, Integer):
+        values = _in_range(col, values)
+    if not values:
+        return false()
+    return col == values[0] if len(values) == 1 else col.in_(values)
+
+
+def _depth(node: ast.Cond) -> int:
+    """Nested AND/OR/NOT levels below ``node`` (bounded by ``ast.MAX_DEPTH`` once checked)."""
+    if isinstance(node, ast.And | ast.Or):
+        return 1 + max(_depth(i) for i in node.items)
+    if isinstance(node, ast.Not):
+        return 1 + _depth(node.item)
+    return 0
+
+
+def _merge_key(node: ast.Cond):
+    """(field, kind) if ``node`` is "field equals one of these values" (else None)."""
+    if isinstance(node, ast.Cmp) and node.op == "=" and node.field in _MERGE_EQ:
+        return node.field, isinstance(node.value, str)
+    if isinstance(node, ast.Has) and node.mode in ("", "ANY") and node.field in _MERGE_HAS:
+        return node.field, True
+    return None
+
+
+def _merged(items, negated: bool = False) -> tuple[dict, list]:
+    """({(field, kind): values}, the other items) of OR'd ``items`` (or, ``negated``, of
+    AND'ed ``NOT item``s); values in order, once."""
+    groups: dict = {}
+    rest = []
+    for i in items:
+        if negated != isinstance(i, ast.Not):
+            rest.append(i)
+            continue
+        key = _merge_key(i.item if negated else i)
+        if key is None:
+            rest.append(i)
+            continue
+        i = i.item if negated else i
+        values = groups.setdefault(key, [])
+        for v in (i.values if isinstance(i, ast.Has) else (i.value,)):
+            if v not in values:
+                values.append(v)
+    return groups, rest
 
 
 class strpos(FunctionElement):
@@ -122,11 +236,13 @@ class Compiler:
         self.session = session
 
     def root(self, node: ast.Cond):
-        """Compile a whole filter (see the module docstring)."""
-        return self(node)
+        """Compile a whole filter (see the module docstring); BadInput beyond the sizes of
+        :mod:`.ast`. NOTs are pushed onto the conditions first: each nested ``NOT (...)``
+        would cost SQLite's parser stack more than the AND/OR levels it can merge with."""
+        return self(ast.check_size(ast.pushed_in(ast.check_size(node))))
 
     def __call__(self, node: ast.Cond):
-        if not isinstance(node, ast.And) and _composition_only(node):
+        if not isinstance(node, ast.And | ast.Or) and _composition_only(node):
             return _in_compositions(self._composition(node))
         kind = type(node).__name__
         return getattr(self, "_" + kind.lower())(node)
@@ -134,13 +250,17 @@ class Compiler:
     def _composition(self, node: ast.Cond):
         """``node`` (composition-only) as a condition on a ``compositions`` row."""
         if isinstance(node, ast.And):
-            return and_(*(self._composition(i) for i in node.items))
+            groups, rest = _merged(node.items, negated=True)
+            merged = [not_(self._composition_in(f, vs)) for (f, _), vs in groups.items()]
+            return _wide(and_, [self._composition(i) for i in _deepest_first(rest)] + merged)
         if isinstance(node, ast.Or):
-            return or_(*(self._composition(i) for i in node.items))
+            groups, rest = _merged(node.items)
+            merged = [self._composition_in(f, vs) for (f, _), vs in groups.items()]
+            return _wide(or_, [self._composition(i) for i in _deepest_first(rest)] + merged)
         if isinstance(node, ast.Not):
             return not_(self._composition(node.item))
         if isinstance(node, ast.Length):
-            return _OPS[node.op](C.nelements, node.n)
+            return _compare(C.nelements, node.op, node.n)
         if isinstance(node, ast.Has):
             zs = [symbol_to_z(v) for v in node.values]
             if node.mode == "ONLY":  # every element present is listed: count the listed ones
@@ -152,35 +272,72 @@ class Compiler:
             return expr if node.known else not_(expr)
         if isinstance(node, ast.Fuzzy):
             return _fuzzy(COMPOSITION[node.field], node.op, node.value)
-        return _OPS[node.op](COMPOSITION[node.field], node.value)  # ast.Cmp
+        return _compare(COMPOSITION[node.field], node.op, node.value)  # ast.Cmp
+
+    @staticmethod
+    def _composition_in(field: str, values: list):
+        if field == "elements":
+            return _elements([symbol_to_z(v) for v in values])
+        return _one_of(COMPOSITION[field], values)
 
     # ------------------------------------------------------------- boolean structure
     def _everything(self, node):
         return true()
 
     def _and(self, node):
-        """The composition-only items go into one ``composition_id IN (...)``."""
+        """The composition-only items go into one ``composition_id IN (...)``, and NOT'ed
+        equalities on one field into one ``NOT IN`` list."""
         comp = [i for i in node.items if _composition_only(i)]
-        rest = [self(i) for i in node.items if not _composition_only(i)]
+        groups, rest = _merged((i for i in node.items if not _composition_only(i)),
+                               negated=True)
+        parts = []
         if comp:
-            rest.insert(0, _in_compositions(and_(*(self._composition(i) for i in comp))))
-        return and_(*rest)
+            parts.append((max(map(_depth, comp)), _in_compositions(
+                self._composition(comp[0] if len(comp) == 1 else ast.And(tuple(comp))))))
+        parts += [(_depth(i), self(i)) for i in rest]
+        parts += [(0, not_(self._one_of(f, is_text, vs)))
+                  for (f, is_text), vs in groups.items()]
+        return _wide(and_, _by_depth(parts))
 
     def _or(self, node):
-        return or_(*(self(i) for i in node.items))
+        """Composition-only items go into one ``composition_id IN (...)`` and equalities on
+        one field into one ``IN`` list."""
+        comp = [i for i in node.items if _composition_only(i)]
+        groups, rest = _merged(i for i in node.items if not _composition_only(i))
+        parts = []
+        if comp:
+            parts.append((max(map(_depth, comp)), _in_compositions(
+                self._composition(comp[0] if len(comp) == 1 else ast.Or(tuple(comp))))))
+        parts += [(_depth(i), self(i)) for i in rest]
+        parts += [(0, self._one_of(f, is_text, vs)) for (f, is_text), vs in groups.items()]
+        return _wide(or_, _by_depth(parts))
 
     def _not(self, node):
         return not_(self(node.item))
+
+    def _one_of(self, field: str, is_text: bool, values: list):
+        """The structure's ``field`` equals one of ``values`` (OR'd equalities, merged)."""
+        if field == "id":
+            return _one_of(S.hash if is_text else S.id, values)
+        if field == "_nnp_levels":
+            return self._labelled([self._level_id(v) for v in values])
+        if field == "_nnp_dataset":
+            return self._member([self._version_id(v) for v in values])
+        if field == "_nnp_run":
+            return self._made_by(values)
+        col = COLUMNS[field]
+        expr = _one_of(col, values)
+        return and_(col.isnot(None), expr) if field in _NULLABLE else expr
 
     # ------------------------------------------------------------------ comparisons
     def _cmp(self, node: ast.Cmp):
         f, op, v = node.field, _OPS[node.op], node.value
         if f in COLUMNS:
             col = COLUMNS[f]
-            expr = op(col, parse_time(v) if f == "last_modified" else v)
+            expr = _compare(col, node.op, parse_time(v) if f == "last_modified" else v)
             return and_(col.isnot(None), expr) if f in _NULLABLE else expr
         if f == "id":
-            return op(S.hash if isinstance(v, str) else S.id, v)
+            return _compare(S.hash if isinstance(v, str) else S.id, node.op, v)
         if FIELDS[f].needs_level:
             lab, value = self._level_value(f)
             return _sub(*lab, op(value, v))  # NULL compares as not true
@@ -230,7 +387,7 @@ class Compiler:
     def _set(mode, keys, test):
         """HAS / ALL / ANY / ONLY from ``test(keys, negate=False)`` (an EXISTS)."""
         if mode == "ALL":
-            return and_(*(test([k]) for k in keys))
+            return _wide(and_, [test([k]) for k in keys])
         if mode == "ONLY":
             return not_(test(keys, negate=True))
         return test(keys)
@@ -256,6 +413,9 @@ class Compiler:
     @staticmethod
     def _made_by(run_ids, negate=False):
         lab = aliased(Label)
+        run_ids = _in_range(S.run_id, run_ids)  # no run has an id beyond 64 bits
+        if not run_ids:
+            return false()
         return or_(S.run_id.in_(run_ids), _sub(lab.structure_id == S.id,
                                                 lab.run_id.in_(run_ids)))
 
@@ -278,6 +438,17 @@ class Compiler:
 
     def _version_id(self, ref_text: str):
         return dataset_version_id(ref_text, self.session)
+
+
+def _deepest_first(items) -> list:
+    return sorted(items, key=_depth, reverse=True)
+
+
+def _by_depth(parts) -> list:
+    """The clauses of ``(depth, clause)`` pairs, most deeply nested first (a stable sort):
+    SQLite's parser then holds one open parenthesis per level, not an operand and operator
+    as well."""
+    return [c for _, c in sorted(parts, key=lambda p: -p[0])]
 
 
 def level_id(name: str, session=None):

@@ -6,6 +6,7 @@ the same messages (the parser adds the line and column).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -104,7 +105,12 @@ def _typed(spec: FieldSpec, value, pos, fuzzy: bool = False):
     elif t == "float":
         if not is_num:
             raise BadInput(f"{spec.name} needs a number, got {value!r}{at(pos)}")
-        return float(value)
+        if isinstance(value, float) and math.isnan(value):  # SQLite binds NaN as NULL
+            raise BadInput(f"{spec.name} needs a number, got NaN{at(pos)}")
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond any float: compares as the infinity
+            return math.inf if value > 0 else -math.inf
     elif t == "id":
         if not (isinstance(value, str) or (is_num and float(value).is_integer())):
             raise BadInput(f"id needs a hash string or an integer, got {value!r}{at(pos)}")

@@ -10,8 +10,9 @@ import re
 from functools import lru_cache
 from typing import NamedTuple
 
-from lark import Token, Transformer
+from lark import Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
+from lark.visitors import Transformer_NonRecursive
 
 from ..errors import BadInput
 from . import ast
@@ -32,8 +33,17 @@ def _parser():
     return LarkParser(version=(1, 2, 0))
 
 
-class _ToAst(Transformer):
-    """Bottom-up: values to Python values, properties to names, comparisons to nodes."""
+def _int(tok) -> int:
+    # Python refuses to convert text of more than ~4300 digits; far beyond any column anyway.
+    if len(tok.lstrip("+-")) > 1000:
+        raise BadInput(f"number {str(tok)[:20]}... at line {tok.line}, column {tok.column} "
+                       f"has {len(tok)} digits; numbers have at most 1000")
+    return int(tok)
+
+
+class _ToAst(Transformer_NonRecursive):
+    """Bottom-up: values to Python values, properties to names, comparisons to nodes.
+    Iterative (not recursive), so deep nesting cannot exhaust the Python stack."""
 
     # ---- values
     def string(self, c):
@@ -41,10 +51,10 @@ class _ToAst(Transformer):
 
     def number(self, c):
         tok = c[0]
-        return int(tok) if tok.type == "SIGNED_INT" else float(tok)
+        return _int(tok) if tok.type == "SIGNED_INT" else float(tok)
 
     def signed_int(self, c):
-        return int(c[0])
+        return _int(c[0])
 
     def bool(self, c):
         raise BadInput("boolean values (TRUE/FALSE) are not supported by any field")
@@ -123,13 +133,13 @@ class _ToAst(Transformer):
 
     # ---- boolean structure
     def expression_phrase(self, c):
-        return ast.Not(c[1]) if len(c) == 2 else c[0]
+        return ast.negate(c[1]) if len(c) == 2 else c[0]
 
     def expression_clause(self, c):
-        return c[0] if len(c) == 1 else ast.And(tuple(c))
+        return ast.all_of(c)
 
     def expression(self, c):
-        return c[0] if len(c) == 1 else ast.Or(tuple(c))
+        return ast.any_of(c)
 
     def filter(self, c):
         return c[0] if c else ast.Everything()
@@ -163,11 +173,36 @@ def _syntax_error(text: str, exc: UnexpectedInput) -> BadInput:
     return BadInput(msg + f"\nvalid fields: {field_list()}")
 
 
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|\(|\)|,|\bAND\b|\bOR\b')
+
+
+def _check_text_size(text: str) -> None:
+    """Refuse a filter nested or wide beyond the limits before parsing it: the parser's time
+    grows with the size, and a refusal should not wait for it. Counts parentheses, AND/OR
+    and list commas outside strings (the parsed tree is measured again, exactly)."""
+    depth = deepest = 0
+    terms = 1
+    for m in _TOKENS.finditer(text):
+        tok = m.group()
+        if tok == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif tok == ")":
+            depth -= 1
+        elif tok in ("AND", "OR", ","):
+            terms += 1
+    if deepest > ast.MAX_DEPTH:
+        raise ast.depth_error(deepest)
+    if terms > ast.MAX_TERMS:
+        raise ast.terms_error(terms)
+
+
 def parse(text: str) -> ast.Cond:
     """Parse OPTIMADE filter text into a filter expression (``""`` matches everything).
 
     Results are cached by text (the nodes are immutable): the Earley parser of the OPTIMADE
-    grammar takes milliseconds, a repeated filter then costs nothing to parse.
+    grammar takes milliseconds, a repeated filter then costs nothing to parse. Filters
+    beyond :data:`~registry.query.ast.MAX_DEPTH` or ``MAX_TERMS`` are refused (BadInput).
     """
     if not isinstance(text, str):
         raise BadInput(f"a filter must be text, got {type(text).__name__}")
@@ -176,15 +211,22 @@ def parse(text: str) -> ast.Cond:
 
 @lru_cache(maxsize=1024)
 def _parse_cached(text: str) -> ast.Cond:
+    _check_text_size(text)
     try:  # the Lark object of optimade's LarkParser: its errors carry line and column
         tree = _parser().lark.parse(text) if text.strip() else None
     except UnexpectedInput as exc:
         raise _syntax_error(text, exc) from None
+    except RecursionError:  # last resort: the limits above should keep the parser shallow
+        raise BadInput(f"filter is nested too deeply to parse; the limit is {ast.MAX_DEPTH} "
+                       "levels") from None
     if tree is None:
         return ast.Everything()
     try:
-        return _ToAst().transform(tree)
+        return ast.check_size(_ToAst().transform(tree))
     except VisitError as exc:
         if isinstance(exc.orig_exc, BadInput):
             raise exc.orig_exc from None
         raise
+    except RecursionError:
+        raise BadInput(f"filter is nested too deeply to parse; the limit is {ast.MAX_DEPTH} "
+                       "levels") from None

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..errors import BadInput, Conflict, NotFound
 from .provenance import current_user
-from .refs import check_int, check_text, int_range
+from .refs import check_int, check_text, int_range, shown
 from .schema import LevelOfTheory, ReferenceEnergy
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9()*+,\-_.'/ ]*$")
@@ -23,8 +23,7 @@ def canonical_name(name: str) -> str:
         raise BadInput(f"a level-of-theory name must be text, got {type(name).__name__}")
     canon = " ".join(name.strip().lower().split())
     if not canon or not _NAME.match(canon):
-        shown = name if len(name) <= 40 else name[:40] + "..."
-        raise BadInput(f"invalid level-of-theory name {shown!r}")
+        raise BadInput(f"invalid level-of-theory name {shown(name)}")
     return check_text(canon, "level-of-theory name", LevelOfTheory.name)
 
 
@@ -134,8 +133,8 @@ def add_level(reg, name: str, *, method=None, basis=None, program=None,
     basis = (basis or p_basis)
     basis = basis.lower() if basis else None
     # Parsed from a long name, method or basis may still be longer than their columns.
-    check_text(method, f"method of level {canon!r}", L.method)
-    check_text(basis, f"basis of level {canon!r}", L.basis)
+    check_text(method, f"method of level {shown(canon)}", L.method)
+    check_text(basis, f"basis of level {shown(canon)}", L.basis)
     check_text(program, "level program", L.program)
     check_text(program_version, "level program version", L.program_version)
     check_text(description, "level description")

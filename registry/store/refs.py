@@ -40,7 +40,10 @@ def max_length(column) -> int | None:
     return getattr(column.type, "length", None)
 
 
-def _shown(value: str) -> str:
+def shown(value) -> str:
+    """``value`` quoted for a message, text cut after 40 characters."""
+    if not isinstance(value, str):
+        return repr(value)
     return repr(value if len(value) <= 40 else value[:40] + "...")
 
 
@@ -53,23 +56,26 @@ def check_text(value, what: str, column=None):
         raise BadInput(f"{what} must be text, got {type(value).__name__}")
     limit = max_length(column) if column is not None else None
     if limit is not None and len(value) > limit:
-        raise BadInput(f"{what} {_shown(value)} is too long: {len(value)} characters, "
+        raise BadInput(f"{what} {shown(value)} is too long: {len(value)} characters, "
                        f"at most {limit}")
     if "\x00" in value:
-        raise BadInput(f"{what} {_shown(value)} contains a NUL character")
+        raise BadInput(f"{what} {shown(value)} contains a NUL character")
     return value
 
 
-def check_int(value, what: str, lo: int = 1, hi: int = INT64_MAX) -> int:
-    """``value`` as an int if it is an integer in ``lo..hi``, else :class:`BadInput`."""
+def check_int(value, what: str, lo: int | None = 1, hi: int | None = INT64_MAX) -> int:
+    """``value`` as an int if it is an integer in ``lo..hi`` (None: unbounded), else
+    :class:`BadInput`."""
     try:
         if isinstance(value, bool):
             raise TypeError
         value = operator.index(value)  # int, numpy integers; not floats or text
     except TypeError:
         raise BadInput(f"{what} must be an integer, got {value!r}") from None
-    if not lo <= value <= hi:
-        raise BadInput(f"{what} {value} is out of range: expected {lo} to {hi}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        expected = f"{lo} to {hi}" if lo is not None and hi is not None else \
+            f"at least {lo}" if lo is not None else f"at most {hi}"
+        raise BadInput(f"{what} {value} is out of range: expected {expected}")
     return value
 
 
@@ -97,8 +103,7 @@ def check_name(name: str, what: str = "name") -> str:
     if isinstance(name, str) and not name.strip():
         raise BadInput(f"empty {what} {name!r}: use letters, digits and . _ - + /")
     if not isinstance(name, str) or not NAME_RE.match(name):
-        shown = _shown(name) if isinstance(name, str) else repr(name)
-        raise BadInput(f"invalid {what} {shown}: use letters, digits and . _ - + / "
+        raise BadInput(f"invalid {what} {shown(name)}: use letters, digits and . _ - + / "
                        f"(no ':' or '@', at most {NAME_MAX} characters)")
     return name
 
@@ -106,8 +111,7 @@ def check_name(name: str, what: str = "name") -> str:
 def check_alias(alias: str) -> str:
     """``alias`` unchanged if valid (lower case, starts with a letter), else :class:`BadInput`."""
     if not isinstance(alias, str) or not ALIAS_RE.match(alias):
-        shown = _shown(alias) if isinstance(alias, str) else repr(alias)
-        raise BadInput(f"invalid alias {shown}: lower-case letters, digits, '_' and '-', "
+        raise BadInput(f"invalid alias {shown(alias)}: lower-case letters, digits, '_' and '-', "
                        f"starting with a letter, at most {ALIAS_MAX} characters")
     return alias
 
@@ -124,7 +128,7 @@ def parse_ref(ref: str) -> Ref:
         name, _, ver = ref.rpartition(":")
         top = int_range(ModelVersion.version)[1]  # dataset versions: the same INTEGER
         if not _DIGITS.match(ver) or not 1 <= int(ver) <= top:
-            raise BadInput(f"invalid version {_shown(ver)} in {_shown(ref)}: expected a "
+            raise BadInput(f"invalid version {shown(ver)} in {shown(ref)}: expected a "
                            f"positive integer up to {top}")
         return Ref(check_name(name), int(ver), None)
     return Ref(check_name(ref), None, LATEST)
