@@ -22,8 +22,12 @@ HEADER = """\
 
 Every command talks to the registry at `NNP_DATABASE_URL` (see the README's configuration
 table). `REF` arguments are `NAME`, `NAME:VERSION` or `NAME@ALIAS` (`NAME` alone means
-`NAME@latest`). Commands with `--json` print machine-readable output; registry errors are one
-line on stderr and exit status 2.
+`NAME@latest`). Commands with `--json` print machine-readable output.
+
+Exit status: 0 success; 2 a usage error (the usage line is printed) or a registry error (one
+`error: ...` line naming the problem; nothing was written); 1 an unexpected error (one line;
+`nnp --debug ...` or `NNP_DEBUG=1` shows the traceback); 130 interrupted (Ctrl-C; the line says
+what was kept). See [robustness.md](robustness.md).
 """
 
 
