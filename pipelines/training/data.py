@@ -150,6 +150,13 @@ class TrainingData:
                 out[off[row]:off[row + 1]] = g.forces[i, :g.n_atoms[i]]
         return out
 
+    def atom_sum(self, table: np.ndarray) -> np.ndarray:
+        """(N,) sum over each structure's atoms of ``table[Z]`` (``table[0]`` must be 0)."""
+        out = np.zeros(self.n_structures)
+        for g in self.groups:
+            out[g.index] = table[g.numbers].sum(axis=1)
+        return out
+
     def composition_matrix(self, elements: list[int]) -> np.ndarray:
         """(N, E) count of each element of ``elements`` per structure (global order)."""
         out = np.zeros((self.n_structures, len(elements)))

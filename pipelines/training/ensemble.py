@@ -187,7 +187,7 @@ def _worker():
         return None
 
 
-def train(reg_url: str, dataset_ref: str, arch: str = "ani", ensemble: int = 4,
+def train(reg_url, dataset_ref: str, arch: str = "ani", ensemble: int = 4,
           epochs: int | None = None, patience: int | None = None,
           batch_size: int | None = None, energy_weight: float | None = None,
           forces_weight: float | None = None, seed: int = 0, name: str | None = None,
@@ -195,19 +195,24 @@ def train(reg_url: str, dataset_ref: str, arch: str = "ani", ensemble: int = 4,
           description: str | None = None) -> dict:
     """Train an ensemble on Dask and register it (see the module docstring).
 
-    ``config``: a dict or a .json/.yaml file of :mod:`.ani` settings; explicit arguments
-    override it. ``client``: a ``distributed.Client`` (default: :func:`pipelines.cluster.
-    dask_client`, i.e. ``NNP_DASK_SCHEDULER`` or a local cluster). ``on_event(dict)``
-    receives progress: ``{"event": "start"|"epoch"|"member"|"registered", ...}``.
+    ``reg_url``: the registry's database URL, or an open :class:`registry.Registry` (used
+    as is; the tasks connect to its URL). ``config``: a dict or a .json/.yaml file of
+    :mod:`.ani` settings; explicit arguments override it. ``client``: a
+    ``distributed.Client`` (default: :func:`pipelines.cluster.dask_client`, i.e.
+    ``NNP_DASK_SCHEDULER`` or a local cluster). ``on_event(dict)`` receives progress:
+    ``{"event": "start"|"epoch"|"member"|"registered", ...}``.
 
     Returns ``{"model": "NAME:V", "run_id", "metrics": {split: ...}, "members": [...],
     "version": <the registered version>, "seconds"}``.
     """
+    from contextlib import nullcontext
+
     from registry.core import Registry
 
     emit = on_event or (lambda e: None)
     t0 = time.perf_counter()
-    with Registry(reg_url) as reg:
+    own = isinstance(reg_url, str)
+    with (Registry(reg_url) if own else nullcontext(reg_url)) as reg:
         plan = prepare(reg, dataset_ref, arch=arch, ensemble=ensemble, device=device,
                        config=config, name=name, seed=seed, epochs=epochs,
                        patience=patience, batch_size=batch_size,
