@@ -239,6 +239,40 @@ def test_calculator_periodic_cell_lattice_shift_and_stress(registry, client, cac
     assert stress[i] == pytest.approx(fd, abs=1e-6)
 
 
+def test_periodic_training_and_replicated_cell(registry, client, cache):
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    from pipelines.training.calculator import NNPCalculator
+    from pipelines.training.data import training_data
+
+    frames = []
+    for k in range(16):
+        a = bulk("Cu", "fcc", a=3.6, cubic=True) if k % 2 else \
+            bulk("Cu", "fcc", a=3.55 + 0.03 * (k % 3))
+        a.rattle(0.05, seed=k)
+        a.calc = EMT()
+        a.info["energy"] = a.get_potential_energy()
+        a.arrays["forces"] = a.get_forces()
+        a.calc = None
+        frames.append(a)
+    registry.ingest(frames, LEVEL)
+    registry.create_dataset_version("mols", levels=[LEVEL], split="0.7,0.15,0.15",
+                                    group_by="none")
+    data = training_data(registry.materialize("mols"))
+    # a batch shares one cell: one group per distinct cell and size
+    assert all(g.pbc is not None for g in data.groups) and len(data.groups) == 4
+    ref = train(registry, client, epochs=3)["model"]
+    calc = NNPCalculator.from_registry(ref, registry, dtype="float64")
+    one = frames[1].copy()
+    one.calc = calc
+    big = one.repeat((2, 2, 2))
+    big.calc = calc
+    assert big.get_potential_energy() == pytest.approx(8 * one.get_potential_energy(),
+                                                       abs=1e-9)
+    np.testing.assert_allclose(big.get_forces()[:len(one)], one.get_forces(), atol=1e-9)
+
+
 # ---------------------------------------------------------------------------- bad input
 def _no_energy_dataset(reg):
     from registry.io.atoms import atoms_to_batch
