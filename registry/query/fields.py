@@ -112,7 +112,8 @@ def _typed(spec: FieldSpec, value, pos, fuzzy: bool = False):
         except OverflowError:  # an integer beyond any float: compares as the infinity
             return math.inf if value > 0 else -math.inf
     elif t == "id":
-        if not (isinstance(value, str) or (is_num and float(value).is_integer())):
+        if not (isinstance(value, str | int) and not isinstance(value, bool)
+                or (is_num and value.is_integer())):
             raise BadInput(f"id needs a hash string or an integer, got {value!r}{at(pos)}")
         return value if isinstance(value, str) else int(value)
     if t == "time" and not fuzzy:
