@@ -300,6 +300,10 @@ def test_unreadable_numbers_refused(seeded, nnp, capsys):
     refused(reg, nnp, capsys, "query", "nsites > " + "9" * 5000, expect=("5000 digits",))
     refused_api(reg, BadInput, "needs a number, got NaN", lambda: Q._nnp_energy < math.nan)
     refused_api(reg, BadInput, "nsites needs an integer", reg.count, "nsites < 1e400")
+    refused_api(reg, BadInput, "between years 1 and 9999", reg.count,
+                'last_modified > "0001-01-01T00:00:00+01:00"')
+    for text in ('_nnp_source = "a\x00b"', 'id = "a\x00"', 'id STARTS "\x00"'):
+        refused_api(reg, BadInput, "contains a NUL character", reg.count, text)
 
 
 # ---------------------------------------------------------------- filter depth and width

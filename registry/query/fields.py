@@ -95,6 +95,9 @@ def _typed(spec: FieldSpec, value, pos, fuzzy: bool = False):
     """``value`` checked (and normalised) against the field's type."""
     t = spec.type
     is_num = isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(value, str) and "\x00" in value:  # PostgreSQL refuses such text
+        raise BadInput(f"{spec.name}: the string {value[:40]!r} contains a NUL "
+                       f"character{at(pos)}")
     if fuzzy or t in ("str", "elements", "levels", "dataset", "time"):
         if not isinstance(value, str):
             raise BadInput(f"{spec.name} needs a string value, got {value!r}{at(pos)}")
@@ -140,9 +143,10 @@ def parse_time(text: str, pos=None) -> datetime:
     """An ISO 8601 time; naive times are UTC."""
     try:
         t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadInput(f"last_modified needs an ISO 8601 time, got {text!r}{at(pos)}") from None
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+        return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: year 1 moved before year 1 by UTC
+        raise BadInput(f"last_modified needs an ISO 8601 time between years 1 and 9999, "
+                       f"got {text[:40]!r}{at(pos)}") from None
 
 
 def check_op(name: str, kind: str, value, pos, op: str | None = None):
