@@ -391,3 +391,27 @@ def test_too_wide_filters_refused(seeded, nnp, capsys):
     for i in range(1, 1001):
         built = built | (Q.id == i)
     refused_api(reg, BadInput, "filter has 1001 conditions", reg.count, built)
+
+
+def test_merged_conditions_match_each_alone(seeded):
+    """OR'd equalities sent as one IN list, and AND'ed NOT equalities as one NOT IN, select
+    what the conditions select one by one (union, intersection of complements)."""
+    reg = seeded
+    ids = reg.query_ids("")
+    run = reg.list_runs(kind="ingest", limit=1)[0]["id"]
+    groups = [
+        [f"id = {ids[0]}", f"id = {ids[2]}", f"id = {HUGE}", f'id = "{"0" * 64}"'],
+        ["nsites = 3", "nsites = 5", "nsites = 3000000000", "nelements = 2"],
+        ['_nnp_source = "mols"', '_nnp_source = "other"', 'elements HAS "N"',
+         'elements HAS ANY "O", "Cu"'],
+        [f"_nnp_run = {run}", f"_nnp_run HAS ANY {run + 1}, {HUGE}", '_nnp_levels HAS "pbe"',
+         f"id = {ids[1]}"],
+    ]
+    everything = set(ids)
+    for conds in groups:
+        alone = [set(reg.query_ids(c)) for c in conds]
+        assert set(reg.query_ids(" OR ".join(conds))) == set.union(*alone), conds
+        assert set(reg.query_ids(" AND ".join(f"NOT {c}" for c in conds))) == \
+            everything - set.union(*alone), conds
+        assert set(reg.query_ids(f"NOT ({' OR '.join(conds)})")) == \
+            everything - set.union(*alone), conds

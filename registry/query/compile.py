@@ -144,7 +144,7 @@ def _merge_key(node: ast.Cond):
     if isinstance(node, ast.Cmp) and node.op == "=" and node.field in _MERGE_EQ:
         return node.field, isinstance(node.value, str)
     if isinstance(node, ast.Has) and node.mode in ("", "ANY") and node.field in _MERGE_HAS:
-        return node.field, True
+        return node.field, isinstance(node.values[0], str)
     return None
 
 
@@ -239,7 +239,7 @@ class Compiler:
         """Compile a whole filter (see the module docstring); BadInput beyond the sizes of
         :mod:`.ast`. NOTs are pushed onto the conditions first: each nested ``NOT (...)``
         would cost SQLite's parser stack more than the AND/OR levels it can merge with."""
-        return self(ast.check_size(ast.pushed_in(ast.check_size(node))))
+        return self(ast.pushed_in(ast.check_size(node)))
 
     def __call__(self, node: ast.Cond):
         if not isinstance(node, ast.And | ast.Or) and _composition_only(node):
