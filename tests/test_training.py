@@ -345,9 +345,24 @@ def test_failing_member_records_failed_run_and_no_version(registry, client, cach
 
 
 # ---------------------------------------------------------------------------- CLI
-def test_cli_train_and_evaluate(registry, nnp, capsys, cache, tmp_path):
-    import pipelines.cli.train  # noqa: F401  (registers its commands)
+@pytest.fixture
+def train_cli():
+    """``nnp train`` and ``nnp evaluate`` on the app for this test only, unless
+    ``pipelines.cli`` registers them itself (other tests compare the app with docs/cli.md)."""
+    from pipelines.cli._app import app
 
+    before = list(app.registered_commands)
+    import pipelines.cli.train as mod  # registers them on first import
+
+    present = {c.callback for c in app.registered_commands}
+    for name, fn in (("train", mod.train), ("evaluate", mod.evaluate)):
+        if fn not in present:
+            app.command(name)(fn)
+    yield
+    app.registered_commands[:] = before
+
+
+def test_cli_train_and_evaluate(registry, nnp, capsys, cache, tmp_path, train_cli):
     make_dataset(registry)
     # Close the fixture's connections first: a second engine on the same SQLite file reads
     # its header with open()/close(), which drops this process's SQLite locks, and a
