@@ -90,11 +90,14 @@ def prepare(reg, dataset_ref: str, *, arch: str = "ani", ensemble: int = 4,
     ``overrides`` are training settings given as arguments (None: from the config file or
     the defaults): epochs, patience, batch_size, energy_weight, forces_weight.
     """
-    from registry.chem.elements import SYMBOLS
+    import torchani
+
+    from registry.chem.elements import SYMBOLS, symbol_to_z
     from registry.store.refs import check_int, check_name
 
     from .ani import check_config, read_config
     from .data import fit_element_shifts, training_data
+    from .loop import forces_weight
 
     check_arch(arch)
     check_int(ensemble, "--ensemble", 1, MAX_MEMBERS)
@@ -120,14 +123,8 @@ def prepare(reg, dataset_ref: str, *, arch: str = "ani", ensemble: int = 4,
     if lacking:
         raise BadInput(f"config elements {elements} lack {', '.join(lacking)}, present in "
                        f"dataset {info['ref']}")
-    from registry.chem.elements import symbol_to_z
-
     zs = sorted(symbol_to_z(s) for s in elements)
     shifts = fit_element_shifts(data, [z for z in zs if z in data.elements])
-    import torchani
-
-    from .loop import forces_weight
-
     stored = {**cfg, "format": CONFIG_FORMAT, "arch": arch,
               "torchani_version": torchani.__version__,
               "elements": [SYMBOLS[z] for z in zs],
@@ -139,7 +136,7 @@ def prepare(reg, dataset_ref: str, *, arch: str = "ani", ensemble: int = 4,
               "delta": bool((info["params"] or {}).get("delta")),
               "dataset": info["ref"], "dataset_hash": info["hash"]}
     return {"config": stored, "user_config": user, "name": name, "device": dev,
-            "dataset": info, "data": data, "materialized": mat}
+            "dataset": info, "data": data}
 
 
 def train_member_task(url: str, dataset_ref: str, dataset_hash: str, config: dict,
