@@ -28,6 +28,7 @@ from . import (  # noqa: F401  (each module registers its commands on the app)
     query,
     runs,
     stats,
+    train,
 )
 from ._app import Interrupted, app, console, err_console, state
 

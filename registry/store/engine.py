@@ -38,7 +38,6 @@ def _sqlite_begin(conn):
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-_SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 
 
 def _sqlite_file(parsed) -> tuple[str | None, bool]:
@@ -79,16 +78,10 @@ def _check_sqlite_file(path: str, read_only: bool) -> None:
                                   f"file (e.g. sqlite:///{path.rstrip('/')}/registry.db)")
     if not stat.S_ISREG(st.st_mode):
         raise DatabaseUnavailable(f"SQLite database {path} is not a regular file")
-    if st.st_size == 0:
-        return  # SQLite makes a new database in an empty file
-    try:
-        with open(p, "rb") as f:
-            head = f.read(len(_SQLITE_HEADER))
-    except OSError:
-        return  # unreadable: SQLite's own error says why
-    if head != _SQLITE_HEADER:
-        raise DatabaseUnavailable(f"{path} is not a SQLite database (it does not start with "
-                                  f"the SQLite header); check NNP_DATABASE_URL")
+    # The file's content is left to SQLite (its "file is not a database" is mapped to a clear
+    # message by the engine's error handler): opening and closing the file here would drop
+    # this process's SQLite locks on it, which POSIX advisory locks tie to the process, not to
+    # the file descriptor, letting another process delete the WAL under open connections.
 
 
 def _two_slashes(url: str, parsed) -> BadInput:
