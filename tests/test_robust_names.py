@@ -415,3 +415,17 @@ def test_merged_conditions_match_each_alone(seeded):
             everything - set.union(*alone), conds
         assert set(reg.query_ids(f"NOT ({' OR '.join(conds)})")) == \
             everything - set.union(*alone), conds
+
+
+def test_dataset_note_with_a_nul_character(seeded, nnp, capsys):
+    refused(seeded, nnp, capsys, "dataset", "create", "d", "--level", "pbe",
+            "--note", "bad\x00note", expect=("note", "NUL"))
+    refused_api(seeded, BadInput, "NUL", seeded.create_dataset_version, "d", levels="pbe",
+                note="x\x00")
+
+
+def test_printed_json_is_always_valid(capsys):
+    from pipelines.cli._app import print_json
+
+    print_json({"mae": float("nan"), "curve": [1.0, float("inf")], "n": 3})
+    assert json.loads(capsys.readouterr().out) == {"mae": None, "curve": [1.0, None], "n": 3}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 import warnings
 
@@ -69,8 +70,21 @@ def open_registry(check_schema: bool = True):
     return Registry(check_schema=check_schema)
 
 
+def _finite(obj):
+    """``obj`` with NaN and infinities as null: JSON has no spelling for them."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str, sort_keys=True) + "\n")
+    """Valid JSON on stdout (sorted keys; NaN/inf as null; other objects as strings)."""
+    sys.stdout.write(json.dumps(_finite(obj), indent=2, default=str, sort_keys=True,
+                                allow_nan=False) + "\n")
 
 
 def progress_bar(description: str):

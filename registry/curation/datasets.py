@@ -17,7 +17,7 @@ from ..chem.elements import SYMBOLS
 from ..errors import BadInput, Conflict, NotFound
 from ..store.levels import level_rows
 from ..store.lookups import dataset_version
-from ..store.refs import LATEST, Ref, check_alias, check_name
+from ..store.refs import LATEST, Ref, check_alias, check_name, check_text
 from ..store.runs import run
 from ..store.schema import (
     Composition,
@@ -123,6 +123,7 @@ def create_dataset_version(reg, name: str, *, levels: list[str] | str,
     in Å) keeps one structure per near-duplicate cluster. Bad input writes nothing.
     """
     check_name(name, "dataset name")
+    check_text(note, "note")
     if filter is not None and not isinstance(filter, str):
         filter = str(filter)  # a registry.query.Q expression
     if isinstance(levels, str):
