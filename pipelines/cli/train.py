@@ -63,9 +63,11 @@ class _Progress:
                               highlight=False)
 
     def _start(self, ev: dict) -> None:
+        again = (f", resuming run {ev['resumed_from']} at epochs {ev['resumed_at']}"
+                 if ev.get("resumed_from") is not None else "")
         msg = (f"training {ev['ensemble']} member(s) of {ev['name']} on {ev['dataset']} "
                f"(train {ev['n_train']}, val {ev['n_val']}, test {ev['n_test']}; "
-               f"{ev['device']}; run {ev['run_id']})")
+               f"{ev['device']}; run {ev['run_id']}{again})")
         if not err_console.is_terminal:
             if not self.quiet:
                 err_console.print(msg, highlight=False)
@@ -92,14 +94,15 @@ class _Progress:
 
 @app.command("train")
 def train(
-    dataset: str = typer.Option(..., "--dataset", "-d",
+    dataset: str = typer.Option(None, "--dataset", "-d",
                                 help="Dataset version: NAME, NAME:V or NAME@ALIAS."),
-    arch: str = typer.Option("ani", help="Architecture: ani (torchani). hipnn: not yet "
-                                         "available."),
+    arch: str = typer.Option(None, help="Architecture: ani (torchani; the default). hipnn: "
+                                        "not yet available."),
     config: Path = typer.Option(None, "--config", "-c",
                                 help="Settings file (.json or .yaml): widths, cutoffs, lr... "
                                      "(see docs/training.md)."),
-    ensemble: int = typer.Option(4, "--ensemble", "-k", help="Members, one Dask task each."),
+    ensemble: int = typer.Option(None, "--ensemble", "-k",
+                                 help="Members, one Dask task each (default 4)."),
     energy_weight: float = typer.Option(None, help="Weight of the energy loss (default 1)."),
     forces_weight: float = typer.Option(
         None, help="Weight of the force loss (default 0.1 when the dataset has forces)."),
@@ -107,30 +110,61 @@ def train(
     patience: int = typer.Option(None, help="Early stopping: epochs without a better "
                                             "validation loss (default 20)."),
     batch_size: int = typer.Option(None, help="Structures per batch (default 32)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda."),
-    seed: int = typer.Option(0, help="Member k is seeded SEED + k."),
+    device: str = typer.Option(None, help="auto | cpu | cuda (default auto)."),
+    seed: int = typer.Option(None, help="Member k is seeded SEED + k (default 0)."),
     name: str = typer.Option(None, help="Model name (default DATASET-ARCH)."),
+    parent: str = typer.Option(None, "--from",
+                               help="Transfer learning: start member k from member k mod n "
+                                    "of this model version (its architecture is kept)."),
+    freeze: list[str] = typer.Option(None, "--freeze",
+                                     help="With --from: keep parameters whose names match "
+                                          "fixed; a glob, or re:REGEX (repeatable)."),
+    resume: int = typer.Option(None, "--resume", metavar="RUN_ID",
+                               help="Continue a failed/interrupted train run from its last "
+                                    "checkpoints, with its own settings (a new run)."),
     as_json: bool = JSON,
 ):
     """Train an ensemble on a dataset version and register it as one model version."""
-    from pipelines.training.ensemble import train as run_train
+    from pipelines.training import ensemble as ens
+    from registry.errors import BadInput
 
+    given = {"--dataset": dataset, "--arch": arch, "--config": config,
+             "--ensemble": ensemble, "--energy-weight": energy_weight,
+             "--forces-weight": forces_weight, "--epochs": epochs, "--patience": patience,
+             "--batch-size": batch_size, "--device": device, "--seed": seed, "--name": name,
+             "--from": parent, "--freeze": freeze or None}
+    if resume is not None:
+        extra = [k for k, v in given.items() if v is not None]
+        if extra:
+            raise BadInput(f"--resume {resume} takes every setting from run {resume}; "
+                           f"drop {', '.join(extra)}")
+    elif dataset is None:
+        raise BadInput("nnp train needs --dataset REF (or --resume RUN_ID)")
     with open_registry() as reg:
         url = reg.url
     progress = _Progress(quiet=False)
     try:
-        out = run_train(url, dataset, arch=arch, ensemble=ensemble, epochs=epochs,
-                        patience=patience, batch_size=batch_size,
-                        energy_weight=energy_weight, forces_weight=forces_weight, seed=seed,
-                        name=name, device=device,
-                        config=str(config) if config is not None else None,
-                        on_event=progress)
+        if resume is not None:
+            out = ens.resume(url, resume, on_event=progress)
+        else:
+            out = ens.train(url, dataset, arch=arch or "ani",
+                            ensemble=4 if ensemble is None else ensemble, epochs=epochs,
+                            patience=patience, batch_size=batch_size,
+                            energy_weight=energy_weight, forces_weight=forces_weight,
+                            seed=0 if seed is None else seed, name=name,
+                            device=device or "auto",
+                            config=str(config) if config is not None else None,
+                            parent=parent, freeze=list(freeze or []), on_event=progress)
     finally:
         progress.stop()
     if as_json:
-        return print_json({"model": out["model"], "run_id": out["run_id"],
-                           "metrics": out["metrics"], "members": out["members"]})
-    console.print(f"registered [bold]{out['model']}[/] (run {out['run_id']}, "
+        doc = {"model": out["model"], "run_id": out["run_id"], "metrics": out["metrics"],
+               "members": out["members"]}
+        if resume is not None:
+            doc["resumed_from"] = resume
+        return print_json(doc)
+    console.print(f"registered [bold]{out['model']}[/] (run {out['run_id']}"
+                  f"{f', resuming run {resume}' if resume is not None else ''}, "
                   f"{out['seconds']:.1f} s)", highlight=False)
     console.print(metrics_table(out["metrics"], f"{out['model']}: ensemble mean"))
     for m in out["members"]:

@@ -54,6 +54,7 @@ TRAINING_DEFAULTS: dict = {
     "lr_patience": 5,
     "min_lr": 1e-6,
     "dtype": "float32",         # float32 | float64
+    "checkpoint_every": 5,      # epochs between checkpoints (0: only when a member stops)
 }
 KNOWN_KEYS = {**MODEL_DEFAULTS, **TRAINING_DEFAULTS}
 AUTO_FORCES_WEIGHT = 0.1
@@ -110,6 +111,7 @@ def check_config(user: dict) -> dict:
     for key in ("radial_start", "angular_start", "weight_decay", "min_lr", "energy_weight"):
         _positive(cfg, key, float, zero=True)
     _positive(cfg, "patience", int, zero=True)
+    _positive(cfg, "checkpoint_every", int, zero=True)
     if cfg["forces_weight"] is not None:
         _positive(cfg, "forces_weight", float, zero=True)
     if cfg["angular_cutoff"] > cfg["radial_cutoff"]:

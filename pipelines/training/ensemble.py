@@ -84,11 +84,13 @@ def reference_energies(reg, data, symbols: list[str]) -> dict[str, float]:
 
 def prepare(reg, dataset_ref: str, *, arch: str = "ani", ensemble: int = 4,
             device: str = "auto", config=None, name: str | None = None,
-            seed: int = 0, **overrides) -> dict:
+            seed: int = 0, parent: str | None = None, freeze=None, **overrides) -> dict:
     """Check the request and build the stored config; writes nothing.
 
     ``overrides`` are training settings given as arguments (None: from the config file or
-    the defaults): epochs, patience, batch_size, energy_weight, forces_weight.
+    the defaults): epochs, patience, batch_size, energy_weight, forces_weight. ``parent``: a
+    model REF to start every member from (transfer learning; see :func:`transfer_plan`),
+    ``freeze``: name patterns of the parameters kept fixed (only with ``parent``).
     """
     import torchani
 
@@ -104,6 +106,12 @@ def prepare(reg, dataset_ref: str, *, arch: str = "ani", ensemble: int = 4,
     check_int(seed, "--seed", 0, 2**31 - 1 - MAX_MEMBERS)
     dev = resolve_device(device)
     user = read_config(config)
+    if freeze and parent is None:
+        raise BadInput("--freeze needs --from MODEL_REF (the weights to keep fixed)")
+    pulled = None
+    if parent is not None:
+        pulled = reg.pull_model(parent)
+        user = parent_config(pulled, user)
     cfg = check_config({**user, **{k: v for k, v in overrides.items() if v is not None}})
     info = reg.resolve_dataset(dataset_ref)
     name = check_name(name or f"{info['name']}-{arch}", "model name")
@@ -118,6 +126,11 @@ def prepare(reg, dataset_ref: str, *, arch: str = "ani", ensemble: int = 4,
         raise BadInput(f"--forces-weight {cfg['forces_weight']}: dataset {info['ref']} has "
                        f"no forces in its training split (use --forces-weight 0)")
     present = [SYMBOLS[z] for z in data.elements]
+    if pulled is not None:
+        outside = [s for s in present if s not in cfg["elements"]]
+        if outside:
+            raise BadInput(f"model {pulled.ref} handles {', '.join(cfg['elements'])}; "
+                           f"dataset {info['ref']} has {', '.join(outside)}")
     elements = cfg["elements"] or present
     lacking = [s for s in present if s not in elements]
     if lacking:
@@ -125,6 +138,7 @@ def prepare(reg, dataset_ref: str, *, arch: str = "ani", ensemble: int = 4,
                        f"dataset {info['ref']}")
     zs = sorted(symbol_to_z(s) for s in elements)
     shifts = fit_element_shifts(data, [z for z in zs if z in data.elements])
+    delta = (info["params"] or {}).get("delta")
     stored = {**cfg, "format": CONFIG_FORMAT, "arch": arch,
               "torchani_version": torchani.__version__,
               "elements": [SYMBOLS[z] for z in zs],
@@ -133,22 +147,105 @@ def prepare(reg, dataset_ref: str, *, arch: str = "ani", ensemble: int = 4,
                                                           [SYMBOLS[z] for z in zs]),
               "forces_weight": forces_weight(cfg, data), "ensemble": ensemble, "seed": seed,
               "levels": data.levels, "target": data.target,
-              "delta": bool((info["params"] or {}).get("delta")),
+              "delta": bool(delta), "base_level": delta["low"] if delta else None,
               "dataset": info["ref"], "dataset_hash": info["hash"]}
-    return {"config": stored, "user_config": user, "name": name, "device": dev,
-            "dataset": info, "data": data}
+    transfer = None
+    if pulled is not None:
+        transfer = transfer_plan(pulled, stored, freeze or [])
+        stored.update(parent=pulled.ref, frozen=transfer["frozen"],
+                      freeze=list(freeze or []))
+    return {"config": stored, "user_config": read_config(config), "name": name,
+            "device": dev, "dataset": info, "data": data, "transfer": transfer}
+
+
+def parent_config(pulled, user: dict) -> dict:
+    """The user's settings with the parent's architecture keys: a config file may set
+    training keys, but an architecture key that differs from the parent's is refused."""
+    from .ani import MODEL_DEFAULTS, check_config
+
+    cfg = pulled.config or {}
+    if pulled.info["architecture"] != "ani" or cfg.get("arch") != "ani":
+        raise BadInput(f"--from {pulled.ref}: architecture "
+                       f"{pulled.info['architecture']!r}; transfer starts from 'ani' models")
+    arch = {k: cfg[k] for k in MODEL_DEFAULTS if k in cfg}
+    if set(arch) != set(MODEL_DEFAULTS):
+        raise BadInput(f"--from {pulled.ref}: its stored config lacks "
+                       f"{', '.join(sorted(set(MODEL_DEFAULTS) - set(arch)))}")
+    mine = check_config({**user, **arch, **{k: v for k, v in user.items()
+                                             if k in MODEL_DEFAULTS}})
+    clash = [k for k in MODEL_DEFAULTS if k in user and mine[k] != arch[k]]
+    if clash:
+        raise BadInput(f"--config sets {', '.join(f'{k}={user[k]!r}' for k in clash)}, but "
+                       f"--from {pulled.ref} fixes the architecture "
+                       f"({', '.join(f'{k}={arch[k]!r}' for k in clash)}); drop "
+                       f"{'it' if len(clash) == 1 else 'them'} from the config")
+    return {**user, **arch}
+
+
+def match_frozen(names: list[str], patterns) -> list[str]:
+    """Parameter names matched by any pattern: a glob (``fnmatch``, the whole name), or a
+    regular expression when written ``re:EXPR`` (``re.search``). Each pattern must match."""
+    import fnmatch
+    import re
+
+    chosen = set()
+    for pat in patterns:
+        if not isinstance(pat, str) or not pat.strip():
+            raise BadInput(f"--freeze {pat!r}: expected a glob or re:REGEX")
+        if pat.startswith("re:"):
+            try:
+                rx = re.compile(pat[3:])
+            except re.error as exc:
+                raise BadInput(f"--freeze {pat!r}: not a regular expression ({exc})") from None
+            hit = [n for n in names if rx.search(n)]
+        else:
+            hit = [n for n in names if fnmatch.fnmatchcase(n, pat)]
+        if not hit:
+            raise BadInput(f"--freeze {pat!r} matches no parameter; names look like "
+                           f"{names[0]} (all {len(names)}: see docs/training.md)")
+        chosen.update(hit)
+    return [n for n in names if n in chosen]
+
+
+def transfer_plan(pulled, stored: dict, freeze) -> dict:
+    """Parent weights per member (member k from parent member k mod n) and the frozen
+    parameter names; the parent's parameters must fit the member's shapes."""
+    from .ani import new_member
+    from .loop import load_parameters
+    from .torch_io import safetensors_to_state_dict
+
+    member = new_member(stored, 0)
+    names = [n for n, _ in member.named_parameters()]
+    frozen = match_frozen(names, freeze)
+    if len(frozen) == len(names):
+        raise BadInput(f"--freeze {' '.join(freeze)} freezes every parameter; "
+                       f"nothing would train")
+    blobs = [pulled.blobs[f] for f in pulled.weight_files()]
+    try:
+        load_parameters(member, safetensors_to_state_dict(blobs[0]))
+    except ValueError as exc:
+        raise BadInput(f"--from {pulled.ref}: its weights do not fit: {exc}") from None
+    return {"parent": pulled.ref, "parent_id": pulled.info["id"],
+            "parent_hash": pulled.info["content_hash"], "weights": blobs, "frozen": frozen}
 
 
 def train_member_task(url: str, dataset_ref: str, dataset_hash: str, config: dict,
-                      member: int, device: str, topic: str | None = None) -> dict:
+                      member: int, device: str, topic: str | None = None, *,
+                      run_id: int | None = None, resume: dict | None = None,
+                      init: bytes | None = None, frozen=()) -> dict:
     """One Dask task: open the registry at ``url``, materialize, train member ``member``
-    with seed ``config["seed"] + member``; returns safetensors bytes and the results."""
+    with seed ``config["seed"] + member``; returns safetensors bytes and the results.
+
+    With ``run_id``, each checkpoint goes to the artifact store and is recorded on that run
+    at once (an output edge ``checkpoint``: ref ``member_K``, sha256, meta member, epoch,
+    done, uri), so it outlives a killed driver. ``resume``: such an edge to continue from;
+    ``init``: safetensors of the parent member (transfer); ``frozen``: parameter names."""
     os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
     from registry.core import Registry
 
     from .data import training_data
-    from .loop import train_member
-    from .torch_io import state_dict_to_safetensors
+    from .loop import read_checkpoint, train_member
+    from .torch_io import safetensors_to_state_dict, state_dict_to_safetensors
 
     worker = _worker()
     if device == "cuda":
@@ -157,22 +254,62 @@ def train_member_task(url: str, dataset_ref: str, dataset_hash: str, config: dic
         device = f"cuda:{member % max(torch.cuda.device_count(), 1)}"
     with Registry(url) as reg:
         mat = reg.materialize(dataset_ref)
-    if mat.hash != dataset_hash:
-        raise RuntimeError(f"{dataset_ref} read with hash {mat.hash}, expected {dataset_hash}")
-    data = training_data(mat)
-    seed = int(config["seed"]) + member
+        if mat.hash != dataset_hash:
+            raise RuntimeError(f"{dataset_ref} read with hash {mat.hash}, "
+                               f"expected {dataset_hash}")
+        data = training_data(mat)
+        seed = int(config["seed"]) + member
+        start = None
+        if resume is not None:
+            start = read_checkpoint(reg.artifacts.get(resume["sha256"], resume.get("uri")))
 
-    def on_epoch(row):
-        if worker is not None and topic:
-            worker.log_event(topic, {"member": member, **row})
+        def on_epoch(row):
+            if worker is not None and topic:
+                worker.log_event(topic, {"member": member, **row})
 
-    out = train_member(data, config, seed, device, on_epoch=on_epoch)
+        def on_checkpoint(epoch: int, blob: bytes, done: bool) -> None:
+            if run_id is not None:
+                record_checkpoint(reg, run_id, member, epoch, blob, done)
+
+        out = train_member(data, config, seed, device, on_epoch=on_epoch,
+                           init_state=None if init is None
+                           else safetensors_to_state_dict(init),
+                           frozen=frozen, resume=start, on_checkpoint=on_checkpoint)
     # no safetensors metadata: its keys are written in hash-map order, which would make
     # equal weights differ in bytes (and in artifact hash)
     out["weights"] = state_dict_to_safetensors(out.pop("state_dict"))
     out.update(member=member, seed=seed, device=device, cache=mat.cache_status,
                worker=getattr(worker, "address", None))
     return out
+
+
+def record_checkpoint(reg, run_id: int, member: int, epoch: int, blob: bytes,
+                      done: bool) -> dict:
+    """Store a checkpoint and record it on the running run, in its own transaction."""
+    from registry.store.runs import add_edges, edge
+
+    sha, size, uri = reg.artifacts.put(blob)
+    e = edge("checkpoint", ref=f"member_{member}", sha256=sha, member=member, epoch=epoch,
+             done=done, uri=uri, size=size)
+    with reg.session() as s:
+        add_edges(s, run_id, outputs=[e])
+    return e
+
+
+def latest_checkpoints(run: dict) -> dict[int, dict]:
+    """The newest checkpoint edge of each member of a run (its own, and those it resumed
+    from), as ``{member: {"sha256", "uri", "epoch", "done"}}``."""
+    best: dict[int, dict] = {}
+    for e in run["inputs"] + run["outputs"]:
+        if e["entity_type"] != "checkpoint" or not e.get("meta"):
+            continue
+        m = e["meta"]
+        k = int(m["member"])
+        cur = best.get(k)
+        if cur is None or (m["epoch"], m["done"]) > (cur["epoch"], cur["done"]):
+            best[k] = {"sha256": e["sha256"], "uri": m.get("uri"), "epoch": m["epoch"],
+                       "done": m["done"], "member": k}
+    return best
 
 
 def _worker():
@@ -188,15 +325,16 @@ def train(reg_url, dataset_ref: str, arch: str = "ani", ensemble: int = 4,
           epochs: int | None = None, patience: int | None = None,
           batch_size: int | None = None, energy_weight: float | None = None,
           forces_weight: float | None = None, seed: int = 0, name: str | None = None,
-          device: str = "auto", config=None, *, client=None, on_event=None,
-          description: str | None = None) -> dict:
+          device: str = "auto", config=None, *, parent: str | None = None, freeze=None,
+          client=None, on_event=None, description: str | None = None) -> dict:
     """Train an ensemble on Dask and register it (see the module docstring).
 
     ``reg_url``: the registry's database URL, or an open :class:`registry.Registry` (used
     as is; the tasks connect to its URL). ``config``: a dict or a .json/.yaml file of
-    :mod:`.ani` settings; explicit arguments override it. ``client``: a
-    ``distributed.Client`` (default: :func:`pipelines.cluster.dask_client`, i.e.
-    ``NNP_DASK_SCHEDULER`` or a local cluster). ``on_event(dict)`` receives progress:
+    :mod:`.ani` settings; explicit arguments override it. ``parent``/``freeze``: transfer
+    learning (``--from``/``--freeze``). ``client``: a ``distributed.Client`` (default:
+    :func:`pipelines.cluster.dask_client`, i.e. ``NNP_DASK_SCHEDULER`` or a local cluster).
+    ``on_event(dict)`` receives progress:
     ``{"event": "start"|"epoch"|"member"|"registered", ...}``.
 
     Returns ``{"model": "NAME:V", "run_id", "metrics": {split: ...}, "members": [...],
@@ -206,36 +344,109 @@ def train(reg_url, dataset_ref: str, arch: str = "ani", ensemble: int = 4,
 
     from registry.core import Registry
 
-    emit = on_event or (lambda e: None)
     t0 = time.perf_counter()
     own = isinstance(reg_url, str)
     with (Registry(reg_url) if own else nullcontext(reg_url)) as reg:
         plan = prepare(reg, dataset_ref, arch=arch, ensemble=ensemble, device=device,
                        config=config, name=name, seed=seed, epochs=epochs,
                        patience=patience, batch_size=batch_size,
-                       energy_weight=energy_weight, forces_weight=forces_weight)
-        cfg, info, data = plan["config"], plan["dataset"], plan["data"]
-        params = {"dataset": info["ref"], "arch": arch, "ensemble": ensemble,
+                       energy_weight=energy_weight, forces_weight=forces_weight,
+                       parent=parent, freeze=freeze)
+        cfg = plan["config"]
+        params = {"dataset": plan["dataset"]["ref"], "arch": arch, "ensemble": ensemble,
                   "seed": seed, "name": plan["name"], "device": plan["device"],
                   "epochs": cfg["epochs"], "patience": cfg["patience"],
                   "batch_size": cfg["batch_size"], "energy_weight": cfg["energy_weight"],
                   "forces_weight": cfg["forces_weight"], "config": plan["user_config"]}
-        with reg.run("train", params) as run:
-            run.consumed("dataset_version", info["id"], ref=info["ref"], sha256=info["hash"])
-            emit({"event": "start", "run_id": run.id, "name": plan["name"],
-                  "dataset": info["ref"], "ensemble": ensemble, "epochs": cfg["epochs"],
-                  "device": plan["device"], "n_train": data.count("train"),
-                  "n_val": data.count("val"), "n_test": data.count("test")})
-            results = _run_members(reg.url, info, cfg, ensemble, plan["device"], client, emit)
-            out = _register(reg, plan, results, run, description)
-            run.result = {"model": out["model"], "metrics": out["metrics"]}
-            out["run_id"] = run.id
+        if plan["transfer"] is not None:
+            params.update({"from": plan["transfer"]["parent"], "freeze": list(freeze or [])})
+        out = _execute(reg, plan, params, client, on_event, description)
     out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def resume(reg_url, run_id: int, *, client=None, on_event=None,
+           description: str | None = None) -> dict:
+    """Continue the ``train`` run ``run_id`` (failed, interrupted or killed) from each
+    member's newest checkpoint, with the run's own parameters, in a NEW ``train`` run whose
+    params add ``resumed_from`` and which consumes the old run and the checkpoints it starts
+    from; registers the version like :func:`train`. A member without a checkpoint starts
+    over (from its seed, so the result is the same). A finished (ok) run is refused."""
+    from contextlib import nullcontext
+
+    from registry.core import Registry
+
+    t0 = time.perf_counter()
+    own = isinstance(reg_url, str)
+    with (Registry(reg_url) if own else nullcontext(reg_url)) as reg:
+        old = reg.get_run(run_id)
+        if old["kind"] != "train":
+            raise BadInput(f"run {run_id} is a {old['kind']!r} run; --resume continues "
+                           f"'train' runs")
+        if old["status"] == "ok":
+            raise BadInput(f"run {run_id} already finished (ok); nothing to resume")
+        if old["status"] == "running":
+            raise BadInput(f"run {run_id} is still running (its process is alive or on "
+                           f"another host); stop it before resuming")
+        p = dict(old["params"] or {})
+        p.pop("resumed_from", None)
+        plan = prepare(reg, p["dataset"], arch=p["arch"], ensemble=p["ensemble"],
+                       device=p["device"], config=p.get("config") or None, name=p["name"],
+                       seed=p["seed"], epochs=p["epochs"], patience=p["patience"],
+                       batch_size=p["batch_size"], energy_weight=p["energy_weight"],
+                       forces_weight=p["forces_weight"], parent=p.get("from"),
+                       freeze=p.get("freeze"))
+        was = [e["sha256"] for e in old["inputs"] if e["entity_type"] == "dataset_version"]
+        if was and was[0] != plan["dataset"]["hash"]:
+            raise BadInput(f"run {run_id} trained on {p['dataset']} with hash {was[0][:12]}; "
+                           f"it now has {plan['dataset']['hash'][:12]}")
+        checkpoints = latest_checkpoints(old)
+        out = _execute(reg, plan, {**p, "resumed_from": run_id}, client, on_event,
+                       description, resumed_from=run_id, checkpoints=checkpoints)
+    out["seconds"] = time.perf_counter() - t0
+    out["resumed_from"] = run_id
+    return out
+
+
+def _execute(reg, plan, params, client, on_event, description, resumed_from=None,
+             checkpoints=None) -> dict:
+    """The ``train`` run: members on Dask, then registration (see the module docstring)."""
+    from registry.store.runs import add_edges, edge
+
+    emit = on_event or (lambda e: None)
+    cfg, info, data = plan["config"], plan["dataset"], plan["data"]
+    checkpoints = checkpoints or {}
+    with reg.run("train", params) as run:
+        run.consumed("dataset_version", info["id"], ref=info["ref"], sha256=info["hash"])
+        if plan["transfer"] is not None:
+            t = plan["transfer"]
+            run.consumed("model_version", t["parent_id"], ref=t["parent"],
+                         sha256=t["parent_hash"], role="parent")
+        if resumed_from is not None:
+            # written now, not at the end: resuming this run again needs them
+            with reg.session() as s:
+                add_edges(s, run.id, inputs=[edge("run", resumed_from, role="resumed_from")] + [
+                    edge("checkpoint", ref=f"member_{k}", sha256=c["sha256"], member=k,
+                         epoch=c["epoch"], done=c["done"], uri=c["uri"])
+                    for k, c in sorted(checkpoints.items())])
+        emit({"event": "start", "run_id": run.id, "name": plan["name"],
+              "dataset": info["ref"], "ensemble": params["ensemble"],
+              "epochs": cfg["epochs"], "device": plan["device"],
+              "n_train": data.count("train"), "n_val": data.count("val"),
+              "n_test": data.count("test"), "resumed_from": resumed_from,
+              "resumed_at": {k: c["epoch"] for k, c in checkpoints.items()}})
+        results = _run_members(reg.url, info, cfg, params["ensemble"], plan["device"],
+                               client, emit, run_id=run.id, checkpoints=checkpoints,
+                               transfer=plan["transfer"])
+        out = _register(reg, plan, results, run, description)
+        run.result = {"model": out["model"], "metrics": out["metrics"]}
+        out["run_id"] = run.id
     emit({"event": "registered", "model": out["model"], "run_id": out["run_id"]})
     return out
 
 
-def _run_members(url, info, cfg, ensemble, device, client, emit) -> list[dict]:
+def _run_members(url, info, cfg, ensemble, device, client, emit, *, run_id=None,
+                 checkpoints=None, transfer=None) -> list[dict]:
     """Submit one task per member and gather them in member order, relaying progress."""
     from contextlib import nullcontext
 
@@ -244,13 +455,21 @@ def _run_members(url, info, cfg, ensemble, device, client, emit) -> list[dict]:
     topic = _TOPIC + uuid.uuid4().hex
     events: queue.Queue = queue.Queue()
     n = min(ensemble, os.cpu_count() or 1, 4)
+    checkpoints = checkpoints or {}
     ctx = nullcontext(client) if client is not None else cluster.dask_client(n_workers=n)
     with ctx as c:
         c.subscribe_topic(topic, lambda ev: events.put(ev[1] if isinstance(ev, tuple)
                                                        else ev))
-        futures = [c.submit(train_member_task, url, info["ref"], info["hash"], cfg, k,
-                            device, topic, pure=False, key=f"train-member-{k}-{topic}")
-                   for k in range(ensemble)]
+        futures = []
+        for k in range(ensemble):
+            init = frozen = None
+            if transfer is not None:
+                init = transfer["weights"][k % len(transfer["weights"])]
+                frozen = transfer["frozen"]
+            futures.append(c.submit(
+                train_member_task, url, info["ref"], info["hash"], cfg, k, device, topic,
+                run_id=run_id, resume=checkpoints.get(k), init=init, frozen=frozen or (),
+                pure=False, key=f"train-member-{k}-{topic}"))
         try:
             pending = set(range(ensemble))
             while pending:
@@ -308,7 +527,8 @@ def _register(reg, plan, results, run, description) -> dict:
                 "best_epoch": r["best_epoch"], "epochs": r["epochs"],
                 "seconds": round(r["seconds"], 3),
                 "seconds_per_epoch": round(r["seconds_per_epoch"], 4),
-                "worker": r["worker"], "device": r["device"]} for r in results]
+                "worker": r["worker"], "device": r["device"],
+                "resumed_at": r.get("resumed_at")} for r in results]
     e_true = data.column("energy")
     names = ("train", "val", "test")
     energy = {s: (e_true[data.split == k], pred["energy"][data.split == k])
@@ -337,6 +557,7 @@ def _register(reg, plan, results, run, description) -> dict:
         config=cfg, elements=cfg["elements"], cutoff=cfg["radial_cutoff"],
         units={"energy": "eV", "length": "Å"}, level=data.levels[0],
         dataset_version=info["ref"], metrics=stored_metrics, extras=extras, run=run,
+        parent=cfg.get("parent"), frozen=cfg.get("frozen"),
         description=description or f"torchani ANI ensemble of {len(results)}")
     return {"model": version["ref"], "metrics": metrics, "members": members,
             "version": version}

@@ -96,11 +96,19 @@ def _epoch_loss(model, batches, ew, fw) -> tuple[float | None, float | None]:
 
 
 def train_member(data: TrainingData, config: dict, seed: int, device: str = "cpu",
-                 on_epoch=None) -> dict:
+                 on_epoch=None, *, init_state: dict | None = None, frozen=(),
+                 resume: dict | None = None, on_checkpoint=None) -> dict:
     """Train one member; returns ``state_dict`` (best validation epoch), ``curve`` (one dict
     per epoch: epoch, train_loss, val_loss, val_energy_mae_ev, lr), ``best_epoch``,
     ``epochs``, ``seconds``, ``seconds_per_epoch``, ``forces_weight``, ``metrics`` (per split)
-    and ``predictions`` (residual energies by global row, and per-atom forces when trained)."""
+    and ``predictions`` (residual energies by global row, and per-atom forces when trained).
+
+    ``init_state``: parameters to start from (transfer learning; only the parameters are
+    taken, so the member keeps its own energy shifter and AEV constants). ``frozen``: names
+    of parameters that stay fixed (no gradient, not given to the optimizer). ``resume``: a
+    checkpoint from :func:`read_checkpoint`, continued exactly where it was written.
+    ``on_checkpoint(epoch, data: bytes, done: bool)`` receives a checkpoint every
+    ``checkpoint_every`` epochs and when the member stops."""
     import torch
 
     ew, fw = float(config["energy_weight"]), forces_weight(config, data)
@@ -109,15 +117,36 @@ def train_member(data: TrainingData, config: dict, seed: int, device: str = "cpu
     t0 = time.perf_counter()
     pin_determinism(device)
     model = new_member(config, seed, device, dtype)
-    opt = torch.optim.AdamW(model.parameters(), lr=config["lr"],
-                            weight_decay=config["weight_decay"])
+    if init_state is not None:
+        load_parameters(model, init_state)
+    frozen = set(frozen)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name not in frozen)
+    opt = torch.optim.AdamW([p for _, p in model.named_parameters() if p.requires_grad],
+                            lr=config["lr"], weight_decay=config["weight_decay"])
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, factor=config["lr_factor"], patience=config["lr_patience"],
         min_lr=config["min_lr"])
     bs, forces = int(config["batch_size"]), fw > 0
+    every = int(config.get("checkpoint_every") or 0)
     val = data.batches("val", bs, device=device, dtype=dtype, forces=forces)
     best, best_state, best_epoch, waited, curve = np.inf, None, 0, 0, []
-    for epoch in range(1, int(config["epochs"]) + 1):
+    start, done = 1, False
+    if resume is not None:
+        st = resume["state"]
+        model.load_state_dict({k: v.to(device) for k, v in resume["model"].items()})
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        rng.bit_generator.state = st["rng"]
+        torch.set_rng_state(resume["torch_rng"])
+        best, best_epoch, waited, curve = st["best"], st["best_epoch"], st["waited"], \
+            st["curve"]
+        best_state = {k: v.to(device) for k, v in resume["best"].items()}
+        start, done = st["epoch"] + 1, st["done"]
+    last = int(config["epochs"])
+    for epoch in range(start, last + 1):
+        if done:
+            break
         model.train()
         total, n = 0.0, 0
         for b in data.batches("train", bs, device=device, dtype=dtype, rng=rng,
@@ -140,13 +169,21 @@ def train_member(data: TrainingData, config: dict, seed: int, device: str = "cpu
         curve.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                       "val_energy_mae_ev": val_mae, "lr": lr})
         if score < best:
-            best, best_epoch, waited = score, epoch, 0
+            best, best_epoch, waited = float(score), epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             waited += 1
         if on_epoch is not None:
             on_epoch(curve[-1])
-        if waited >= config["patience"]:
+        done = waited >= config["patience"] or epoch == last
+        if on_checkpoint is not None and (done or (every and epoch % every == 0)):
+            on_checkpoint(epoch, write_checkpoint(
+                model, opt, sched, rng, best_state,
+                {"epoch": epoch, "done": done, "best": best, "best_epoch": best_epoch,
+                 "waited": waited, "curve": curve}), done)
+        if _epoch_hook is not None:
+            _epoch_hook(seed, epoch)
+        if done:
             break
     model.load_state_dict(best_state)
     model.eval()
@@ -155,7 +192,89 @@ def train_member(data: TrainingData, config: dict, seed: int, device: str = "cpu
     return {"state_dict": {k: v.to("cpu") for k, v in best_state.items()}, "curve": curve,
             "best_epoch": best_epoch, "epochs": len(curve), "seconds": seconds,
             "seconds_per_epoch": seconds / max(len(curve), 1), "forces_weight": fw,
-            "predictions": pred, "metrics": residual_metrics(data, pred)}
+            "predictions": pred, "metrics": residual_metrics(data, pred),
+            "resumed_at": None if resume is None else resume["state"]["epoch"]}
+
+
+# A test hook: called as ``_epoch_hook(seed, epoch)`` after each epoch's checkpoint, so a
+# test can stop a member the way a killed worker would.
+_epoch_hook = None
+
+
+def load_parameters(model, state: dict) -> None:
+    """Copy the parameters (not the buffers) of ``state`` into ``model``; shapes must match."""
+    import torch
+
+    params = dict(model.named_parameters())
+    missing = sorted(set(params) - set(state))
+    if missing:
+        raise ValueError(f"the starting weights lack {len(missing)} parameter(s), e.g. "
+                         f"{missing[0]}")
+    with torch.no_grad():
+        for name, p in params.items():
+            src = torch.as_tensor(state[name])
+            if tuple(src.shape) != tuple(p.shape):
+                raise ValueError(f"parameter {name}: shape {tuple(src.shape)} in the starting "
+                                 f"weights, {tuple(p.shape)} in the member")
+            p.copy_(src.to(p.device, p.dtype))
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+# One safetensors file: the tensors under "model.", "best." (the best epoch's state, for early
+# stopping), "optim.<index>.<name>" (AdamW's per-parameter state) and "torch_rng"; everything
+# else (epoch, early-stopping counters, the learning curve, the scheduler, the optimizer's
+# param groups, the numpy generator's state) as JSON in the one metadata entry
+# "nnp_checkpoint". No pickle.
+CHECKPOINT_FORMAT = 1
+
+
+def write_checkpoint(model, opt, sched, rng, best_state, state: dict) -> bytes:
+    import json
+
+    import torch
+    from safetensors.torch import save
+
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"best.{k}": v for k, v in (best_state or {}).items()})
+    osd = opt.state_dict()
+    for idx, per in osd["state"].items():
+        for name, v in per.items():
+            if not torch.is_tensor(v):
+                raise TypeError(f"optimizer state {name} is not a tensor")
+            tensors[f"optim.{idx}.{name}"] = v
+    tensors["torch_rng"] = torch.get_rng_state()
+    # copies: the model and its best state may share storage, which safetensors refuses
+    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in tensors.items()}
+    sched_state = {k: v for k, v in sched.state_dict().items() if k != "optimizer"}
+    meta = {"format": CHECKPOINT_FORMAT, **state, "param_groups": osd["param_groups"],
+            "scheduler": sched_state, "rng": rng.bit_generator.state}
+    return save(tensors, metadata={"nnp_checkpoint": json.dumps(meta)})
+
+
+def read_checkpoint(data: bytes) -> dict:
+    """``{"model", "best", "optimizer", "torch_rng", "state"}`` from checkpoint bytes."""
+    import json
+
+    from safetensors.torch import load
+
+    tensors = load(data)
+    # the metadata sits in the file's JSON header: 8 bytes of length, then the header
+    n = int.from_bytes(data[:8], "little")
+    meta = json.loads(json.loads(data[8:8 + n])["__metadata__"]["nnp_checkpoint"])
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint format {meta.get('format')!r}, expected "
+                         f"{CHECKPOINT_FORMAT}")
+    out = {"model": {}, "best": {}, "state": meta, "torch_rng": tensors.pop("torch_rng")}
+    optim: dict = {}
+    for key, v in tensors.items():
+        head, _, rest = key.partition(".")
+        if head == "optim":
+            idx, _, name = rest.partition(".")
+            optim.setdefault(int(idx), {})[name] = v
+        else:
+            out[head][rest] = v
+    out["optimizer"] = {"state": optim, "param_groups": meta["param_groups"]}
+    return out
 
 
 def predict(model, data: TrainingData, device: str, dtype, forces: bool,
