@@ -15,8 +15,6 @@ import pytest
 
 os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
-import pipelines.cli.md  # noqa: E402,F401  (registers `nnp md` until pipelines.cli imports it)
-
 LEVEL = "emt"
 SMALL = {"hidden": [8], "radial_shifts": 4, "angular_shifts": 2, "angular_sections": 2,
          "batch_size": 16}
@@ -38,6 +36,21 @@ def emt_frames(n_per_molecule: int = 10, seed: int = 0):
             a.calc = None
             out.append(a)
     return out
+
+
+@pytest.fixture
+def nnp(nnp):
+    """The CLI with ``nnp md`` on the app for this test only, unless ``pipelines.cli``
+    registers it itself (other tests compare the app with docs/cli.md)."""
+    from pipelines.cli._app import app
+
+    before = list(app.registered_commands)
+    import pipelines.cli.md as mod  # registers it on first import
+
+    if mod.md not in {c.callback for c in app.registered_commands}:
+        app.command("md")(mod.md)
+    yield nnp
+    app.registered_commands[:] = before
 
 
 @pytest.fixture(scope="module")
