@@ -12,6 +12,13 @@ shared by every member) and their weights loaded. Results, in eV and Å:
 - ``energy_std``: the members' standard deviation of the energy (unbiased, 0 for one member),
   ``forces_std`` (n, 3): the same per force component, ``energies``: each member's energy.
 
+A Δ model (trained on a ``--delta HIGH-LOW`` dataset version) predicts HIGH − LOW; its config
+names the base level (``base_level``: LOW), and the calculator adds that level's energy,
+forces and stress from its reference calculator
+(:func:`pipelines.simulation.calculators.make_calculator`: EMT, GFN2-xTB/GFN1-xTB through
+tblite), so every result above is a HIGH total; ``base_energy`` and ``delta_energy`` hold the
+two parts. A base level without a calculator is refused when the calculator is built.
+
 Neighbours: torchani's adaptive list (all pairs for small systems, its linear-scaling cell
 list above a few hundred atoms) for molecules and fully periodic cells; all pairs when only
 some directions are periodic (the cell list needs all three).
@@ -31,7 +38,7 @@ class NNPCalculator(Calculator):
     """ASE calculator over the members of a registered ANI model version."""
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energy_std",
-                              "forces_std", "energies"]
+                              "forces_std", "energies", "base_energy", "delta_energy"]
 
     def __init__(self, config: dict, members: list[dict], *, name: str | None = None,
                  device: str = "cpu", dtype: str = "float32", **kwargs):
@@ -41,9 +48,7 @@ class NNPCalculator(Calculator):
         if config.get("arch") != "ani":
             raise BadInput(f"model {name or ''} has architecture {config.get('arch')!r}; "
                            f"this calculator runs 'ani' models")
-        if config.get("delta"):
-            raise BadInput(f"model {name or ''} predicts a Δ correction ({config.get('target')})"
-                           f"; adding its base level at inference is not built yet")
+        self.base = base_calculator(config, name) if config.get("delta") else None
         from .ensemble import resolve_device
         from .loop import torch_dtype
 
@@ -131,6 +136,11 @@ class NNPCalculator(Calculator):
             members = self._energies(species, x, c, pbc_t, full=bool(pbc.all()) or cell is None)
         e = members.detach().double().cpu().numpy() * HARTREE_EV
         e = e + self._ref[atoms.numbers].sum()
+        base = self._base(atoms, want_forces, want_stress)
+        if base is not None:
+            self.results["delta_energy"] = float(e.mean())
+            self.results["base_energy"] = base["energy"]
+            e = e + base["energy"]
         k = self.n_members
         self.results["energies"] = e
         self.results["energy"] = self.results["free_energy"] = float(e.mean())
@@ -146,6 +156,8 @@ class NNPCalculator(Calculator):
                 if want_stress:
                     virial += grads[1].double()
             forces = np.stack(per)
+            if base is not None:
+                forces = forces + base["forces"]
             self.results["forces"] = forces.mean(axis=0)
             self.results["forces_std"] = forces.std(axis=0, ddof=1) if k > 1 \
                 else np.zeros_like(forces[0])
@@ -153,8 +165,23 @@ class NNPCalculator(Calculator):
                 from ase.stress import full_3x3_to_voigt_6_stress
 
                 volume = abs(float(np.linalg.det(np.asarray(atoms.cell))))
-                stress = (virial / k).cpu().numpy() / volume
-                self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
+                stress = full_3x3_to_voigt_6_stress((virial / k).cpu().numpy() / volume)
+                if base is not None:
+                    stress = stress + base["stress"]
+                self.results["stress"] = stress
+
+    def _base(self, atoms, forces: bool, stress: bool) -> dict | None:
+        """The base level's energy (and forces, stress) of ``atoms``, for a Δ model."""
+        if self.base is None:
+            return None
+        b = atoms.copy()
+        b.calc = self.base
+        out = {"energy": float(b.get_potential_energy())}
+        if forces:
+            out["forces"] = np.asarray(b.get_forces(), dtype=np.float64)
+        if stress:
+            out["stress"] = np.asarray(b.get_stress(), dtype=np.float64)
+        return out
 
     def _energies(self, species, coords, cell, pbc, full: bool):
         """(members,) energies in Hartree, the residual the networks learned."""
@@ -172,3 +199,25 @@ class NNPCalculator(Calculator):
         self.model.neighborlist = nl
         out = self.model((species, coords), cell, pbc, ensemble_values=True).energies
         return out[:, 0]
+
+
+def base_calculator(config: dict, name: str | None = None):
+    """The reference calculator of a Δ model's base level; :class:`BadInput` naming the
+    level and the available ones when there is none (or its package is missing)."""
+    from pipelines.simulation.calculators import CALCULATORS, make_calculator
+
+    level = config.get("base_level")
+    target = config.get("target")
+    if not level:
+        raise BadInput(f"model {name or ''} predicts a Δ correction ({target}) but records "
+                       f"no base level (trained before base levels were stored); retrain it")
+    if level.lower() not in CALCULATORS:
+        raise BadInput(f"model {name or ''} predicts {target}: its base level {level!r} has "
+                       f"no reference calculator to add at inference; available: "
+                       f"{', '.join(CALCULATORS)}")
+    try:
+        return make_calculator(level)
+    except ImportError as exc:
+        raise BadInput(f"model {name or ''} needs its base level {level!r} at inference, but "
+                       f"its calculator cannot load ({exc}); install it or use a model "
+                       f"on another base") from None

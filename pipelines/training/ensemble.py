@@ -11,6 +11,12 @@ scores each and the ensemble mean on train/val/test, draws the parity plot and l
 and registers ONE version holding every member (``latest`` moves to it). If anything fails,
 the run is recorded ``failed`` (``interrupted`` on Ctrl-C) and no version exists.
 
+Each member task stores checkpoints as artifacts and records them on the running run
+(:func:`record_checkpoint`); :func:`resume` continues a failed or killed run from them in a new
+run. ``parent``/``freeze`` start the members from a registered version (transfer learning,
+:func:`transfer_plan`). A Δ dataset version records its base level in the config
+(``base_level``), which the calculator and ``evaluate`` add back at inference.
+
 The stored config holds everything the calculator needs to rebuild the members: the
 architecture keys, ``elements``, ``self_energies_ev`` (the fitted per-element shift inside
 each member) and ``reference_energies_ev`` (the level's atomic reference energies that were

@@ -4,7 +4,13 @@ Energies are compared as totals (the model's residual plus its stored reference 
 against the version's energies), so a model may be scored on another version of the same
 level. Metrics have the shape ``nnp train --json`` prints, for the ensemble mean and for each
 member; force errors appear when the chosen split has forces. Bad input (unknown model or
-dataset, an empty split, elements the model lacks, a Δ model) is refused before the run.
+dataset, an empty split, elements the model lacks, a Δ model scored on a Δ version of another
+target, a Δ model whose base level has no calculator) is refused before the run.
+
+A Δ model (HIGH − LOW) is scored on a plain version (e.g. at HIGH) as totals: the base level's
+energy and forces, from its reference calculator, are added to every prediction (recorded as
+``base_level`` in the run's result). On a Δ version of its own target it is scored as the
+correction it learned (the base cancels, so no calculator is needed).
 """
 
 from __future__ import annotations
@@ -41,10 +47,17 @@ def evaluate(reg, model_ref: str, dataset_ref: str, *, split: str = "test",
     if pulled.info["architecture"] != "ani" or cfg.get("arch") != "ani":
         raise BadInput(f"model {pulled.ref} has architecture "
                        f"{pulled.info['architecture']!r}; evaluate runs 'ani' models")
-    if cfg.get("delta"):
-        raise BadInput(f"model {pulled.ref} predicts a Δ correction ({cfg.get('target')}); "
-                       f"evaluating it against totals needs its base level (not built yet)")
     info = reg.resolve_dataset(dataset_ref)
+    base = None
+    if cfg.get("delta"):
+        ddelta = (info["params"] or {}).get("delta")
+        if ddelta and f"{ddelta['high']}-{ddelta['low']}" != cfg.get("target"):
+            raise BadInput(f"model {pulled.ref} predicts {cfg.get('target')}; dataset "
+                           f"{info['ref']} holds {ddelta['high']}-{ddelta['low']}")
+        if not ddelta:
+            from .calculator import base_calculator
+
+            base = base_calculator(cfg, pulled.ref)
     data = training_data(reg.materialize(info["ref"]))
     splits = SPLITS if split == "all" else (split,)
     chosen = np.isin(data.split, [SPLITS.index(s) for s in splits])
@@ -58,6 +71,8 @@ def evaluate(reg, model_ref: str, dataset_ref: str, *, split: str = "test",
                        f"{info['ref']} has {', '.join(SYMBOLS[z] for z in lacking)}")
     forces = any(data.n_with_forces(s) for s in splits)
     params = {"model": pulled.ref, "dataset": info["ref"], "split": split, "device": dev}
+    if base is not None:
+        params["base_level"] = cfg["base_level"]
     with reg.run("evaluate", params) as run:
         run.consumed("model_version", pulled.info["id"], ref=pulled.ref,
                      sha256=pulled.info["content_hash"])
@@ -68,6 +83,11 @@ def evaluate(reg, model_ref: str, dataset_ref: str, *, split: str = "test",
             p.requires_grad_(False)
         e_members, f_members = predict_members(model, data, splits, dev, dtype, forces,
                                                batch_size)
+        if base is not None:
+            e_base, f_base = base_predictions(base, data, splits, forces)
+            e_members = e_members + e_base
+            if f_members is not None:
+                f_members = f_members + f_base
         refs = np.zeros(256)
         for s, e in (cfg.get("reference_energies_ev") or {}).items():
             refs[symbol_to_z(s)] = e
@@ -86,6 +106,8 @@ def evaluate(reg, model_ref: str, dataset_ref: str, *, split: str = "test",
                                                   else f_members[k])}
                    for k in range(len(e_members))]
         run.result = {"metrics": metrics}
+        if base is not None:
+            run.result["base_level"] = cfg["base_level"]
     mean_e = e_members.mean(axis=0) + model_ref_sum
     energy = {s: ((e_true - model_ref_sum)[data.split == SPLITS.index(s)],
                   (mean_e - model_ref_sum)[data.split == SPLITS.index(s)])
@@ -129,4 +151,29 @@ def predict_members(model, data: TrainingData, splits, device, dtype, forces: bo
                     fa = -g.double().cpu().numpy()
                     for i, row in enumerate(b.index):
                         f_out[m, off[row]:off[row + 1]] = fa[i, :off[row + 1] - off[row]]
+    return e_out, f_out
+
+
+def base_predictions(calc, data: TrainingData, splits, forces: bool
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The base level's energies (N,) and forces (M, 3) from the ASE calculator ``calc`` for
+    the structures of ``splits`` (NaN elsewhere)."""
+    from ase import Atoms
+
+    off = data.atom_offsets()
+    e_out = np.full(data.n_structures, np.nan)
+    f_out = np.full((int(off[-1]), 3), np.nan) if forces else None
+    codes = [SPLITS.index(s) for s in splits]
+    for g in data.groups:
+        for i, row in enumerate(g.index):
+            if g.split[i] not in codes:
+                continue
+            n = int(g.n_atoms[i])
+            a = Atoms(numbers=g.numbers[i, :n], positions=g.positions[i, :n],
+                      cell=g.cell if g.cell is not None else None,
+                      pbc=g.pbc if g.pbc is not None else False)
+            a.calc = calc
+            e_out[row] = a.get_potential_energy()
+            if forces:
+                f_out[off[row]:off[row + 1]] = a.get_forces()
     return e_out, f_out
