@@ -74,6 +74,7 @@ class Registry(Store):
     register_model = versions.register_model
     set_model_alias = versions.set_model_alias
     retract_model = versions.retract_model
+    record_verification = versions.record_verification
     show_model = versions.show_model
     list_models = versions.list_models
     list_model_versions = versions.list_model_versions

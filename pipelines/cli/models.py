@@ -1,4 +1,5 @@
-"""``nnp models``: model versions (list, show, pull, alias, retract, register, export, import)."""
+"""``nnp models``: model versions (list, show, verify, pull, alias, retract, register, export,
+import)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ._app import app, console, err_console, open_registry, print_json
+from ._app import app, console, err_console, on_interrupt, open_registry, print_json
 
 models_app = typer.Typer(help="Model versions. REF is NAME, NAME:VERSION or NAME@ALIAS.",
                          no_args_is_help=True)
@@ -52,10 +53,12 @@ def list_models(
             table.add_row(r["name"], str(r["versions"]), str(r["latest"] or "-"), al,
                           r["description"] or "")
     else:
-        table = Table("version", "architecture", "members", "status", "aliases", "created")
+        table = Table("version", "architecture", "members", "status", "verified", "aliases",
+                      "created")
         for r in rows:
             table.add_row(str(r["version"]), r["architecture"], str(r["n_members"]),
-                          r["status"], ", ".join(r["aliases"]), str(r["created_at"])[:19])
+                          r["status"], _verified(r["verified"]), ", ".join(r["aliases"]),
+                          str(r["created_at"])[:19])
     console.print(table)
     if name is not None and len(rows) == limit:
         console.print(f"(more: --before {rows[-1]['version']})")
@@ -69,40 +72,121 @@ def show(ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS."
         info = reg.show_model(ref)
     if as_json:
         return print_json(info)
-    for key in ("ref", "status", "status_reason", "architecture", "elements", "cutoff", "units",
-                "level", "dataset_version", "parent", "frozen", "n_members", "metrics", "config",
-                "aliases", "run_id", "created_at", "size", "content_hash"):
+    from registry.models.versions import VERIFICATION
+
+    metrics = dict(info.get("metrics") or {})
+    record = metrics.pop(VERIFICATION, None)
+    info = {**info, "metrics": metrics or None, "verified": _verified(info.get("verified"))}
+    for key in ("ref", "status", "status_reason", "verified", "architecture", "elements",
+                "cutoff", "units", "level", "dataset_version", "parent", "frozen", "n_members",
+                "metrics", "config", "aliases", "run_id", "created_at", "size", "content_hash"):
         if info.get(key) is not None:
-            style = "bold red" if key == "status" and info[key] == "retracted" else "bold"
+            bad = (key == "status" and info[key] == "retracted") or \
+                (key == "verified" and info[key] == "FAILED")
+            style = "bold red" if bad else "bold"
             console.print(f"[{style}]{key}[/]: {info[key]}", highlight=False)
     for f in info["files"]:
         console.print(f"  {f['name']:<28} {f['role']:<8} {f['size']:>12,d} B  {f['sha256']}",
                       highlight=False, soft_wrap=True)
+    if record:
+        console.print(verification_table(record))
+
+
+def _verified(value) -> str:
+    return {True: "passed", False: "FAILED", None: "-"}[value]
+
+
+def verification_table(record: dict):
+    """The checks of a verification record: value, threshold, verdict."""
+    from rich.table import Table
+
+    title = (f"verification: {'passed' if record.get('passed') else 'FAILED'} "
+             f"(run {record.get('run_id')}, {str(record.get('recorded_at'))[:19]})")
+    table = Table("check", "value", "threshold", "unit", "result", title=title)
+    for name, c in record.get("checks", {}).items():
+        value = "non-finite" if c.get("value") is None else f"{c['value']:.3g}"
+        table.add_row(c.get("label") or name, value, f"{c['threshold']:.3g}",
+                      c.get("unit") or "", "ok" if c["passed"] else "[bold red]FAILED[/]")
+    return table
+
+
+def _thresholds(items: list[str] | None) -> dict:
+    from registry.errors import BadInput
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BadInput(f"--threshold {item!r}: expected NAME=VALUE, e.g. forces_atol=0.01")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise BadInput(f"--threshold {item!r}: {value!r} is not a number") from None
+    return out
+
+
+@models_app.command("verify")
+@on_interrupt("the verify run is recorded as interrupted; nothing was stored with the version")
+def verify(
+    ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS."),
+    threshold: list[str] = typer.Option(
+        None, "--threshold", "-t", help="NAME=VALUE, e.g. forces_atol=0.01 (repeatable; "
+        "names and defaults in docs/verification.md)."),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1,
+                             help="Seed of the structure picks, rotations and velocities."),
+    device: str = typer.Option("cpu", help="auto | cpu | cuda."),
+    as_json: bool = JSON,
+):
+    """Run the verification checks on a version and store them with it.
+
+    Forces vs finite differences, invariance to rotation/translation/permutation, NVE
+    energy drift, smoothness at the cutoffs (docs/verification.md). Exit status 1 when a
+    check fails: the version is then refused by `nnp models pull --strict`.
+    """
+    from pipelines.training.verify import check_thresholds
+    from pipelines.training.verify import verify as run_verify
+
+    thresholds = check_thresholds(_thresholds(threshold))
+    with open_registry() as reg:
+        out = run_verify(reg, ref, seed=seed, thresholds=thresholds, device=device)
+    if as_json:
+        print_json(out)
+    else:
+        console.print(f"[bold]{out['ref']}[/] verified on {len(out['structures'])} "
+                      f"structure(s) ({out['source']}), {out['seconds']['total']:.1f} s",
+                      highlight=False)
+        console.print(verification_table(out))
+    if not out["passed"]:
+        raise typer.Exit(1)
 
 
 @models_app.command("pull")
 def pull(
     ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS."),
     out: Path = typer.Option(None, "-o", "--out", help="Directory (default ./NAME-VERSION)."),
-    strict: bool = typer.Option(False, "--strict", help="Refuse a retracted version."),
+    strict: bool = typer.Option(False, "--strict", help="Refuse a retracted version, one that "
+                                "failed verification or one never verified."),
     as_json: bool = JSON,
 ):
     """Write the verified files of a version and a model.json manifest to a directory."""
     import warnings
 
-    from registry.models.pull import RetractedModelWarning
+    from registry.models.pull import FailedVerificationWarning, RetractedModelWarning
 
+    kinds = (RetractedModelWarning, FailedVerificationWarning)
     with open_registry() as reg, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RetractedModelWarning)
+        for kind in kinds:
+            warnings.simplefilter("always", kind)
         if out is None:
             info = reg.show_model(ref)
             out = Path(f"{info['name']}-{info['version']}")
         pulled = reg.pull_model(ref, strict=strict, dest=out)
     for w in caught:
-        if issubclass(w.category, RetractedModelWarning):
+        if issubclass(w.category, kinds):
             err_console.print(f"[bold red on yellow]WARNING:[/] [bold red]{w.message}[/]",
                               highlight=False)
     summary = {"ref": pulled.ref, "path": str(pulled.path), "status": pulled.info["status"],
+               "verified": pulled.info["verified"],
                "files": [f["name"] for f in pulled.info["files"]] + ["model.json"],
                "content_hash": pulled.info["content_hash"]}
     if as_json:

@@ -1,7 +1,8 @@
 """Pulling a model version: every file fetched and verified against its sha256.
 
-Weights are checked as safetensors (no pickle anywhere); a retracted version warns, or is
-refused with ``strict``.
+Weights are checked as safetensors (no pickle anywhere). A retracted version, or one whose
+latest verification failed, warns, or is refused with ``strict``; ``strict`` also refuses a
+version that was never verified (docs/verification.md).
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ from pathlib import Path
 
 from ..errors import Conflict
 from ..store.lookups import model_version
-from .versions import MANIFEST, model_version_dict
+from .versions import MANIFEST, VERIFICATION, model_version_dict, verification_failures
 from .weights import check_safetensors, load_numpy
 
 
 class RetractedModelWarning(UserWarning):
     """Pulling a retracted model version."""
+
+
+class FailedVerificationWarning(UserWarning):
+    """Pulling a model version whose latest verification failed."""
 
 
 @dataclass
@@ -61,7 +66,9 @@ def pull_model(reg, ref: str, *, strict: bool = False, dest=None) -> PulledModel
     """Fetch a version's files, each verified against its sha256.
 
     A retracted version warns (:class:`RetractedModelWarning`) or, with ``strict``, is
-    refused. With ``dest`` the files and a ``model.json`` manifest are written there.
+    refused; so is one whose latest verification failed (:class:`FailedVerificationWarning`).
+    ``strict`` also refuses a version never verified. With ``dest`` the files and a
+    ``model.json`` manifest are written there.
     """
     with reg.session() as s:
         model, mv = model_version(s, ref)
@@ -71,6 +78,7 @@ def pull_model(reg, ref: str, *, strict: bool = False, dest=None) -> PulledModel
         if strict:
             raise Conflict(msg + " (refused: strict)")
         warnings.warn(msg, RetractedModelWarning, stacklevel=2)
+    check_verification(info, strict)
     blobs = {f["name"]: reg.artifacts.get(f["sha256"], f["uri"]) for f in info["files"]}
     for f in info["files"]:
         if f["role"] == "weights":
@@ -79,6 +87,29 @@ def pull_model(reg, ref: str, *, strict: bool = False, dest=None) -> PulledModel
     if dest is not None:
         pulled.path = write_pulled(pulled, Path(dest))
     return pulled
+
+
+def check_verification(info: dict, strict: bool) -> None:
+    """Refuse (``strict``) or warn about a version that failed verification; ``strict`` also
+    refuses one that has none, or whose record is for other content."""
+    record = (info.get("metrics") or {}).get(VERIFICATION)
+    ref = info["ref"]
+    if not isinstance(record, dict):
+        if strict:
+            raise Conflict(f"model {ref} has not been verified (run `nnp models verify "
+                           f"{ref}`); refused: strict")
+        return
+    if record.get("content_hash") != info["content_hash"]:
+        if strict:
+            raise Conflict(f"model {ref}'s verification is for other files (content "
+                           f"{str(record.get('content_hash'))[:12]}); run `nnp models verify "
+                           f"{ref}`; refused: strict")
+        return
+    if not record.get("passed"):
+        msg = f"model {ref} failed verification: {verification_failures(record)}"
+        if strict:
+            raise Conflict(msg + "; refused: strict")
+        warnings.warn(msg, FailedVerificationWarning, stacklevel=3)
 
 
 def write_pulled(pulled: PulledModel, dest: Path) -> Path:

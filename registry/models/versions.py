@@ -7,6 +7,10 @@ PostgreSQL; SQLite transactions start with ``BEGIN IMMEDIATE``), so concurrent r
 get 1, 2, 3... with no gap or duplicate. ``latest`` is automatic: the highest version that is
 not retracted. Other aliases (``production``...) are set explicitly and each move is a
 ``model_alias`` run in provenance (who, when, from which version to which).
+
+Verification checks (``pipelines.training.verify``) are stored with the version by
+:func:`record_verification`, under ``metrics["verification"]`` (the latest record; every
+record stays in its ``verify`` run): see docs/decisions/0011-verification-storage.md.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from ..store.schema import (
 )
 from .weights import to_safetensors
 
+VERIFICATION = "verification"  # the metrics key that holds the latest verification record
 FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,254}$")
 _CHUNK = 10000  # bound parameters per IN (...) query
 MANIFEST = "model.json"
@@ -104,7 +109,8 @@ def model_version_dict(s, model: Model, mv: ModelVersion, *, files: bool = True)
         "cutoff": mv.cutoff, "units": mv.units, "level": level,
         "dataset_version": lookups.dataset_version_ref(s, mv.dataset_version_id), "parent": parent,
         "frozen": mv.frozen, "metrics": mv.metrics, "n_members": mv.n_members,
-        "status": mv.status, "status_reason": mv.status_reason, "run_id": mv.run_id,
+        "status": mv.status, "status_reason": mv.status_reason,
+        "verified": verified(mv.metrics), "run_id": mv.run_id,
         "created_at": mv.created_at, "aliases": aliases,
     }
     if files:
@@ -251,6 +257,9 @@ def register_model(reg, name: str, weights=None, *, architecture: str,
     """
     check_name(name, "model name")
     check_text(description, "model description")
+    if isinstance(metrics, Mapping) and VERIFICATION in metrics:
+        raise BadInput(f"metrics key {VERIFICATION!r} is reserved: verification results are "
+                       f"recorded by record_verification (`nnp models verify`)")
     meta = version_meta(architecture=architecture, config=config, elements=elements,
                         cutoff=cutoff, units=units, frozen=frozen, metrics=metrics)
     blobs = [(member_file(k), "weights", k, to_safetensors(m, f"weights of member {k}"))
@@ -341,7 +350,8 @@ def insert_version(reg, name, stored, meta, *, level=None, dataset_version=None,
                                             "metrics", "n_members", "status",
                                             "status_reason", "run_id", "created_at")}
         return {**info, "name": name, "ref": ref, "description": model.description,
-                "level": canon, "dataset_version": dv_ref, "parent": parent_ref,
+                "verified": verified(mv.metrics), "level": canon, "dataset_version": dv_ref,
+                "parent": parent_ref,
                 "aliases": ["latest"] if mv.status != "retracted" else [],
                 "files": files, "size": sum(f["size"] for f in files),
                 "content_hash": digest}
@@ -398,6 +408,86 @@ def retract_model(reg, ref: str, reason: str) -> dict:
             mv.status, mv.status_reason = "retracted", str(reason).strip()
         s.flush()
         return model_version_dict(s, model, mv)
+
+def _check_verification(results) -> tuple[dict, bool]:
+    """The checked record and its verdict: every check passed (and says so consistently)."""
+    if not isinstance(results, Mapping):
+        raise BadInput("verification results must be a mapping with a 'checks' mapping")
+    checks = results.get("checks")
+    if not isinstance(checks, Mapping) or not checks:
+        raise BadInput("verification results need a non-empty 'checks' mapping "
+                       "{name: {'value', 'threshold', 'passed', ...}}")
+    for name, c in checks.items():
+        if not isinstance(name, str) or not isinstance(c, Mapping):
+            raise BadInput(f"verification check {name!r} must be a mapping named by a string")
+        value, threshold, ok = c.get("value"), c.get("threshold"), c.get("passed")
+        if not isinstance(ok, bool):
+            raise BadInput(f"verification check {name!r}: 'passed' must be true or false")
+        for what, x in (("threshold", threshold), ("value", value)):
+            if x is None and what == "value":
+                continue  # a value that could not be computed (non-finite)
+            if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+                raise BadInput(f"verification check {name!r}: {what} must be a finite number"
+                               f"{' or null' if what == 'value' else ''}, got {x!r}")
+        if ok and (value is None or value > threshold):
+            raise BadInput(f"verification check {name!r} says passed but its value {value!r} "
+                           f"is not within its threshold {threshold!r}")
+    record = _check_json(dict(results), "verification results")
+    return record, all(c["passed"] for c in checks.values())
+
+
+def verified(metrics) -> bool | None:
+    """True / False: the latest verification passed / failed; None: never verified."""
+    rec = (metrics or {}).get(VERIFICATION) if isinstance(metrics, Mapping) else None
+    return None if not isinstance(rec, Mapping) else bool(rec.get("passed"))
+
+
+def verification_failures(record: Mapping) -> str:
+    """``forces vs −∇E 0.3 > 0.01 eV/Å; ...``: the failed checks of a record, in one line."""
+    parts = []
+    for name, c in (record.get("checks") or {}).items():
+        if c.get("passed"):
+            continue
+        value = "non-finite" if c.get("value") is None else f"{c['value']:.3g}"
+        parts.append(f"{c.get('label') or name} {value} > {c['threshold']:.3g} "
+                     f"{c.get('unit') or ''}".rstrip())
+    return "; ".join(parts) or "no check passed"
+
+
+def record_verification(reg, ref: str, results: Mapping, *, run=None) -> dict:
+    """Store verification ``results`` (``{"checks": {name: {"value", "threshold", "passed",
+    ...}}, ...}``, e.g. from ``pipelines.training.verify``) with the version ``ref``.
+
+    The record goes under ``metrics["verification"]``, replacing an earlier one, with
+    ``passed`` (every check passed; computed here, not taken from ``results``), the run id,
+    the version's content hash and the time. ``run``: the ``verify`` run that computed them
+    (a RunHandle or id; it gets the model version as an input); without one a ``verify`` run is
+    recorded here. ``status`` is not changed: a failing version stays ``ready`` and is refused
+    by strict pulls. One transaction; returns ``{"ref", **record}``.
+    """
+    record, passed = _check_verification(results)
+    run_id = _run_id(run)
+    with reg.session() as s:
+        model, mv = lookups.model_version(s, ref)
+        mv = s.scalar(select(ModelVersion).where(ModelVersion.id == mv.id)
+                      .with_for_update().execution_options(populate_existing=True))
+        exact = f"{model.name}:{mv.version}"
+        digest = content_hash(_files(s, mv.id))
+        consumed = edge("model_version", mv.id, ref=exact, sha256=digest)
+        failed = [k for k, c in record["checks"].items() if not c["passed"]]
+        if run_id is None:
+            with run_scope(reg, "verify", {"model": exact}, session=s) as own:
+                own.inputs.append(consumed)
+                own.result = {"model": exact, "passed": passed, "failed": failed}
+            run_id = own.id
+        else:
+            if s.get(Run, run_id) is None:
+                raise NotFound(f"no run with id {run_id}")
+            add_edges(s, run_id, inputs=[consumed])
+        record.update(passed=passed, run_id=int(run_id), content_hash=digest,
+                      recorded_at=utcnow().isoformat())
+        mv.metrics = {**(mv.metrics or {}), VERIFICATION: record}
+        return {"ref": exact, **record}
 
 # -- reading --------------------------------------------------------------------------------
 
@@ -463,7 +553,8 @@ def list_model_versions(reg, name: str, *, limit: int = 50,
         for vid, ver, arch, nm, status, metrics, created in rows:
             al = sorted(aliases.get(vid, []))
             out.append({"name": name, "version": ver, "architecture": arch,
-                        "n_members": nm, "status": status, "metrics": metrics,
+                        "n_members": nm, "status": status, "verified": verified(metrics),
+                        "metrics": metrics,
                         "created_at": created,
                         "aliases": (["latest"] if ver == latest else []) + al})
         return out
