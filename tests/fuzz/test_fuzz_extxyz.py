@@ -233,10 +233,8 @@ def _matched(a_z, a_pos, b_z, b_pos, same) -> bool:
 
 
 def check_read_back(reg, level: str, frames: list[Frame], all_new: bool) -> None:
-    from registry.store.structures import iter_frames
-
     stored = {}
-    for b in iter_frames(reg, [level], labelled_only=True):
+    for b in reg.iter_frames([level], labelled_only=True):
         lab = b.labels[level]
         for i in range(len(b)):
             lo, hi = int(b.offsets[i]), int(b.offsets[i + 1])
