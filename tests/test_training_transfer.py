@@ -215,9 +215,10 @@ def test_cli_resume_refusals(registry, nnp, capsys, cache, train_cli):
     assert "drop --epochs" in capsys.readouterr().err
     assert nnp("train") == 2
     assert "needs --dataset" in capsys.readouterr().err
-    assert nnp("train", "--resume", "999") == 2
-    assert "no run with id 999" in capsys.readouterr().err
-    assert nnp("train", "--resume", "1") == 2  # the ingest run
+    assert nnp("train", "--resume", str(10**12)) == 2
+    assert f"no run with id {10**12}" in capsys.readouterr().err
+    ingest = registry.list_runs(kind="ingest")[0]["id"]
+    assert nnp("train", "--resume", str(ingest)) == 2
     assert "continues 'train' runs" in capsys.readouterr().err
 
 
