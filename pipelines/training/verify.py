@@ -234,20 +234,17 @@ def nve_check(calc, atoms, th: dict, st: dict, seed: int) -> dict:
     """|slope| of the total energy of a velocity-Verlet run from ``temperature_k``
     Maxwell-Boltzmann velocities (momentum and, for molecules, rotation removed)."""
     from ase import units
-    from ase.md.velocitydistribution import (
-        MaxwellBoltzmannDistribution,
-        Stationary,
-        ZeroRotation,
-    )
+    from ase.md import velocitydistribution as vd
     from ase.md.verlet import VelocityVerlet
 
     a = atoms.copy()
     a.calc = calc
-    MaxwellBoltzmannDistribution(a, temperature_K=st["temperature_k"],
-                                 rng=np.random.default_rng(seed))
-    Stationary(a)
+    # thermalize_momenta is MaxwellBoltzmannDistribution's name from ASE 3.28
+    thermalize = getattr(vd, "thermalize_momenta", vd.MaxwellBoltzmannDistribution)
+    thermalize(a, temperature_K=st["temperature_k"], rng=np.random.default_rng(seed))
+    vd.Stationary(a)
     if not a.pbc.any():
-        ZeroRotation(a)
+        vd.ZeroRotation(a)
     dt = st["timestep_fs"]
     md = VelocityVerlet(a, timestep=dt * units.fs)
     energies = [a.get_total_energy()]
