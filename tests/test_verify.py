@@ -192,6 +192,14 @@ def test_record_verification_and_strict_pull(registry, nnp, capsys, tmp_path):
     assert nnp("models", "list", "pot") == 0
     assert "FAILED" in capsys.readouterr().out
 
+    # a bundle's verification is not trusted here: the imported version starts unverified
+    registry.export_model("pot:2", tmp_path / "pot.nnp.zip")
+    imported = registry.import_model(tmp_path / "pot.nnp.zip", name="copy")
+    assert imported["verified"] is None
+    assert imported["metrics"]["source_verification"]["passed"] is True
+    with pytest.raises(Conflict, match="copy:1 has not been verified"):
+        registry.pull_model("copy:1", strict=True)
+
 
 @pytest.mark.parametrize("results, message", [
     ([], "must be a mapping"),

@@ -182,8 +182,19 @@ def version_meta(*, architecture, config=None, elements=None, cutoff=None, units
         config=_check_json(config, "config"), elements=_check_elements(elements),
         cutoff=_check_cutoff(cutoff),
         units=_check_json(units, "units") or {"energy": "eV", "length": "Å"},
-        frozen=_check_json(frozen, "frozen", list), metrics=_check_metrics(metrics),
+        frozen=_check_json(frozen, "frozen", list), metrics=_imported(_check_metrics(metrics)),
     )
+
+
+def _imported(metrics: dict | None) -> dict | None:
+    """A verification record arriving with metadata (a bundle) is kept for reading as
+    ``source_verification`` and not trusted: the manifest is not signed and its run lives in
+    another registry, so the version starts unverified here (``register_model`` refuses the key
+    outright)."""
+    if metrics and VERIFICATION in metrics:
+        metrics = dict(metrics)
+        metrics["source_verification"] = metrics.pop(VERIFICATION)
+    return metrics
 
 
 def _run_id(run) -> int | None:
