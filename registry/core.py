@@ -31,6 +31,7 @@ class Registry(Store):
     finish_run = runs.finish_run
     get_run = runs.get_run
     list_runs = runs.list_runs
+    runs_consuming = runs.runs_consuming
 
     # levels of theory and their reference energies
     ensure_level = levels.ensure_level

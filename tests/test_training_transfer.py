@@ -75,6 +75,9 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(registry, client, c
     before = (counts(registry), n_models(registry))
     with pytest.raises(BadInput, match=f"run {out['run_id']} already finished"):
         resume(registry, out["run_id"], client=client)
+    with pytest.raises(BadInput, match=f"already resumed by run {out['run_id']}"):
+        resume(registry, killed["id"], client=client)  # no second version from one kill
+    assert [r["id"] for r in registry.runs_consuming("run", killed["id"])] == [out["run_id"]]
     ingest_run = registry.list_runs(kind="ingest")[0]["id"]
     with pytest.raises(BadInput, match="continues 'train' runs"):
         resume(registry, ingest_run, client=client)

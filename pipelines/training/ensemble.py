@@ -394,6 +394,11 @@ def resume(reg_url, run_id: int, *, client=None, on_event=None,
         if old["status"] == "running":
             raise BadInput(f"run {run_id} is still running (its process is alive or on "
                            f"another host); stop it before resuming")
+        later = [r for r in reg.runs_consuming("run", run_id)
+                 if r["kind"] == "train" and r["status"] in ("ok", "running")]
+        if later:
+            raise BadInput(f"run {run_id} was already resumed by run {later[-1]['id']} "
+                           f"({later[-1]['status']}); resume that one if it did not finish")
         p = dict(old["params"] or {})
         p.pop("resumed_from", None)
         plan = prepare(reg, p["dataset"], arch=p["arch"], ensemble=p["ensemble"],

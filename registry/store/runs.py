@@ -130,6 +130,17 @@ def get_run(reg, run_id: int) -> dict:
         return out
 
 
+def runs_consuming(reg, entity_type: str, entity_id: int) -> list[dict]:
+    """Runs that recorded the entity as an input, oldest first: ``{"id", "kind", "status"}``."""
+    with reg.session() as s:
+        consumers = select(RunEntity.run_id).where(
+            RunEntity.role == "input", RunEntity.entity_type == entity_type,
+            RunEntity.entity_id == entity_id)
+        rows = s.execute(select(Run.id, Run.kind, Run.status, Run.environment)
+                         .where(Run.id.in_(consumers)).order_by(Run.id)).all()
+    return [{"id": i, "kind": k, "status": run_state(st, env)} for i, k, st, env in rows]
+
+
 def list_runs(reg, *, kind: str | None = None, status: str | None = None,
               limit: int = 50) -> list[dict]:
     """Newest runs first. A ``running`` run whose process is gone from this host is shown

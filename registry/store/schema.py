@@ -81,7 +81,8 @@ class RunEntity(Base):
     """A lineage edge: a run consumed (``input``) or produced (``output``) an entity.
 
     ``entity_type`` is one of file, level, dataset_version, model_version, label, structure,
-    run; ``entity_id`` points into that table, ``ref`` names files/URIs, ``sha256`` pins bytes.
+    run, checkpoint (a training checkpoint in the artifact store); ``entity_id`` points into
+    that table, ``ref`` names files/URIs, ``sha256`` pins bytes.
     """
 
     __tablename__ = "run_entities"
