@@ -1,12 +1,18 @@
 """The main job end to end (small sizes), on both backends, twice: the rerun adds no data."""
 
+import os
+
 from rich.console import Console
+
+os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
 from pipelines.demo import DATASET, MODEL, DemoConfig, run_demo
 
 
-def test_demo_end_to_end(registry, tmp_path):
-    cfg = DemoConfig(frames_per_molecule=4, epochs=3, out_dir=tmp_path / "out")
+def test_demo_end_to_end(registry, tmp_path, monkeypatch):
+    monkeypatch.setenv("NNP_CACHE", str(tmp_path / "cache"))
+    cfg = DemoConfig(frames_per_molecule=4, epochs=2, members=2, md_steps=20,
+                     out_dir=tmp_path / "out")
     console = Console(file=open(tmp_path / "log.txt", "w"), width=120)  # noqa: SIM115
     first = run_demo(cfg, console)
     n = 10 * 4  # molecules x frames
@@ -19,6 +25,24 @@ def test_demo_end_to_end(registry, tmp_path):
     assert first["dataset"]["n_structures"] == n
     assert sum(first["dataset"]["splits"].values()) == n
     assert first["model"]["ref"] == f"{MODEL}:1"
+    assert (first["model"]["architecture"], first["model"]["members"]) == ("ani", 2)
+    v = registry.show_model(f"{MODEL}@production")
+    assert (v["architecture"], v["n_members"], v["version"]) == ("ani", 2, 1)
+    assert registry.get_run(first["model"]["run_id"])["kind"] == "train"
+    # the closing MD: frames written (step 0 and every 10th), energy_std in each, a run
+    import ase.io
+
+    md = first["md"]
+    frames = ase.io.read(md["output"], index=":")
+    assert md["model"] == f"{MODEL}:1" and md["frames"] == len(frames) >= 1
+    assert frames[0].info["step"] == 0 and all("energy_std" in f.info for f in frames)
+    if md["stop_reason"] is None:
+        assert (md["steps_done"], md["frames"]) == (20, 3)
+    run = registry.get_run(md["run_id"])
+    assert run["kind"] == "md" and run["status"] == "ok"
+    assert [e["ref"] for e in run["inputs"] if e["entity_type"] == "model_version"] == \
+        [f"{MODEL}:1"]
+    assert [e["sha256"] for e in run["outputs"]] == [md["sha256"]]
     for png in (first["model"]["parity_png"], first["model"]["lineage_png"]):
         with open(png, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
