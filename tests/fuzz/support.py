@@ -75,17 +75,19 @@ TABLES = ("Structure", "Label", "Composition", "LevelOfTheory", "ReferenceEnergy
 
 def table_counts(reg) -> dict[str, int]:
     """Row counts of every data table (runs excluded: a refused command records its run),
-    plus the number of ``ok`` labels (a refused retraction must change no status)."""
+    plus the number of ``ok`` labels (a refused retraction must change no status); one
+    query."""
     from sqlalchemy import func, select
 
     from registry.store import schema
 
+    def n(table, *where):
+        return select(func.count()).select_from(table).where(*where).scalar_subquery()
+
+    cols = [n(getattr(schema, name)).label(name) for name in TABLES]
+    cols.append(n(schema.Label, schema.Label.status == "ok").label("ok labels"))
     with reg.session() as s:
-        out = {name: s.scalar(select(func.count()).select_from(getattr(schema, name)))
-               for name in TABLES}
-        out["ok labels"] = s.scalar(select(func.count()).select_from(schema.Label)
-                                    .where(schema.Label.status == "ok"))
-    return out
+        return dict(s.execute(select(*cols)).one()._mapping)
 
 
 def consistency_problems(reg) -> list[str]:

@@ -96,7 +96,7 @@ def test_backends_hold_the_same_data(backends):
     assert [r["hash"] for r in lite.query()] == [r["hash"] for r in pg.query()]
 
 
-@fuzz_settings(200)
+@fuzz_settings(150)
 @given(text=filters(), level=st.sampled_from(LEVELS))
 @example(text="(" * 200 + "nsites = 1" + ")" * 200, level=None)  # issue 13: RecursionError
 @example(text=" OR ".join(f"nsites = {k}" for k in range(500)), level=None)  # SQLite: too large
@@ -130,15 +130,14 @@ def test_filter_same_answer_on_both_backends(backends, text, level):
 
 
 @pytest.mark.parametrize("text, says", [
-    (" OR ".join(f"nsites = {k}" for k in range(1000)), None),
     (" OR ".join(f"nsites = {k}" for k in range(1001)), "filter has 1001 conditions"),
     (" AND ".join(f"(nsites > {k} OR elements HAS \"H\")" for k in range(100)), None),
     ("(" * 64 + "nsites = 1" + ")" * 64, None),
     ("(" * 65 + "nsites = 1" + ")" * 65, "filter nests 65 levels deep"),
-    ("elements HAS ANY " + ", ".join(['"H"'] * 1000), None),
 ])
 def test_filter_limits_on_both_backends(backends, text, says):
-    """The documented limits, exactly at and just beyond them (docs/queries.md#limits)."""
+    """The documented limits, at and just beyond them (docs/queries.md#limits; filters of
+    exactly 1000 terms are answered in tests/test_robust_names.py)."""
     lite, pg = backends
     got = outcome(lite, text, None)
     assert outcome(pg, text, None) == got
