@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -219,7 +220,8 @@ def run_md(reg, model_ref: str, structure, output, settings: MDSettings, *,
                               mean_energy_std_ev=None, max_energy_std_ev=None, seconds=0.0)
             writer = _AtomicWriter(out)
             try:
-                md.run(writer, result)
+                with _torch_threads(calculator, len(atoms)):
+                    md.run(writer, result)
             except KeyboardInterrupt:
                 result.stop_reason = "interrupted"
                 raise
@@ -242,6 +244,26 @@ def run_md(reg, model_ref: str, structure, output, settings: MDSettings, *,
         # the run is closed (as interrupted, with the trajectory as its output) by now
         raise MDInterrupted(result) from None
     return result
+
+
+SMALL_SYSTEM = 1000  # atoms; below this a CPU step runs on one torch thread
+
+
+@contextmanager
+def _torch_threads(calculator, n_atoms: int):
+    """One torch thread for a small system on CPU: a step's tensors are tiny, and torch's
+    intra-op threads then cost more than they give (tenfold on a busy 2-core machine)."""
+    import torch
+
+    if str(getattr(calculator, "device", "cpu")) != "cpu" or n_atoms >= SMALL_SYSTEM:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class _AtomicWriter:
