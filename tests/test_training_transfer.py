@@ -20,7 +20,7 @@ def train(reg, client, dataset="mols", **kw):
     from pipelines.training.ensemble import train as run
 
     args = {"ensemble": 2, "epochs": 6, "patience": 10, "config": dict(FAST),
-            "device": "cpu", **kw}
+            "device": "cpu", "verify": False, **kw}
     return run(reg, dataset, client=client, **args)
 
 

@@ -282,9 +282,12 @@ def test_trained_model_passes_and_broken_forces_are_refused(registry, client, ca
     registry.set_reference_energies(LEVEL, {"H": -0.5, "C": -1.5, "N": -2.0, "O": -2.5})
     registry.create_dataset_version("mols", levels=[LEVEL], split="0.7,0.15,0.15",
                                     group_by="none")
-    ref = train(registry, "mols", ensemble=2, epochs=5, patience=10, config=dict(SMALL),
-                device="cpu", name="ani", client=client)["model"]
-    assert registry.show_model(ref)["verified"] is None
+    out = train(registry, "mols", ensemble=2, epochs=5, patience=10, config=dict(SMALL),
+                device="cpu", name="ani", client=client)
+    ref = out["model"]  # training verifies what it registers
+    assert out["verification"]["passed"] is True
+    assert registry.show_model(ref)["verified"] is True
+    assert [r["kind"] for r in registry.list_runs()][:2] == ["verify", "train"]
 
     # the real model: every check passes, through the command line
     assert nnp("models", "verify", ref, "--json") == 0

@@ -24,6 +24,7 @@ from . import (  # noqa: F401  (each module registers its commands on the app)
     ingest,
     levels,
     lineage,
+    md,
     models,
     query,
     runs,

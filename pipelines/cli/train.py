@@ -122,6 +122,10 @@ def train(
     resume: int = typer.Option(None, "--resume", metavar="RUN_ID",
                                help="Continue a failed/interrupted train run from its last "
                                     "checkpoints, with its own settings (a new run)."),
+    no_verify: bool = typer.Option(False, "--no-verify",
+                                   help="Skip the verification checks of the new version "
+                                        "(docs/verification.md); pull --strict then refuses "
+                                        "it."),
     as_json: bool = JSON,
 ):
     """Train an ensemble on a dataset version and register it as one model version."""
@@ -154,7 +158,8 @@ def train(
                             seed=0 if seed is None else seed, name=name,
                             device=device or "auto",
                             config=str(config) if config is not None else None,
-                            parent=parent, freeze=list(freeze or []), on_event=progress)
+                            parent=parent, freeze=list(freeze or []), on_event=progress,
+                            verify=not no_verify)
     finally:
         progress.stop()
     if as_json:
@@ -162,11 +167,18 @@ def train(
                "members": out["members"]}
         if resume is not None:
             doc["resumed_from"] = resume
+        if "verification" in out:
+            doc["verification"] = out["verification"]
         return print_json(doc)
     console.print(f"registered [bold]{out['model']}[/] (run {out['run_id']}"
                   f"{f', resuming run {resume}' if resume is not None else ''}, "
                   f"{out['seconds']:.1f} s)", highlight=False)
     console.print(metrics_table(out["metrics"], f"{out['model']}: ensemble mean"))
+    if "verification" in out:
+        v = out["verification"]
+        state = {True: "passed", False: "FAILED", None: "not run"}[v.get("passed")]
+        console.print(f"verification: {state}{': ' + v['error'] if v.get('error') else ''} "
+                      f"(`nnp models show {out['model']}`)", highlight=False)
     for m in out["members"]:
         val = m["metrics"]["val"].get("energy_mae_ev")
         console.print(f"  member {m['member']} seed {m['seed']}: best epoch {m['best_epoch']}"

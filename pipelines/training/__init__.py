@@ -1,2 +1,3 @@
-"""Training stage. Today: the demo's small radial potential (``radial``, ``fit``,
-``demo_model``) and the torch <-> safetensors bridge to the model registry (``torch_io``)."""
+"""Training stage: torchani ANI ensembles trained on Dask from a dataset version and
+registered as one model version; evaluation, verification checks and the ASE calculator of a
+pulled version (docs/training.md, docs/verification.md)."""

@@ -49,7 +49,7 @@ class NNPCalculator(Calculator):
             raise BadInput(f"model {name or ''} has architecture {config.get('arch')!r}; "
                            f"this calculator runs 'ani' models")
         self.base = base_calculator(config, name) if config.get("delta") else None
-        from .ensemble import resolve_device
+        from .device import resolve_device
         from .loop import torch_dtype
 
         self.model_ref = name

@@ -34,28 +34,12 @@ import numpy as np
 
 from registry.errors import BadInput
 
+from .device import resolve_device
+
 ARCHS = ("ani", "hipnn")
-DEVICES = ("auto", "cpu", "cuda")
 CONFIG_FORMAT = 1
 MAX_MEMBERS = 64
 _TOPIC = "nnp-train-"
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one is
-    refused."""
-    if device not in DEVICES:
-        raise BadInput(f"--device {device!r}: expected one of {', '.join(DEVICES)}")
-    if device == "cpu":
-        return "cpu"
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if device == "cuda":
-        raise BadInput("--device cuda: torch sees no CUDA GPU on this machine "
-                       f"(torch {torch.__version__}); use --device cpu or auto")
-    return "cpu"
 
 
 def check_arch(arch: str) -> str:
@@ -332,7 +316,8 @@ def train(reg_url, dataset_ref: str, arch: str = "ani", ensemble: int = 4,
           batch_size: int | None = None, energy_weight: float | None = None,
           forces_weight: float | None = None, seed: int = 0, name: str | None = None,
           device: str = "auto", config=None, *, parent: str | None = None, freeze=None,
-          client=None, on_event=None, description: str | None = None) -> dict:
+          client=None, on_event=None, description: str | None = None,
+          verify: bool = True) -> dict:
     """Train an ensemble on Dask and register it (see the module docstring).
 
     ``reg_url``: the registry's database URL, or an open :class:`registry.Registry` (used
@@ -341,10 +326,11 @@ def train(reg_url, dataset_ref: str, arch: str = "ani", ensemble: int = 4,
     learning (``--from``/``--freeze``). ``client``: a ``distributed.Client`` (default:
     :func:`pipelines.cluster.dask_client`, i.e. ``NNP_DASK_SCHEDULER`` or a local cluster).
     ``on_event(dict)`` receives progress:
-    ``{"event": "start"|"epoch"|"member"|"registered", ...}``.
+    ``{"event": "start"|"epoch"|"member"|"registered", ...}``. ``verify``: run the
+    verification checks (:mod:`.verify`) on the registered version and store them with it.
 
     Returns ``{"model": "NAME:V", "run_id", "metrics": {split: ...}, "members": [...],
-    "version": <the registered version>, "seconds"}``.
+    "version": <the registered version>, "verification", "seconds"}``.
     """
     from contextlib import nullcontext
 
@@ -367,8 +353,24 @@ def train(reg_url, dataset_ref: str, arch: str = "ani", ensemble: int = 4,
         if plan["transfer"] is not None:
             params.update({"from": plan["transfer"]["parent"], "freeze": list(freeze or [])})
         out = _execute(reg, plan, params, client, on_event, description)
+        if verify:
+            out["verification"] = _verify(reg, out["model"], seed, plan["device"], on_event)
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def _verify(reg, ref: str, seed: int, device: str, on_event) -> dict:
+    """The verification checks of a just-registered version; a version whose checks cannot
+    run stays registered and unverified (``pull --strict`` then refuses it)."""
+    from .verify import verify
+
+    try:
+        result = verify(reg, ref, seed=seed, device=device)
+    except Exception as exc:
+        result = {"passed": None, "error": f"{type(exc).__name__}: {exc}"}
+    if on_event:
+        on_event({"event": "verified", "model": ref, "passed": result.get("passed")})
+    return result
 
 
 def resume(reg_url, run_id: int, *, client=None, on_event=None,

@@ -33,7 +33,7 @@ def evaluate(reg, model_ref: str, dataset_ref: str, *, split: str = "test",
     from registry.chem.elements import SYMBOLS, symbol_to_z
 
     from .ani import load_ensemble
-    from .ensemble import resolve_device
+    from .device import resolve_device
     from .loop import torch_dtype
     from .metrics import split_metrics
     from .plots import parity_png

@@ -382,7 +382,7 @@ def verify(reg, ref: str, *, structures=None, seed: int = 0, thresholds=None,
     from registry.store.refs import check_int
 
     from .calculator import NNPCalculator
-    from .ensemble import resolve_device
+    from .device import resolve_device
 
     th, st = check_thresholds(thresholds), check_settings(settings)
     check_int(seed, "seed", 0, 2**32 - 1)
