@@ -222,7 +222,14 @@ def _label_values(level: str, c: LabelColumns, offsets, order, hex_hashes: np.nd
     digests = _label_digests(level, hex_hashes[frames], frames, counts, poff, quantities)
     fmax = none
     if c.forces is not None and n:
-        norms = np.sqrt(np.einsum("ij,ij->i", f_all, f_all))
+        with np.errstate(over="ignore"):
+            norms = np.sqrt(np.einsum("ij,ij->i", f_all, f_all))
+        big = ~np.isfinite(norms)  # f.f overflowed (components beyond ~1e154): scale first
+        if big.any():
+            fb = f_all[big]
+            top = np.abs(fb).max(axis=1)
+            unit = fb / top[:, None]
+            norms[big] = top * np.sqrt(np.einsum("ij,ij->i", unit, unit))
         fmax = np.maximum.reduceat(norms, poff[:-1]).astype(float).tolist()
         if "forces" in c.masks:
             fmax = [m if b is not None else None for m, b in zip(fmax, f_b, strict=True)]

@@ -10,6 +10,7 @@ Frames are named ``"FILE frame K"`` (K from 0) in error messages.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -142,9 +143,34 @@ def _ase_frames(path: str, fmt: str):
         raise BadInput(f"{path}: no frames in file")
 
 
+_PROPERTIES = re.compile(r"""(?:^|\s)Properties=["']?([^\s"']+)""", re.I)
+_PBC = re.compile(r"""(?:^|\s)pbc=(?:"([^"]*)"|'([^']*)'|(\S+))""", re.I)
+_BOOLS = {"t", "f", "true", "false"}
+
+
+def _comment_layout(path: str, k: int, lineno: int, line: str) -> int | None:
+    """Columns per atom line that the comment's ``Properties`` declares (None: not given);
+    a ``pbc`` that is not booleans is refused (ASE would read it as periodic everywhere)."""
+    m = _PBC.search(line)
+    if m:
+        value = next(g for g in m.groups() if g is not None)
+        flags = value.replace(",", " ").split()
+        if not flags or len(flags) not in (1, 3) or any(f.lower() not in _BOOLS for f in flags):
+            raise BadInput(f"{path} frame {k} (line {lineno}): pbc={value!r} is not three "
+                           f"T/F flags")
+    m = _PROPERTIES.search(line)
+    if not m:
+        return None
+    parts = m.group(1).split(":")
+    try:
+        return sum(int(n) for n in parts[2::3]) if len(parts) % 3 == 0 else None
+    except ValueError:
+        return None
+
+
 def _check_xyz_layout(path: str) -> None:
     """Check the xyz frame layout (count line, comment, atom lines) so errors name a frame."""
-    k, state, left, start, blank_at = 0, "count", 0, 0, None
+    k, state, left, start, blank_at, columns = 0, "count", 0, 0, None, None
     with open(path, errors="replace") as fh:
         for lineno, line in enumerate(fh, 1):
             if state == "count":
@@ -164,10 +190,16 @@ def _check_xyz_layout(path: str) -> None:
                 state, start = "comment", lineno
                 continue
             if state == "atoms":
-                if len(line.split()) < 4:
+                n = len(line.split())
+                if n < 4:
                     raise BadInput(f"{path} frame {k} (line {lineno}): malformed atom line "
                                    f"{line.strip()[:60]!r}")
+                if columns is not None and n != columns:
+                    raise BadInput(f"{path} frame {k} (line {lineno}): {n} columns where "
+                                   f"Properties declares {columns}")
                 left -= 1
+            else:  # the comment line
+                columns = _comment_layout(path, k, lineno, line)
             state = "atoms"
             if left == 0:
                 state, k = "count", k + 1

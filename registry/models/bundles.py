@@ -65,12 +65,15 @@ def export_bundle(reg, ref: str, path) -> dict:
 def read_bundle(path) -> tuple[dict, dict[str, bytes]]:
     """(manifest, {file name: verified bytes}); :class:`BadInput` on anything unexpected."""
     path = Path(path)
-    if not path.is_file():
-        raise NotFound(f"no bundle file {str(path)!r}")
+    shown = str(path) if len(str(path)) <= 80 else str(path)[:77] + "..."
     try:
+        if not path.is_file():
+            raise NotFound(f"no bundle file {shown!r}")
         z = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
         raise BadInput(f"{path.name} is not a model bundle (not a zip file)") from None
+    except OSError as exc:  # a name too long, no permission...
+        raise BadInput(f"cannot read bundle {shown!r}: {exc.strerror or exc}") from None
     with z:
         try:
             manifest = json.loads(z.read("manifest.json"))

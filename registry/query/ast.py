@@ -6,7 +6,7 @@ either way compiles to the same SQL. ``str(node)`` renders it back as OPTIMADE f
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass, field
 
 from ..errors import BadInput
@@ -24,8 +24,13 @@ Value = str | int | float
 
 
 def _lit(v: Value) -> str:
+    """A value as filter text that parses back to the same value: strings escape only what
+    the grammar escapes (backslash and double quote; other characters stand as themselves),
+    and an infinite bound (a literal beyond every float) is written as one again."""
     if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, float) and math.isinf(v):
+        return "1e999" if v > 0 else "-1e999"
     return repr(v)
 
 

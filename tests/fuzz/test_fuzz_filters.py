@@ -6,8 +6,6 @@ the number of structures) and prints back to text that parses to the same tree a
 
 from __future__ import annotations
 
-import math
-
 import ase
 import numpy as np
 import pytest
@@ -74,20 +72,6 @@ def outcome(reg, text: str, level: str | None):
                     f"{text[:500]!r} (level={level!r})")
 
 
-def _non_finite(tree) -> bool:
-    """Whether a value in the filter tree is an infinite float (``1e999`` parses as one)."""
-    todo = [tree]
-    while todo:
-        node = todo.pop()
-        todo.extend(getattr(node, "items", ()))
-        if hasattr(node, "item"):
-            todo.append(node.item)
-        values = [*getattr(node, "values", ()), getattr(node, "value", None)]
-        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
-            return True
-    return False
-
-
 def test_backends_hold_the_same_data(backends):
     lite, pg = backends
     assert lite.count() == pg.count() == 15
@@ -122,8 +106,6 @@ def test_filter_same_answer_on_both_backends(backends, text, level):
     from registry.query import parse
 
     tree = parse(text)
-    if any(ord(c) < 0x20 for c in text) or _non_finite(tree):
-        return  # printed as text that parses to another filter: test_fuzz_findings.py
     printed = str(tree)
     assert parse(printed) == tree, (text[:500], printed[:500])
     assert outcome(lite, printed, level) == got, (text[:500], printed[:500])

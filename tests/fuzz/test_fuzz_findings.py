@@ -1,7 +1,6 @@
-"""What the fuzz suite found that is not fixed yet, one small reproduction each, marked
-``xfail(strict=True)``: when a fix lands the test passes, strict xfail turns that into a
-failure, and the mark comes off. The fuzz tests keep these inputs out (each says where), so
-they stay green meanwhile. See docs/robustness.md."""
+"""What the fuzz suite found, one small reproduction each, kept as regression tests now that
+each is fixed (a new finding is added here first, marked ``xfail(strict=True)`` until its fix
+lands). See docs/robustness.md."""
 
 from __future__ import annotations
 
@@ -36,9 +35,6 @@ def fresh_level() -> str:
 
 
 # ------------------------------------------------------------------ printed filters
-@pytest.mark.xfail(strict=True, reason="registry/query/ast.py prints string values with "
-                   "json.dumps (\\t -> \\\\t, \\x1f -> \\\\u001f), which the OPTIMADE parser "
-                   "reads literally, and infinite floats as inf, which is not filter syntax")
 @pytest.mark.parametrize("tree", [
     Q._nnp_source == "tab\there",
     Q._nnp_source == "two\nlines",
@@ -50,8 +46,6 @@ def test_printed_filter_parses_back_to_the_same_filter(tree):
     assert parse(str(tree)) == tree
 
 
-@pytest.mark.xfail(strict=True, reason="create_dataset_version turns a Q filter into text with "
-                   "str(), which changes a tab in a value into the two characters \\t")
 def test_dataset_from_a_builder_filter_selects_what_count_selects(registry):
     level = fresh_level()
     registry.ingest(labelled_molecules(), level, source="tab\there")
@@ -67,8 +61,6 @@ def frame(pbc='pbc="T T T"', lattice='Lattice="5 0 0 0 5 0 0 0 5" ', props="pos:
     return (f"1\n{lattice}Properties=species:S:1:{props} energy={energy} {pbc}\n{atom}\n")
 
 
-@pytest.mark.xfail(strict=True, reason="ASE reads a pbc it cannot parse as a string, which "
-                   "Atoms takes as True on every axis; registry/io/readers.py does not check")
 @pytest.mark.parametrize("pbc", ['pbc="F F X"', 'pbc="yes no maybe"'])
 def test_unreadable_pbc_is_refused(registry, nnp, capsys, tmp_path, pbc):
     path = tmp_path / "pbc.xyz"
@@ -80,8 +72,6 @@ def test_unreadable_pbc_is_refused(registry, nnp, capsys, tmp_path, pbc):
     assert counts(registry) == before
 
 
-@pytest.mark.xfail(strict=True, reason="ASE ignores columns beyond those Properties declares "
-                   "and registry/io/readers.py only checks for too few")
 def test_extra_atom_columns_are_refused(registry, nnp, capsys, tmp_path):
     path = tmp_path / "extra.xyz"
     path.write_text(frame(props="pos:R:3:forces:R:3", atom="H 0.0 0.0 0.5 1.0 2.0 3.0 4.0"))
@@ -92,9 +82,6 @@ def test_extra_atom_columns_are_refused(registry, nnp, capsys, tmp_path):
     assert counts(registry) == before
 
 
-@pytest.mark.xfail(strict=True, reason="registry/ingest/prepare.py computes the force norm "
-                   "as sqrt(f.f), which overflows for components beyond ~1.3e154: max_force "
-                   "is stored as inf, JSON shows null while `_nnp_max_force IS KNOWN` matches")
 def test_forces_whose_norm_overflows(registry, nnp, capsys, tmp_path):
     path = tmp_path / "forces.xyz"
     path.write_text(frame(pbc='pbc="F F F"', lattice="", props="pos:R:3:forces:R:3",
@@ -113,8 +100,6 @@ def test_forces_whose_norm_overflows(registry, nnp, capsys, tmp_path):
 
 
 # ------------------------------------------------------------------ CLI
-@pytest.mark.xfail(strict=True, reason="registry/models/bundles.py import_bundle lets the "
-                   "OSError of a too-long file name through: exit 1 instead of a clear error")
 def test_models_import_with_a_too_long_file_name(registry, nnp, capsys, tmp_path,
                                                  monkeypatch):
     monkeypatch.chdir(tmp_path)
