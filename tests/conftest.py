@@ -111,3 +111,21 @@ def nnp(monkeypatch):
         return main([str(a) for a in args])
 
     return run
+
+
+@pytest.fixture(scope="module")
+def client():
+    """An in-process Dask cluster of two single-threaded workers (training tests)."""
+    from dask.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A fresh materialize cache, and the local cluster rather than NNP_DASK_SCHEDULER."""
+    monkeypatch.setenv("NNP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("NNP_DASK_SCHEDULER", raising=False)
+

@@ -35,3 +35,26 @@ def counts(reg) -> tuple[int, int]:
     with reg.session() as s:
         return (s.scalar(select(func.count()).select_from(Structure)),
                 s.scalar(select(func.count()).select_from(Label)))
+
+
+def emt_frames(n_per_molecule: int = 12, seed: int = 0, forces: bool = True,
+               scale: float = 0.06):
+    """Rattled H2O, CH4 and NH3 labelled with ASE's EMT (energy, and forces unless told
+    not): tiny training data that needs no download."""
+    from ase.build import molecule
+    from ase.calculators.emt import EMT
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for name in ("H2O", "CH4", "NH3"):
+        for _ in range(n_per_molecule):
+            a = molecule(name)
+            a.positions += rng.normal(scale=scale, size=a.positions.shape)
+            a.calc = EMT()
+            a.info["energy"] = a.get_potential_energy()
+            if forces:
+                a.arrays["forces"] = a.get_forces()
+            a.calc = None
+            out.append(a)
+    return out
+

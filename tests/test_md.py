@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import helpers
 import numpy as np
 import pytest
 
@@ -20,22 +21,9 @@ SMALL = {"hidden": [8], "radial_shifts": 4, "angular_shifts": 2, "angular_sectio
          "batch_size": 16}
 
 
-def emt_frames(n_per_molecule: int = 10, seed: int = 0):
-    from ase.build import molecule
-    from ase.calculators.emt import EMT
 
-    rng = np.random.default_rng(seed)
-    out = []
-    for name in ("H2O", "CH4", "NH3"):
-        for _ in range(n_per_molecule):
-            a = molecule(name)
-            a.positions += rng.normal(scale=0.05, size=a.positions.shape)
-            a.calc = EMT()
-            a.info["energy"] = a.get_potential_energy()
-            a.arrays["forces"] = a.get_forces()
-            a.calc = None
-            out.append(a)
-    return out
+def emt_frames(n_per_molecule: int = 10, seed: int = 0):
+    return helpers.emt_frames(n_per_molecule, seed, scale=0.05)
 
 
 @pytest.fixture
@@ -53,13 +41,6 @@ def nnp(nnp):
     app.registered_commands[:] = before
 
 
-@pytest.fixture(scope="module")
-def client():
-    from dask.distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as c:
-        yield c
 
 
 @pytest.fixture

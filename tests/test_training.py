@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 import pytest
-from helpers import counts
+from helpers import counts, emt_frames
 
 os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
@@ -21,23 +21,6 @@ LEVEL = "emt"
 SMALL = {"hidden": [16, 16], "radial_shifts": 8, "angular_shifts": 4, "batch_size": 16}
 
 
-def emt_frames(n_per_molecule: int = 12, seed: int = 0, forces: bool = True):
-    from ase.build import molecule
-    from ase.calculators.emt import EMT
-
-    rng = np.random.default_rng(seed)
-    out = []
-    for name in ("H2O", "CH4", "NH3"):
-        for _ in range(n_per_molecule):
-            a = molecule(name)
-            a.positions += rng.normal(scale=0.06, size=a.positions.shape)
-            a.calc = EMT()
-            a.info["energy"] = a.get_potential_energy()
-            if forces:
-                a.arrays["forces"] = a.get_forces()
-            a.calc = None
-            out.append(a)
-    return out
 
 
 def make_dataset(reg, name: str = "mols", forces: bool = True, refs: bool = True) -> dict:
@@ -48,19 +31,8 @@ def make_dataset(reg, name: str = "mols", forces: bool = True, refs: bool = True
                                       group_by="none")
 
 
-@pytest.fixture(scope="module")
-def client():
-    from dask.distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as c:
-        yield c
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("NNP_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("NNP_DASK_SCHEDULER", raising=False)
 
 
 def train(reg, client, **kw):

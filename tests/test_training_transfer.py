@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import test_training as tt
-from helpers import counts
-from test_training import LEVEL, SMALL, emt_frames, make_dataset, n_models
+from helpers import counts, emt_frames
+from test_training import LEVEL, SMALL, make_dataset, n_models
 
-# the same fixtures (the module-scoped cluster is started once per module)
-client, cache, train_cli = tt.client, tt.cache, tt.train_cli
+# the CLI fixture of tests/test_training.py (client and cache come from conftest.py)
+train_cli = tt.train_cli
 
 FAST = {**SMALL, "checkpoint_every": 2}
 

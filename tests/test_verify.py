@@ -14,6 +14,7 @@ import json
 import os
 import warnings
 
+import helpers
 import numpy as np
 import pytest
 from ase.calculators.calculator import Calculator, all_changes
@@ -239,37 +240,13 @@ def test_register_cannot_forge_a_verification(registry):
 
 
 # ---------------------------------------------------------------- a trained model, end to end
+
 def emt_frames(n_per_molecule: int = 10, seed: int = 0):
-    from ase.build import molecule
-    from ase.calculators.emt import EMT
-
-    rng = np.random.default_rng(seed)
-    out = []
-    for name in ("H2O", "CH4", "NH3"):
-        for _ in range(n_per_molecule):
-            a = molecule(name)
-            a.positions += rng.normal(scale=0.06, size=a.positions.shape)
-            a.calc = EMT()
-            a.info["energy"] = a.get_potential_energy()
-            a.arrays["forces"] = a.get_forces()
-            a.calc = None
-            out.append(a)
-    return out
+    return helpers.emt_frames(n_per_molecule, seed)
 
 
-@pytest.fixture(scope="module")
-def client():
-    from dask.distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as c:
-        yield c
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("NNP_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("NNP_DASK_SCHEDULER", raising=False)
 
 
 def test_trained_model_passes_and_broken_forces_are_refused(registry, client, cache, nnp,
