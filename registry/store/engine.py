@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 import stat
-from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import create_engine, event, func, inspect, select, table, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
-from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import BadInput, Conflict, DatabaseUnavailable, SchemaOutOfDate
 
@@ -36,8 +34,6 @@ def _sqlite_pragmas(dbapi_conn, _record):
 
 def _sqlite_begin(conn):
     conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 
 
 def _sqlite_file(parsed) -> tuple[str | None, bool]:
@@ -255,8 +251,6 @@ def _plan(url: str, revision: str, direction: str) -> dict:
 
 def _row_counts(engine: Engine) -> dict[str, int]:
     """Rows of the tables a downgrade puts at risk (those that exist)."""
-    from sqlalchemy import func, select, table
-
     out = {}
     with engine.connect() as conn:
         present = set(inspect(conn).get_table_names())
@@ -296,13 +290,6 @@ def require_schema(engine: Engine) -> None:
     if rev != SCHEMA_REVISION:
         state = "has no schema" if rev is None else f"is at revision {rev}"
         raise SchemaOutOfDate(f"database {where} {state}; run `nnp db upgrade`")
-
-
-@contextmanager
-def session_scope(factory: sessionmaker) -> Session:
-    """One transaction: commit on success, roll back on any error."""
-    with factory() as session, session.begin():
-        yield session
 
 
 def database_size(engine: Engine) -> int | None:
