@@ -98,3 +98,41 @@ def test_cli_lineage_tree_json_png(registry, nnp, tmp_path, capsys):
     assert (tmp_path / "l.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert nnp("lineage", "nope") == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_imported_bundle_keeps_dataset_and_parent_refs(registry, nnp, tmp_path, capsys,
+                                                       monkeypatch):
+    """A bundle imported into a registry without its dataset version or parent keeps both
+    references (ref and hash), marked not present, and `models show` prints the same hashes
+    on both sides."""
+    from registry.core import Registry
+    from registry.store.engine import upgrade
+
+    info, dv, _, _ = _chain(registry, tmp_path)
+    registry.register_model("child", {"w": np.zeros((2, 2))}, architecture="ani",
+                            parent="ani:1", dataset_version=dv["id"])
+    capsys.readouterr()
+    assert nnp("models", "export", "child:1", "-o", tmp_path / "c.nnp.zip") == 0
+    capsys.readouterr()
+    assert nnp("models", "show", "child:1", "--json") == 0
+    src = json.loads(capsys.readouterr().out)
+
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    upgrade(other)
+    monkeypatch.setenv("NNP_DATABASE_URL", other)
+    monkeypatch.setenv("NNP_ARTIFACTS", str(tmp_path / "other-artifacts"))
+    assert nnp("models", "import", tmp_path / "c.nnp.zip") == 0
+    capsys.readouterr()
+    assert nnp("models", "show", "child:1", "--json") == 0
+    imp = json.loads(capsys.readouterr().out)
+    assert imp["content_hash"] == src["content_hash"]
+    assert [f["sha256"] for f in imp["files"]] == [f["sha256"] for f in src["files"]]
+    assert imp["dataset_version"] == {"id": None, "ref": dv["ref"], "hash": dv["hash"],
+                                      "in_registry": False}
+    assert src["dataset_version"]["hash"] == dv["hash"]
+    assert imp["parent"] == src["parent"] == "ani:1"
+    with Registry(other) as reg:
+        lin = reg.lineage("child:1")
+    assert lin["dataset_version"]["hash"] == dv["hash"]
+    assert lin["dataset_version"]["in_registry"] is False
+    assert "dataset version is not in this registry (hash recorded)" in lin["missing"]

@@ -50,6 +50,7 @@ from ..store.schema import (
     ModelFile,
     ModelVersion,
     Run,
+    RunEntity,
     utcnow,
 )
 from .weights import to_safetensors
@@ -102,12 +103,15 @@ def model_version_dict(s, model: Model, mv: ModelVersion, *, files: bool = True)
                         .join(ModelVersion, ModelVersion.model_id == Model.id)
                         .where(ModelVersion.id == mv.parent_id)).first()
         parent = f"{row[0]}:{row[1]}"
+    dv_ref = lookups.dataset_version_ref(s, mv.dataset_version_id)
+    if dv_ref is None or parent is None:
+        dv_ref, parent = _recorded_links(s, mv, dv_ref, parent)
     out = {
         "id": mv.id, "name": model.name, "version": mv.version,
         "ref": f"{model.name}:{mv.version}", "description": model.description,
         "architecture": mv.architecture, "config": mv.config, "elements": mv.elements,
         "cutoff": mv.cutoff, "units": mv.units, "level": level,
-        "dataset_version": lookups.dataset_version_ref(s, mv.dataset_version_id), "parent": parent,
+        "dataset_version": dv_ref, "parent": parent,
         "frozen": mv.frozen, "metrics": mv.metrics, "n_members": mv.n_members,
         "status": mv.status, "status_reason": mv.status_reason,
         "verified": verified(mv.metrics), "run_id": mv.run_id,
@@ -118,6 +122,24 @@ def model_version_dict(s, model: Model, mv: ModelVersion, *, files: bool = True)
         out["size"] = sum(f["size"] for f in out["files"])
         out["content_hash"] = content_hash(out["files"])
     return out
+
+
+def _recorded_links(s, mv: ModelVersion, dv_ref, parent):
+    """The dataset version and parent a version's own run recorded when this registry does not
+    hold them (an imported bundle): ref and hash, marked ``in_registry: False``."""
+    if mv.run_id is None:
+        return dv_ref, parent
+    edges = s.execute(select(RunEntity.entity_type, RunEntity.entity_id, RunEntity.ref,
+                             RunEntity.sha256)
+                      .where(RunEntity.run_id == mv.run_id, RunEntity.role == "input",
+                             RunEntity.entity_type.in_(("dataset_version", "model_version")))
+                      .order_by(RunEntity.id)).all()
+    for kind, entity_id, ref, sha in edges:
+        if kind == "dataset_version" and dv_ref is None and (ref or sha):
+            dv_ref = {"id": None, "ref": ref, "hash": sha, "in_registry": False}
+        elif kind == "model_version" and parent is None and entity_id is None and ref:
+            parent = ref
+    return dv_ref, parent
 
 
 def _check_json(value, what: str, kind=dict):
