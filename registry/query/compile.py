@@ -60,20 +60,30 @@ from ..store.schema import (
     Structure,
 )
 from . import ast
-from .fields import FIELDS, parse_time
+from .fields import FIELDS, RATIO_TOLERANCE, parse_time
 
 S = Structure
 _OPS = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
         ">": operator.gt, ">=": operator.ge}
 C = Composition
 COLUMNS = {"nperiodic_dimensions": S.nperiodic, "last_modified": S.created_at,
-           "_nnp_source": S.source}
+           "_nnp_source": S.source,
+           # the source's own formula when it gave one, else the Hill formula
+           "chemical_formula_descriptive": func.coalesce(
+               S.info["chemical_formula_descriptive"].as_string(),
+               select(Composition.formula_hill).where(Composition.id == S.composition_id)
+               .correlate(S).scalar_subquery())}
 # fields of the composition: compared inside ``composition_id IN (SELECT id ...)``
 COMPOSITION = {
     "nelements": C.nelements, "nsites": C.n_atoms, "chemical_formula_reduced": C.formula_reduced,
     "chemical_formula_hill": C.formula_hill, "chemical_formula_anonymous": C.formula_anonymous,
 }
-_COMPOSITION_FIELDS = {*COMPOSITION, "elements"}
+# list fields of the composition: (HAS test, what LENGTH counts)
+_LISTS = {"elements": C.nelements, "elements_ratios": C.nelements,
+          "species_at_sites": C.n_atoms, "cartesian_site_positions": C.n_atoms}
+_COMPOSITION_FIELDS = {*COMPOSITION, *_LISTS}
+# list fields of the structure row whose length never varies (or is always 0)
+_FIXED_LENGTH = {"dimension_types": 3, "lattice_vectors": 3, "structure_features": 0}
 _NULLABLE = {"_nnp_source"}
 # fields whose OR'd equalities (and HAS / HAS ANY values) merge into one IN list
 _MERGE_EQ = {"id", "nperiodic_dimensions", "_nnp_source", "_nnp_dataset", "_nnp_run",
@@ -222,6 +232,26 @@ def _elements(zs, negate=False):
     return exists().where(z, ce.composition_id == C.id).correlate(C)
 
 
+def _ratios(values, negate=False):
+    """The composition has an element whose atom fraction is within the tolerance of one of
+    ``values`` (negated: an element whose fraction is none of them). Compared as counts,
+    ``|count - x·n| <= tol·n``, so no integer division happens in SQL."""
+    ce = aliased(CompositionElement)
+    near = _wide(or_, [func.abs(ce.count - float(v) * C.n_atoms) <= RATIO_TOLERANCE * C.n_atoms
+                       for v in values])
+    return exists().where(ce.composition_id == C.id, not_(near) if negate else near) \
+        .correlate(C)
+
+
+def _dimension_types(values, negate=False):
+    """``dimension_types`` (the three pbc flags) holds one of ``values`` (negated: holds a
+    flag not among them). ``pbc`` is a 3-bit mask: a 1 is present unless the mask is 0, a 0
+    unless it is 7."""
+    present = {1: S.pbc != 0, 0: S.pbc != 7}
+    wanted = {0, 1} - set(values) if negate else {0, 1} & set(values)
+    return _wide(or_, [present[v] for v in sorted(wanted)]) if wanted else false()
+
+
 class Compiler:
     """Compiles filter nodes; ``level`` serves the ``_nnp_energy``-like fields.
 
@@ -260,14 +290,16 @@ class Compiler:
         if isinstance(node, ast.Not):
             return not_(self._composition(node.item))
         if isinstance(node, ast.Length):
-            return _compare(C.nelements, node.op, node.n)
+            return _compare(_LISTS[node.field], node.op, node.n)
+        if isinstance(node, ast.Has) and node.field == "elements_ratios":
+            return self._set(node.mode, list(node.values), _ratios)
         if isinstance(node, ast.Has):
             zs = [symbol_to_z(v) for v in node.values]
             if node.mode == "ONLY":  # every element present is listed: count the listed ones
                 return C.nelements == _elements_present(zs)
             return self._set(node.mode, zs, _elements)
         if isinstance(node, ast.Known):
-            expr = C.nelements > 0 if node.field == "elements" else \
+            expr = C.nelements > 0 if node.field in _LISTS else \
                 COMPOSITION[node.field].isnot(None)
             return expr if node.known else not_(expr)
         if isinstance(node, ast.Fuzzy):
@@ -354,9 +386,20 @@ class Compiler:
         expr = _fuzzy(col, node.op, node.value)
         return and_(col.isnot(None), expr) if node.field in _NULLABLE else expr
 
+    def _length(self, node: ast.Length):
+        """LENGTH of a structure-level list whose length is fixed (a cell has 3 vectors)."""
+        holds = _OPS[node.op](_FIXED_LENGTH[node.field], node.n)
+        if node.field == "lattice_vectors":
+            return S.cell.isnot(None) if holds else false()
+        return true() if holds else false()
+
     def _known(self, node: ast.Known):
         f = node.field
-        if f in COLUMNS:
+        if f == "lattice_vectors":
+            expr = S.cell.isnot(None)
+        elif f in ("dimension_types", "structure_features"):
+            expr = true()
+        elif f in COLUMNS:
             expr = COLUMNS[f].isnot(None)
         elif f == "id":
             expr = S.id.isnot(None)
@@ -377,6 +420,10 @@ class Compiler:
 
     def _has(self, node: ast.Has):
         f, mode, vals = node.field, node.mode, node.values
+        if f == "dimension_types":
+            return self._set(mode, list(vals), _dimension_types)
+        if f == "structure_features":  # the list is always empty
+            return self._set(mode, list(vals), lambda keys, negate=False: false())
         if f == "_nnp_levels":
             return self._set(mode, [self._level_id(v) for v in vals], self._labelled)
         if f == "_nnp_dataset":

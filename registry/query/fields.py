@@ -33,6 +33,10 @@ def _f(name, type_, ops, description, **kw) -> FieldSpec:
     return FieldSpec(name, type_, frozenset(ops.split()), description, **kw)
 
 
+RATIO_TOLERANCE = 1e-3
+"""``elements_ratios HAS x`` matches an element whose atom fraction is within this of x
+(OPTIMADE leaves float equality to the implementation; 1e-3 lets 0.333 match 1/3)."""
+
 _SPECS = [
     _f("elements", "elements", "has length known",
        "element symbols present: HAS, HAS ALL, HAS ANY, HAS ONLY, LENGTH"),
@@ -43,6 +47,25 @@ _SPECS = [
     _f("chemical_formula_hill", "str", "cmp fuzzy known", "Hill formula of the structure"),
     _f("chemical_formula_anonymous", "str", "cmp fuzzy known",
        "anonymous formula (e.g. A2B)"),
+    _f("chemical_formula_descriptive", "str", "cmp fuzzy known",
+       "formula as the source gave it (info key chemical_formula_descriptive), else the Hill "
+       "formula"),
+    _f("elements_ratios", "ratios", "has length known",
+       "atom fraction of each element, in the order of elements: HAS x (x within "
+       f"{RATIO_TOLERANCE} of an element's fraction), HAS ALL, HAS ANY, HAS ONLY, LENGTH"),
+    _f("species_at_sites", "elements", "has length known",
+       "the species (element symbol) of each site: HAS, HAS ALL, HAS ANY, HAS ONLY, LENGTH "
+       "(= nsites)"),
+    _f("cartesian_site_positions", "positions", "length known",
+       "site positions (Å): LENGTH (= nsites), IS KNOWN"),
+    _f("lattice_vectors", "cell", "length known",
+       "the cell's three vectors: IS KNOWN when the structure has a cell, LENGTH 3"),
+    _f("dimension_types", "dimtypes", "has length known",
+       "periodicity per cell direction (0 or 1, three values): HAS 1 = at least one periodic "
+       "direction, HAS ONLY 0 = a molecule, HAS ONLY 1 = periodic in 3-D"),
+    _f("structure_features", "features", "has length known",
+       "always the empty list: the registry stores no disorder, partial occupancy or "
+       "assemblies"),
     _f("nperiodic_dimensions", "int", "cmp known", "number of periodic directions (0-3)"),
     _f("id", "id", "cmp fuzzy known",
        "structure identity hash (string) or numeric row id (number)"),
@@ -98,14 +121,14 @@ def _typed(spec: FieldSpec, value, pos, fuzzy: bool = False):
     if isinstance(value, str) and "\x00" in value:  # PostgreSQL refuses such text
         raise BadInput(f"{spec.name}: the string {value[:40]!r} contains a NUL "
                        f"character{at(pos)}")
-    if fuzzy or t in ("str", "elements", "levels", "dataset", "time"):
+    if fuzzy or t in ("str", "elements", "levels", "dataset", "time", "features"):
         if not isinstance(value, str):
             raise BadInput(f"{spec.name} needs a string value, got {value!r}{at(pos)}")
-    elif t == "int" or t == "run":
+    elif t in ("int", "run", "dimtypes"):
         if not is_num or (isinstance(value, float) and not value.is_integer()):
             raise BadInput(f"{spec.name} needs an integer, got {value!r}{at(pos)}")
         return int(value)
-    elif t == "float":
+    elif t in ("float", "ratios"):
         if not is_num:
             raise BadInput(f"{spec.name} needs a number, got {value!r}{at(pos)}")
         if isinstance(value, float) and math.isnan(value):  # SQLite binds NaN as NULL

@@ -64,7 +64,7 @@ def literals():
 
 # ------------------------------------------------------------------------------ filters
 FIELD_NAMES = list(FIELDS)
-BAD_FIELDS = ["foo", "nsites.x", "_nnp_nosuch", "NSITES", "structure_features", "chemical"]
+BAD_FIELDS = ["foo", "nsites.x", "_nnp_nosuch", "NSITES", "species", "chemical"]
 CMP = ["=", "!=", "<", "<=", ">", ">="]
 
 
@@ -80,6 +80,8 @@ def _value_for(name: str):
                                 ).map(escaped),
         "elements": st.sampled_from(["H", "C", "N", "O", "Cu", "Xx", "h", "", "Uuo", "Og"]
                                     ).map(escaped),
+        "ratios": st.one_of(float_texts(), int_texts()),
+        "dimtypes": int_texts(),
         "levels": st.sampled_from(["pbe", "PBE", "wb97x/6-31g*", "nosuch", "", " pbe "]
                                   ).map(escaped),
         "dataset": st.sampled_from(["d1", "d1:1", "d1:2", "d1@latest", "d1@nosuch", "nosuch",
@@ -126,6 +128,10 @@ VALID_VALUES = {
     "levels": st.sampled_from(["pbe", "PBE", "wb97x/6-31g*"]).map(escaped),
     "dataset": st.sampled_from(["d1", "d1:1", "d1:2", "d1@latest", "d1@production"])
     .map(escaped),
+    "ratios": st.one_of(st.sampled_from(["0.5", "0.25", "0.333", "1", "0", "0.2"]),
+                        st.floats(0, 1).map(repr)),
+    "dimtypes": st.sampled_from(["0", "1", "2", "-1"]),
+    "features": st.sampled_from(["disorder", "assemblies", ""]).map(escaped),
     "str": st.one_of(st.sampled_from(["H2O", "CH4", "Cu4", "H", "A2B", "AB", "A", "C", "2",
                                       "mols.xyz", "cu.xyz", "xyz", ".", "' OR 1=1 --", "%",
                                       "_", "\\", ""]), free_text(4)).map(escaped),
@@ -138,7 +144,7 @@ def valid_conditions(draw) -> str:
     name = draw(st.sampled_from(FIELD_NAMES))
     spec = FIELDS[name]
     kind = draw(st.sampled_from(sorted(spec.ops)))
-    value = VALID_VALUES[spec.type]
+    value = VALID_VALUES.get(spec.type)  # None: a field with no values (LENGTH, IS KNOWN)
     if kind == "cmp":
         op = draw(st.sampled_from(spec.cmp_ops))
         if spec.type == "id" and op not in ("=", "!="):
