@@ -77,3 +77,41 @@ def test_cli(registry, nnp, capsys):
     registry.ingest(frames, LEVEL)
     assert nnp("dedup", "--tolerance", "0.01", "--json") == 0
     assert '"n_redundant": 1' in capsys.readouterr().out
+
+
+def test_lower_bound_never_exceeds_the_rmsd():
+    """The sorted-radius bound is below the aligned RMSD for near and far pairs alike, so the
+    pre-filter can never drop a true duplicate."""
+    from registry.curation.dedup import radial_signature, rmsd_lower_bound
+
+    for name in ("CH3CH2OH", "C6H6", "CH3OCH3", "H2O"):
+        a = molecule(name)
+        for seed, noise in [(1, 0.001), (2, 0.01), (3, 0.05), (4, 0.2), (5, 0.5)]:
+            b = _copy(a, seed, noise=noise, shift=(1, -2, 0.5))
+            rmsd = aligned_rmsd(a.numbers, a.positions, b.numbers, b.positions)
+            bound = rmsd_lower_bound(radial_signature(a.numbers, a.positions),
+                                     radial_signature(b.numbers, b.positions))
+            assert bound <= rmsd + 1e-9, (name, noise)
+
+
+def test_prefilter_and_dask_tasks_give_the_same_clusters(registry, client):
+    rng = np.random.default_rng(7)
+    frames = []
+    for name in ("CH3CH2OH", "CH3OCH3", "C6H6", "CH4", "NH3"):
+        a = molecule(name)
+        frames += [a] + [_copy(a, int(s), noise=float(n)) for s, n in
+                         zip(rng.integers(0, 1000, 4), (0.002, 0.008, 0.02, 0.04), strict=True)]
+    for k, f in enumerate(frames):
+        f.info["energy"] = -float(k)
+    registry.ingest(frames, LEVEL)
+
+    def on_dask(fn, work):
+        return client.gather(client.map(fn, *zip(*work, strict=True), pure=False))
+
+    plain = registry.near_duplicates(tolerance=0.02, prefilter=False)
+    fast = registry.near_duplicates(tolerance=0.02)
+    tasks = registry.near_duplicates(tolerance=0.02, mapper=on_dask, chunks=3)
+    assert plain["clusters"] and plain["prefiltered_pairs"] == 0
+    assert fast["prefiltered_pairs"] > 0
+    assert plain["clusters"] == fast["clusters"] == tasks["clusters"]
+    assert plain["candidate_pairs"] == fast["candidate_pairs"] == tasks["candidate_pairs"]

@@ -93,11 +93,25 @@ def _print_impact(out: dict) -> None:
 def dedup(
     filter: str = typer.Option(None, "--filter", "-f", help="OPTIMADE filter (default: all)."),
     tolerance: float = typer.Option(..., "--tolerance", "-t", help="RMSD tolerance, Å."),
+    workers: int = typer.Option(
+        1, "--workers", "-w", min=0,
+        help="Dask worker processes confirming candidate pairs (one task per share of "
+             "compositions); 0: one per core; 1: in this process. With NNP_DASK_SCHEDULER "
+             "set, that cluster is used whatever the number."),
+    prefilter: bool = typer.Option(
+        True, "--prefilter/--no-prefilter",
+        help="Drop candidate pairs whose RMSD lower bound exceeds the tolerance before any "
+             "alignment (same answer; off only to compare)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Clusters of structures equal up to rotation, translation, permutation and tolerance."""
+    from registry.config import dask_scheduler
+
     with open_registry() as reg:
-        out = reg.near_duplicates(filter=filter, tolerance=tolerance)
+        if workers == 1 and not dask_scheduler():
+            out = reg.near_duplicates(filter=filter, tolerance=tolerance, prefilter=prefilter)
+        else:
+            out = _dedup_on_dask(reg, filter, tolerance, prefilter, workers)
     if as_json:
         return print_json(out)
     console.print(f"{out['n_structures']} structures, {out['candidate_pairs']} candidate pairs, "
@@ -107,3 +121,20 @@ def dedup(
     for c in out["clusters"]:
         console.print(f"  {c['formula']}: " + " ".join(map(str, c["structure_ids"])),
                       highlight=False)
+
+
+def _dedup_on_dask(reg, filter, tolerance, prefilter, workers: int) -> dict:
+    """near_duplicates with the candidate pairs confirmed as Dask tasks (several per worker,
+    so a slow composition does not hold the others back)."""
+    import os
+
+    from pipelines.cluster import dask_client
+
+    with dask_client(workers or os.cpu_count()) as client:
+        n = max(1, len(client.scheduler_info()["workers"]))
+
+        def mapper(fn, work):
+            return client.gather(client.map(fn, *zip(*work, strict=True), pure=False))
+
+        return reg.near_duplicates(filter=filter, tolerance=tolerance, prefilter=prefilter,
+                                   mapper=mapper, chunks=4 * n)

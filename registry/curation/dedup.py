@@ -5,10 +5,16 @@ and a coordinate tolerance (RMSD in Å after the best alignment). A query; it ch
    √n (RMS extents along its principal axes). They are invariant to rotation, translation and
    permutation, and by Weyl's inequality each moves by at most the RMSD between two
    structures, so ``RMSD ≤ T`` implies fingerprints within ``T`` in every component.
-2. Index: structures are grouped by exact composition, charge and multiplicity, then put in a
-   grid of cell size ``T`` over the fingerprint; only pairs in the same or adjacent cells are
-   candidates (no all-pairs comparison, and no true pair is missed by the filter).
-3. Confirmation: from the 24 proper axis alignments of the two principal frames, alternate an
+2. Index: structures are grouped by exact composition, charge and multiplicity and sorted by
+   the first fingerprint component; a structure meets only those within ``T`` above it, and a
+   pair is a candidate when all three components are within ``T`` (no all-pairs comparison,
+   and no true pair is missed by the filter).
+3. Cheap rejection: the distances of the atoms from their centroid, sorted per element. For
+   any alignment that maps centroid onto centroid, each atom's distance changes by at most its
+   displacement, and sorted lists pair up at least as closely as any permutation does, so
+   the RMS difference of these sorted lists is a lower bound of the RMSD: a candidate pair
+   whose bound exceeds ``T`` cannot be a duplicate and is dropped without an alignment.
+4. Confirmation: from the 24 proper axis alignments of the two principal frames, alternate an
    optimal per-element assignment (Hungarian) and a Kabsch rotation; a pair is a duplicate
    when an alignment with RMSD ≤ T is found. Confirmed pairs are joined into clusters.
 
@@ -30,9 +36,23 @@ from ..store.schema import Composition, Structure
 
 def fingerprint(positions: np.ndarray) -> np.ndarray:
     """Descending singular values of the centred coordinates / √n (3 values, Å)."""
-    x = positions - positions.mean(axis=0)
-    sv = np.linalg.svd(x, compute_uv=False) / np.sqrt(len(x))
-    return np.pad(sv, (0, 3 - len(sv)))
+    return fingerprints([positions])[0]
+
+
+def fingerprints(xs: list[np.ndarray]) -> np.ndarray:
+    """:func:`fingerprint` of many structures, (m, 3): one batched SVD per atom count."""
+    out = np.zeros((len(xs), 3))
+    by_n: dict[int, list[int]] = defaultdict(list)
+    for i, x in enumerate(xs):
+        by_n[len(x)].append(i)
+    for n, idx in by_n.items():
+        if n == 0:
+            continue
+        x = np.stack([xs[i] for i in idx])
+        x = x - x.mean(axis=1, keepdims=True)
+        sv = np.linalg.svd(x, compute_uv=False) / np.sqrt(n)
+        out[idx, :sv.shape[1]] = sv
+    return out
 
 
 def _principal_axes(x: np.ndarray) -> np.ndarray:
@@ -96,23 +116,59 @@ def aligned_rmsd(za, xa, zb, xb, stop_below: float = 0.0) -> float:
     return best
 
 
+def radial_signature(numbers: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Distances of the atoms from the centroid, sorted by (element, distance)."""
+    r = np.linalg.norm(positions - positions.mean(axis=0), axis=1)
+    return r[np.lexsort((r, numbers))]
+
+
+def rmsd_lower_bound(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
+    """A lower bound of the aligned RMSD of two structures of one composition (see step 3)."""
+    return float(np.sqrt(((sig_a - sig_b) ** 2).mean()))
+
+
+def confirm_pairs(zs, xs, pairs, tolerance: float, prefilter: bool = True) -> dict:
+    """The duplicate pairs among candidate ``pairs`` (indices into ``zs``/``xs``); a plain
+    function of arrays, so a Dask task can run it on a share of the pairs."""
+    sigs: dict[int, np.ndarray] = {}
+
+    def sig(i):
+        if i not in sigs:
+            sigs[i] = radial_signature(zs[i], xs[i])
+        return sigs[i]
+
+    confirmed, rejected = [], 0
+    for i, j in pairs:
+        if prefilter and rmsd_lower_bound(sig(i), sig(j)) > tolerance:
+            rejected += 1
+            continue
+        if aligned_rmsd(zs[i], xs[i], zs[j], xs[j], stop_below=tolerance) <= tolerance:
+            confirmed.append((i, j))
+    return {"pairs": confirmed, "candidates": len(pairs), "prefiltered": rejected}
+
+
 def candidate_pairs(keys: list, fps: np.ndarray, tolerance: float):
-    """Pairs (i, j), i < j, with equal key and fingerprints in the same or adjacent cells."""
-    cells = np.floor(fps / tolerance).astype(np.int64)
-    grid: dict = defaultdict(list)
-    for i, (k, c) in enumerate(zip(keys, map(tuple, cells), strict=True)):
-        grid[(k, c)].append(i)
-    offsets = list(itertools.product((-1, 0, 1), repeat=3))
-    for (k, c), members in grid.items():
-        for off in offsets:
-            other = (k, (c[0] + off[0], c[1] + off[1], c[2] + off[2]))
-            if other not in grid or other < (k, c):  # each cell pair once
-                continue
-            for i in members:
-                for j in grid[other]:
-                    if (other != (k, c) or i < j) and \
-                            np.abs(fps[i] - fps[j]).max() <= tolerance:
-                        yield (i, j) if i < j else (j, i)
+    """Pairs (i, j), i < j, with equal key and fingerprints within ``tolerance`` in every
+    component. Per key, the structures are sorted by the first component and each meets
+    only those within ``tolerance`` above it (a sliding window, not all pairs)."""
+    groups: dict = defaultdict(list)
+    for i, k in enumerate(keys):
+        groups[k].append(i)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        idx = np.asarray(members)
+        idx = idx[np.argsort(fps[idx, 0], kind="stable")]
+        f = fps[idx]
+        hi = np.searchsorted(f[:, 0], f[:, 0] + tolerance, side="right")
+        n_next = hi - np.arange(len(idx)) - 1
+        if not n_next.any():
+            continue
+        a = np.repeat(np.arange(len(idx)), n_next)
+        b = a + 1 + (np.arange(len(a)) - np.repeat(np.cumsum(n_next) - n_next, n_next))
+        near = np.abs(f[a] - f[b]).max(axis=1) <= tolerance
+        i, j = idx[a[near]], idx[b[near]]
+        yield from zip(np.minimum(i, j).tolist(), np.maximum(i, j).tolist(), strict=True)
 
 
 def clusters_of(n: int, pairs) -> list[list[int]]:
@@ -149,10 +205,35 @@ def check_tolerance(tolerance, what: str = "--tolerance") -> float:
     return value
 
 
+def _confirm_share(zs, xs, pairs, tolerance, prefilter, used) -> dict:
+    """:func:`confirm_pairs` on one share, with pairs mapped back to the caller's indices."""
+    out = confirm_pairs(zs, xs, pairs, tolerance, prefilter)
+    out["pairs"] = [(used[i], used[j]) for i, j in out["pairs"]]
+    return out
+
+
+def _shares(groups: list[list], n: int) -> list[list]:
+    """``groups`` (pair lists, one per composition) dealt into at most ``n`` shares of about
+    equal size, a composition never split; largest first, each to the smallest share."""
+    shares: list[list] = [[] for _ in range(min(n, len(groups)) or 1)]
+    for g in sorted(groups, key=len, reverse=True):
+        min(shares, key=len).extend(g)
+    return [s for s in shares if s] or [[]]
+
+
+def _serial(fn, chunks):
+    return [fn(*c) for c in chunks]
+
+
 def near_duplicates(reg, *, tolerance: float, filter: str | None = None,
-                    structure_ids=None, what: str = "--tolerance") -> dict:
+                    structure_ids=None, what: str = "--tolerance", prefilter: bool = True,
+                    mapper=None, chunks: int = 1) -> dict:
     """Clusters of near-duplicate molecules among those matching ``filter`` (or ids).
-    ``what`` names the tolerance in error messages (the option the user typed)."""
+    ``what`` names the tolerance in error messages (the option the user typed).
+
+    The candidate pairs are confirmed in ``chunks`` shares, cut at composition boundaries,
+    by ``mapper(confirm_pairs, [(zs, xs, pairs, tolerance, prefilter), ...])`` (default: one
+    after the other here; ``pipelines`` passes one that runs them as Dask tasks)."""
     t0 = time.perf_counter()
     tolerance = check_tolerance(tolerance, what)
     q = select(Structure.id, Structure.hash, Structure.numbers, Structure.positions,
@@ -175,19 +256,28 @@ def near_duplicates(reg, *, tolerance: float, filter: str | None = None,
     mols = [r for r in rows if r.nperiodic == 0]
     zs = [np.frombuffer(r.numbers, dtype=np.uint8) for r in mols]
     xs = [np.frombuffer(r.positions, dtype="<f8").reshape(-1, 3) for r in mols]
-    fps = np.array([fingerprint(x) for x in xs]).reshape(-1, 3)
+    fps = fingerprints(xs)
     keys = [(r.formula_hill, r.charge, r.multiplicity) for r in mols]
-    n_cand, confirmed = 0, []
+    by_key: dict = defaultdict(list)
     for i, j in candidate_pairs(keys, fps, tolerance):
-        n_cand += 1
-        if aligned_rmsd(zs[i], xs[i], zs[j], xs[j], stop_below=tolerance) <= tolerance:
-            confirmed.append((i, j))
+        by_key[keys[i]].append((i, j))
+    shares = _shares(list(by_key.values()), max(1, int(chunks)))
+    work = []
+    for pairs in shares:  # each task gets only the molecules its pairs use
+        used = sorted({k for p in pairs for k in p})
+        local = {g: n for n, g in enumerate(used)}
+        work.append(([zs[g] for g in used], [xs[g] for g in used],
+                     [(local[i], local[j]) for i, j in pairs], tolerance, prefilter, used))
+    results = (mapper or _serial)(_confirm_share, work)
+    confirmed = [p for r in results for p in r["pairs"]]
+    n_cand = sum(r["candidates"] for r in results)
     clusters = [{"structure_ids": [mols[i].id for i in c],
                  "hashes": [mols[i].hash for i in c], "formula": mols[c[0]].formula_hill}
                 for c in clusters_of(len(mols), confirmed)]
     clusters.sort(key=lambda c: c["hashes"][0])
     return {"tolerance": tolerance, "n_structures": len(rows),
             "skipped_periodic": len(rows) - len(mols), "candidate_pairs": n_cand,
+            "prefiltered_pairs": sum(r["prefiltered"] for r in results),
             "duplicate_pairs": len(confirmed), "clusters": clusters,
             "n_redundant": sum(len(c["structure_ids"]) - 1 for c in clusters),
             "seconds": round(time.perf_counter() - t0, 4)}
