@@ -1,7 +1,20 @@
-"""Ingest benchmark: synthetic ANI-like molecules into PostgreSQL, SQLite and ase.db.
+"""Ingest benchmark: synthetic ANI-like molecules into PostgreSQL, SQLite and ase.db; with
+``--files``, real files end to end through ``nnp ingest``.
 
     python benchmarks/ingest.py --n 200000 [--backends sqlite,postgresql,asedb]
         [--pg-url URL] [--ase-n 20000] [--atoms-n 20000] [--repeat 3] [--batch-size 20000]
+    python benchmarks/ingest.py --files [--groups 2000] [--xyz-n 130831] [--repeat 3]
+        [--rss-n 200000,1000000] [--rss-batch 20000,50000] [--backends sqlite,postgresql]
+
+``--files``: an ANI-style HDF5 file (``--groups`` molecule groups x 100 conformers of 5-30
+H/C/N/O atoms, energies + forces) is ingested by ``nnp ingest`` in a subprocess (wall time,
+start-up and imports included) and, alternating with it, the same frames already in memory
+by ``Registry.ingest_batch``: the ratio of the two rates is the figure. A QM9-like extxyz
+file (``--xyz-n`` molecules of 3-29 atoms, 16 properties per frame, Mulliken-like charges) is
+timed through ``nnp ingest`` against ``ase.io.read(path, ":")`` alone (a subprocess; import
+excluded). Peak RSS of ``nnp ingest`` (the child's ``ru_maxrss``) is reported for HDF5 files
+of each ``--rss-n`` conformers at each ``--rss-batch``, on each backend (SQLite's page cache,
+up to 256 MiB, is in the client's figure; PostgreSQL's is in the server).
 
 Each molecule has 5-30 atoms of H, C, N, O, an energy and forces at one level and, for 10 %
 of them, a second level. Every timed ingest goes into a fresh database (schema created
@@ -13,8 +26,10 @@ positions, energies, forces) into bare tables: the upper bound for PostgreSQL.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -285,6 +300,203 @@ def time_raw_copy(pg_url: str, batch: FrameBatch) -> float:
     return dt
 
 
+# ----------------------------------------------------------------------- real files
+def write_ani_h5(path: str, groups: int, conformers: int = 100, seed: int = 0) -> int:
+    """An ANI-style HDF5 file: ``groups`` molecules (5-30 H/C/N/O atoms) x ``conformers``,
+    species as bytes, float64 coordinates, energies (eV) and forces; returns the frames."""
+    import h5py
+
+    rng = np.random.default_rng(seed)
+    symbols = np.array([b"H", b"C", b"N", b"O"])
+    with h5py.File(path, "w") as fh:
+        for g in range(groups):
+            n = int(rng.integers(5, 31))
+            grp = fh.create_group(f"mol{g:06d}")
+            grp["species"] = symbols[rng.choice(4, size=n, p=[0.5, 0.3, 0.1, 0.1])]
+            base = rng.random((n, 3)) * 1.4 * np.cbrt(n)
+            grp["coordinates"] = base + rng.normal(scale=0.05, size=(conformers, n, 3))
+            grp["energies"] = rng.normal(-1e4, 1e3, conformers)
+            grp["forces"] = rng.normal(0, 1, (conformers, n, 3))
+    return groups * conformers
+
+
+QM9_KEYS = ["A", "B", "C", "mu", "alpha", "homo", "lumo", "gap", "r2", "zpve", "U0", "U",
+            "H", "G", "Cv"]
+
+
+def write_qm9_like(path: str, n: int, seed: int = 0) -> int:
+    """A QM9-like extxyz file: ``n`` molecules of 3-29 H/C/N/O/F atoms with an energy, 15
+    more properties and an index per frame, per-atom charges; ~1.1 kB per molecule."""
+    rng = np.random.default_rng(seed)
+    symbols = np.array(["H", "C", "N", "O", "F"])
+    with open(path, "w") as fh:
+        for i in range(n):
+            k = int(rng.integers(3, 30))
+            z = symbols[rng.choice(5, size=k, p=[0.5, 0.33, 0.07, 0.08, 0.02])]
+            pos = rng.normal(scale=1.5, size=(k, 3))
+            q = rng.normal(scale=0.2, size=k)
+            vals = rng.normal(size=len(QM9_KEYS))
+            props = " ".join(f"{key}={v:.6f}" for key, v in zip(QM9_KEYS, vals, strict=True))
+            lines = [str(k), f"Properties=species:S:1:pos:R:3:charges:R:1 gdb_idx={i + 1} "
+                             f'energy={-400 + 10 * vals[0]:.8f} {props} pbc="F F F"']
+            lines += [f"{s} {p[0]:.10f} {p[1]:.10f} {p[2]:.10f} {c:.6f}"
+                      for s, p, c in zip(z, pos, q, strict=True)]
+            fh.write("\n".join(lines) + "\n")
+    return n
+
+
+def nnp_command() -> list[str]:
+    script = Path(sys.executable).with_name("nnp")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "pipelines.cli"]
+
+
+def run_cli(url: str, args: list[str]) -> tuple[float, int, float, dict]:
+    """``nnp ARGS --json`` in a fresh process: (wall seconds, peak RSS bytes, CPU seconds,
+    summary). Peak RSS and CPU come from ``RUSAGE_CHILDREN``, which keeps the largest RSS of
+    all children so far: call it in a process of its own (:func:`measured_cli`)."""
+    import resource
+
+    env = {**os.environ, "NNP_DATABASE_URL": url}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([*nnp_command(), *args, "--json"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate()  # reaps the child, so its rusage is counted
+    dt = time.perf_counter() - t0
+    if proc.returncode:
+        raise RuntimeError(f"nnp {' '.join(args)} failed: {err.decode()[-2000:]}")
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return dt, ru.ru_maxrss * 1024, ru.ru_utime + ru.ru_stime, json.loads(out)
+
+
+def measured_cli(url: str, args: list[str]) -> tuple[float, int, float, dict]:
+    """:func:`run_cli` in a helper process, so the rusage figures are this command's alone."""
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from ingest import run_cli; "
+            "print(json.dumps(run_cli(sys.argv[2], json.loads(sys.argv[3]))))")
+    out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), url,
+                          json.dumps(args)], capture_output=True, check=False)
+    if out.returncode:
+        raise RuntimeError(out.stderr.decode()[-2000:])
+    return tuple(json.loads(out.stdout))
+
+
+def cpu_seconds() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def fresh(backend: str, pg_url: str, tmp: str) -> str:
+    return fresh_pg(pg_url) if backend == "postgresql" else fresh_sqlite(tmp)
+
+
+def release(backend: str, pg_url: str, url: str) -> None:
+    if backend == "postgresql":
+        drop_pg(pg_url, url)
+    else:
+        os.unlink(url.removeprefix("sqlite:///"))
+
+
+def files_benchmark(args) -> int:
+    from registry.io.readers import ReadOptions, read_file
+
+    backends = [b for b in args.backends.split(",") if b in ("sqlite", "postgresql")]
+    rates: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        h5 = f"{tmp}/ani.h5"
+        t0 = time.perf_counter()
+        n = write_ani_h5(h5, args.groups)
+        print(f"ANI HDF5: {args.groups} groups x 100 = {n} conformers, "
+              f"{os.path.getsize(h5) / 1e6:.0f} MB, written in {time.perf_counter() - t0:.0f} s;"
+              f" repeat={args.repeat}, batch_size={args.batch_size}", flush=True)
+        (batch,), _ = read_file(h5, ReadOptions(LEVEL_A))
+        for _ in range(args.repeat):
+            for be in backends:
+                url = fresh(be, args.pg_url, tmp)
+                try:
+                    cpu = cpu_seconds()
+                    dt, summary = time_registry(url, batch, args.batch_size)
+                    cpu = cpu_seconds() - cpu
+                    assert summary["structures_new"] == n, summary
+                finally:
+                    release(be, args.pg_url, url)
+                rates.setdefault(f"{be} in memory", []).append(n / dt)
+                url = fresh(be, args.pg_url, tmp)
+                try:
+                    wall, rss, cli_cpu, summary = measured_cli(
+                        url, ["ingest", h5, "--level", LEVEL_A, "--batch-size",
+                              str(args.batch_size)])
+                    assert summary["structures_new"] == summary["labels_new"] == n, summary
+                finally:
+                    release(be, args.pg_url, url)
+                rates.setdefault(f"{be} nnp ingest", []).append(n / wall)
+                print(f"  {be:<10} in memory {n / dt:>8,.0f} /s ({dt:5.2f} s, {cpu:5.2f} s "
+                      f"CPU)   nnp ingest {n / wall:>8,.0f} /s ({wall:5.2f} s, {cli_cpu:5.2f} s"
+                      f" CPU, peak RSS {rss / 2**20:,.0f} MiB)   ratio {dt / wall:.2f}",
+                      flush=True)
+        del batch
+        print("\nHDF5, median structures/s (min-max); ratio nnp ingest / in memory:")
+        for be in backends:
+            mem, cli = (statistics.median(rates[f"{be} {k}"]) for k in ("in memory",
+                                                                        "nnp ingest"))
+            print(f"  {be:<10} in memory {mem:>8,.0f} ({min(rates[f'{be} in memory']):,.0f}-"
+                  f"{max(rates[f'{be} in memory']):,.0f})   nnp ingest {cli:>8,.0f} "
+                  f"({min(rates[f'{be} nnp ingest']):,.0f}-"
+                  f"{max(rates[f'{be} nnp ingest']):,.0f})   ratio {cli / mem:.2f} "
+                  f"(target >= 0.7)")
+        os.unlink(h5)
+
+        if args.xyz_n:
+            xyz = f"{tmp}/qm9-like.xyz"
+            t0 = time.perf_counter()
+            write_qm9_like(xyz, args.xyz_n)
+            print(f"\nQM9-like extxyz: {args.xyz_n} molecules, "
+                  f"{os.path.getsize(xyz) / 1e6:.0f} MB, written in "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+            code = ("import sys, time, ase.io; t = time.perf_counter(); "
+                    "n = len(ase.io.read(sys.argv[1], ':')); "
+                    "print(n, time.perf_counter() - t)")
+            out = subprocess.run([sys.executable, "-c", code, xyz], capture_output=True,
+                                 check=True, text=True).stdout.split()
+            assert int(out[0]) == args.xyz_n
+            ase_s = float(out[1])
+            print(f"  ase.io.read alone          {ase_s:7.2f} s", flush=True)
+            for be in backends:
+                url = fresh(be, args.pg_url, tmp)
+                try:
+                    wall, rss, cli_cpu, summary = measured_cli(
+                        url, ["ingest", xyz, "--level", "b3lyp", "--batch-size",
+                              str(args.batch_size)])
+                    assert summary["structures_new"] == args.xyz_n, summary
+                finally:
+                    release(be, args.pg_url, url)
+                print(f"  nnp ingest ({be:<10})    {wall:7.2f} s  = {wall / ase_s:.2f} of "
+                      f"ase.io.read (target < 1); {cli_cpu:.2f} s CPU, peak RSS "
+                      f"{rss / 2**20:,.0f} MiB", flush=True)
+            os.unlink(xyz)
+
+        if args.rss_n:
+            print("\npeak RSS of nnp ingest, MiB:")
+            for size in [int(x) for x in args.rss_n.split(",")]:
+                h5 = f"{tmp}/rss.h5"
+                write_ani_h5(h5, size // 100, seed=1)
+                for be, bs in [(be, int(x)) for be in backends
+                               for x in args.rss_batch.split(",")]:
+                    url = fresh(be, args.pg_url, tmp)
+                    try:
+                        wall, rss, _, summary = measured_cli(url, ["ingest", h5, "--level",
+                                                                   LEVEL_A, "--batch-size",
+                                                                   str(bs)])
+                        assert summary["structures_new"] == size, summary
+                    finally:
+                        release(be, args.pg_url, url)
+                    print(f"  {be:<10} {size:>9,} structures, --batch-size {bs:>6,}: "
+                          f"{rss / 2**20:7,.0f} MiB  ({wall:6.1f} s, "
+                          f"{os.path.getsize(h5) / 2**20:,.0f} MiB file)", flush=True)
+                os.unlink(h5)
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -297,7 +509,16 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=20_000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--files", action="store_true",
+                   help="real files end to end through nnp ingest (see the module doc)")
+    p.add_argument("--groups", type=int, default=2000, help="HDF5 molecule groups (x 100)")
+    p.add_argument("--xyz-n", type=int, default=130_831, help="QM9-like molecules (0: skip)")
+    p.add_argument("--rss-n", default="200000,1000000", help="HDF5 sizes for peak RSS")
+    p.add_argument("--rss-batch", default="20000,50000", help="batch sizes for peak RSS")
+    p.add_argument("--tmp", default=None, help="folder for the generated files")
     args = p.parse_args(argv)
+    if args.files:
+        return files_benchmark(args)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
 
     t0 = time.perf_counter()

@@ -26,6 +26,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("NNP_CACHE") or DEFAULT_HOME / "cache")
 
 
+def user_cache_dir() -> Path:
+    """The user's cache folder for what the code derives once per install (the filter
+    parser's tables): ``$XDG_CACHE_HOME/nnp-registry``, default ``~/.cache/nnp-registry``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "nnp-registry"
+
+
 def dask_scheduler() -> str | None:
     """`NNP_DASK_SCHEDULER`: an address, or None for a local cluster."""
     return os.environ.get("NNP_DASK_SCHEDULER") or None

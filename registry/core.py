@@ -13,10 +13,11 @@ from .curation import reference_energies as ref_energies
 from .ingest import api as ingest_api
 from .ingest import files
 from .io import export as export_files
-from .models import bundles, pull, versions
+from .models import bundles, info, pull, versions
 from .models import lineage as lineage_mod
 from .query import api as query_api
 from .store import levels, runs, structures
+from .store import stats as store_stats
 from .store.base import Store
 from .training_data import materialize as materialize_mod
 
@@ -47,7 +48,7 @@ class Registry(Store):
     ingest_batch = ingest_api.ingest_batch
     ingest_files = files.ingest_files
     export = export_files.export
-    stats = structures.stats
+    stats = store_stats.stats
     iter_frames = structures.iter_frames
 
     # queries
@@ -76,7 +77,7 @@ class Registry(Store):
     set_model_alias = versions.set_model_alias
     retract_model = versions.retract_model
     record_verification = versions.record_verification
-    show_model = versions.show_model
+    show_model = info.show_model
     list_models = versions.list_models
     list_model_versions = versions.list_model_versions
     model_alias = versions.model_alias

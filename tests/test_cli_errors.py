@@ -87,12 +87,15 @@ def test_every_command_with_no_arguments_and_with_help(registry, nnp, capsys):
 
 
 # ------------------------------------------------------------------- unexpected errors
+# `nnp stats` calls this function (the Store alone, not the Registry facade: a quick start)
+STATS = "registry.store.stats.stats"
+
 
 def test_an_unexpected_error_is_one_line_and_exit_1(registry, nnp, capsys, monkeypatch):
     def broken(reg):
         raise ZeroDivisionError("boom [at] the stats")
 
-    monkeypatch.setattr(Registry, "stats", broken)
+    monkeypatch.setattr(STATS, broken)
     code, out, err = run(nnp, capsys, "stats")
     assert code == 1
     assert "error: ZeroDivisionError: boom [at] the stats" in err
@@ -112,13 +115,13 @@ def test_registry_errors_are_one_line_and_exit_2(seeded, nnp, capsys):
 
 
 def test_python_warnings_do_not_reach_users(registry, nnp, capsys, monkeypatch):
-    stats = Registry.stats
+    from registry.store.stats import stats
 
     def noisy(reg):
         warnings.warn("invalid value encountered in divide", RuntimeWarning, stacklevel=1)
         return stats(reg)
 
-    monkeypatch.setattr(Registry, "stats", noisy)
+    monkeypatch.setattr(STATS, noisy)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         code, out, err = run(nnp, capsys, "stats")
@@ -212,16 +215,17 @@ def test_ctrl_c_in_export_leaves_no_file(seeded, nnp, capsys, monkeypatch, tmp_p
     assert runs_of(nnp, capsys, "export")[0]["status"] == "interrupted"
 
 
-@pytest.mark.parametrize("args, method, says", [
-    (("dedup", "--tolerance", "0.1"), "near_duplicates", "nothing was changed"),
-    (("stats",), "stats", "`nnp stats` stopped before it finished"),
+@pytest.mark.parametrize("args, target, says", [
+    (("dedup", "--tolerance", "0.1"), "registry.core.Registry.near_duplicates",
+     "nothing was changed"),
+    (("stats",), STATS, "`nnp stats` stopped before it finished"),
 ])
-def test_ctrl_c_in_any_command_exits_130(seeded, nnp, capsys, monkeypatch, args, method,
+def test_ctrl_c_in_any_command_exits_130(seeded, nnp, capsys, monkeypatch, args, target,
                                          says):
     def ctrl_c(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Registry, method, ctrl_c)
+    monkeypatch.setattr(target, ctrl_c)
     code, out, err = run(nnp, capsys, *args)
     assert code == 130 and f"interrupted: {says}" in err
     assert counts(seeded) == (5, 5)

@@ -241,7 +241,7 @@ def test_garbage_collector_state_is_restored(registry, monkeypatch):
 
     import registry.ingest.api as ing
     from registry.errors import BadInput
-    from registry.ingest.api import _gc_paused
+    from registry.ingest.api import gc_paused
 
     assert gc.isenabled()
     registry.ingest_batch(two_level_batch(n=6))
@@ -261,7 +261,7 @@ def test_garbage_collector_state_is_restored(registry, monkeypatch):
         with pytest.raises(RuntimeError, match="disk on fire"):
             registry.ingest_batch(two_level_batch(n=6, seed=4))
     assert gc.isenabled()
-    with _gc_paused():
+    with gc_paused():
         assert not gc.isenabled()
         with ThreadPoolExecutor(2) as ex:
             list(ex.map(lambda s: registry.ingest_batch(two_level_batch(n=5, seed=s)), [1, 2]))

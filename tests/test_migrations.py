@@ -98,14 +98,15 @@ def test_label_references_are_enforced(registry):
         assert conn.execute(select(func.count()).select_from(Structure)).scalar() == 1
 
 
-def test_registry_refuses_missing_schema(empty_db_url):
-    import pytest
-
+def test_registry_creates_the_schema_of_a_new_database(empty_db_url):
+    """A new database is initialised on first use (an old or foreign one is refused:
+    tests/test_schema_init.py)."""
     from registry.core import Registry
-    from registry.errors import SchemaOutOfDate
+    from registry.store.engine import SCHEMA_REVISION, current_revision
 
-    with pytest.raises(SchemaOutOfDate, match="nnp db upgrade"):
-        Registry(empty_db_url)
+    with Registry(empty_db_url) as reg:
+        assert reg.created_schema and current_revision(reg.engine) == SCHEMA_REVISION
+        assert reg.count() == 0
 
 
 def test_dataset_member_references_are_enforced(registry):
@@ -245,4 +246,30 @@ def test_0006_drops_the_unused_al_selections_table(empty_db_url):
     assert "al_selections" in inspect(engine).get_table_names()
     upgrade(empty_db_url)
     assert "al_selections" not in inspect(engine).get_table_names()
+    engine.dispose()
+
+
+def test_0007_active_learning_tables_up_down_up(empty_db_url):
+    """0007 creates the campaign, iteration, trajectory and candidate tables (their keys
+    enforced), 0006 drops them, and upgrading again restores them."""
+    import pytest
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    al = {"al_campaigns", "al_iterations", "al_trajectories", "al_candidates"}
+    engine = make_engine(empty_db_url)
+    upgrade(empty_db_url, "0006")
+    assert al & set(inspect(engine).get_table_names()) == set()
+    upgrade(empty_db_url, "0007")
+    assert al <= set(inspect(engine).get_table_names())
+    with pytest.raises(IntegrityError, match="(?i)foreign key"):
+        with engine.begin() as conn:  # an iteration of a campaign that does not exist
+            conn.execute(text(
+                "INSERT INTO al_iterations (campaign_id, iteration, phase, "
+                "dataset_version_id, started_at) VALUES (99, 0, 'train', 99, "
+                "CURRENT_TIMESTAMP)"))
+    downgrade(empty_db_url, "0006")
+    assert al & set(inspect(engine).get_table_names()) == set()
+    upgrade(empty_db_url)
+    assert al <= set(inspect(engine).get_table_names())
     engine.dispose()

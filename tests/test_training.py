@@ -137,7 +137,10 @@ def test_calculator_energies_forces_and_ensemble_spread(registry, client, cache)
     f = atoms.get_forces()
     assert np.isfinite(e) and f.shape == (5, 3)
     assert calc.results["energy_std"] > 0
-    assert calc.results["forces_std"].shape == (5, 3)
+    assert "forces_std" not in calc.results  # a backward pass per member: only when asked
+    spread = calc.get_property("forces_std", atoms)
+    assert spread.shape == (5, 3) and (spread > 0).any()
+    np.testing.assert_allclose(calc.results["forces"], f, atol=1e-9)
     assert len(calc.results["energies"]) == 2
     np.testing.assert_allclose(e, calc.results["energies"].mean())
     # forces are -dE/dx (central differences)
@@ -259,7 +262,8 @@ def _no_energy_dataset(reg):
 @pytest.mark.parametrize("case, kwargs, message", [
     ("no-forces", {"forces_weight": 1.0}, "no forces in its training split"),
     ("arch", {"arch": "schnet"}, "--arch 'schnet': expected one of ani, hipnn"),
-    ("hipnn", {"arch": "hipnn"}, "hipnn is not yet available"),
+    ("hipnn-key", {"arch": "hipnn", "config": {"hidden": [8]}},
+     "unknown config key(s) 'hidden' for --arch hipnn"),
     ("cuda", {"device": "cuda"}, "--device cuda: torch sees no CUDA GPU"),
     ("device", {"device": "tpu"}, "--device 'tpu': expected one of auto, cpu, cuda"),
     ("config-key", {"config": {"hiden": [8]}}, "unknown config key(s) 'hiden'"),
@@ -361,8 +365,8 @@ def test_cli_train_and_evaluate(registry, nnp, capsys, cache, tmp_path, train_cl
     assert png.read_bytes().startswith(b"\x89PNG")
     assert registry.get_run(ev["run_id"])["kind"] == "evaluate"
     before = (counts(registry), n_models(registry))
-    assert nnp("train", "--dataset", "mols", "--arch", "hipnn") == 2
-    assert "not yet available" in capsys.readouterr().err
+    assert nnp("train", "--dataset", "mols", "--arch", "schnet") == 2
+    assert "expected one of ani, hipnn" in capsys.readouterr().err
     assert nnp("train", "--dataset", "mols", "--config", tmp_path / "none.json") == 2
     assert "does not exist" in capsys.readouterr().err
     assert (counts(registry), n_models(registry)) == before

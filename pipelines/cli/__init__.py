@@ -16,10 +16,12 @@ import sys
 import warnings
 
 from . import (  # noqa: F401  (each module registers its commands on the app)
+    al,
     curation,
     dataset,
     db,
     demo,
+    diversity,
     export,
     ingest,
     levels,

@@ -64,10 +64,31 @@ def on_interrupt(kept: str):
 
 
 def open_registry(check_schema: bool = True):
-    """The registry at NNP_DATABASE_URL (imported lazily)."""
+    """The registry at NNP_DATABASE_URL (imported lazily); a new database gets its schema."""
     from registry.core import Registry
 
-    return Registry(check_schema=check_schema)
+    return _noted(Registry(check_schema=check_schema))
+
+
+def open_store():
+    """The store at NNP_DATABASE_URL without the :class:`~registry.Registry` facade, for the
+    quick commands (query --count, stats, models pull): they call the one stage module they
+    need, so a cold start does not import every stage (numpy, ingest, file formats)."""
+    from registry.store.base import Store
+
+    return _noted(Store())
+
+
+def _noted(store):
+    """``store``, after a note on stderr when opening it created the schema of a new database."""
+    if store.created_schema:
+        from registry.store.engine import SCHEMA_REVISION
+
+        where = store.engine.url.render_as_string(hide_password=True)
+        err_console.print(f"created the registry schema (revision {SCHEMA_REVISION}) in the "
+                          f"new database {where}", highlight=False, soft_wrap=True,
+                          markup=False)
+    return store
 
 
 def _finite(obj):
@@ -82,8 +103,11 @@ def _finite(obj):
 
 
 def print_json(obj) -> None:
-    """Valid JSON on stdout (sorted keys; NaN/inf as null; other objects as strings)."""
-    sys.stdout.write(json.dumps(_finite(obj), indent=2, default=str, sort_keys=True,
+    """Valid JSON on stdout (sorted keys; NaN/inf as null; times as ISO 8601 UTC with Z;
+    other objects as strings)."""
+    from registry.times import json_default
+
+    sys.stdout.write(json.dumps(_finite(obj), indent=2, default=json_default, sort_keys=True,
                                 allow_nan=False) + "\n")
 
 

@@ -62,8 +62,11 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
 def show(ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS."),
          as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """Counts per split, element and level, energy statistics, hash and parameters."""
+    from pipelines.diversity.store import stored_numbers
+
     with open_registry() as reg:
         d = reg.show_dataset(ref)
+        d["diversity"] = stored_numbers(reg, d["ref"])
     if as_json:
         return print_json(d)
     console.print(f"[bold]{d['ref']}[/]  hash {d['hash']}", highlight=False)
@@ -78,6 +81,17 @@ def show(ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS."
         console.print(f"  {name}: {st['labels']} labels ({st['retracted_since']} retracted "
                       f"since), energy mean {e['mean']} std {e['std']} min {e['min']} "
                       f"max {e['max']} eV", highlight=False)
+    for div in d["diversity"]:  # stored by `nnp diversity` (docs/diversity.md)
+        console.print(f"  diversity ({div['features']}, coverage of {div['reference']}, "
+                      f"run {div['run_id']}): " + "; ".join(
+                          f"{s} {n['n_environments']} environments, coverage "
+                          f"{_num(n['coverage'])}, mean NN {_num(n['mean_nn_distance'])}, "
+                          f"effective {_num(n['effective_environments'])}"
+                          for s, n in div["elements"].items()), highlight=False)
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.3g}"
 
 
 @dataset_app.command("diff")

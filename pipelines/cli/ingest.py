@@ -1,4 +1,5 @@
-"""``nnp ingest``: read files (every ASE format, ASE .db, ANI HDF5) into the registry."""
+"""``nnp ingest``: read files (every ASE format, ASE .db and .aselmdb, ANI HDF5, MPtrj JSON)
+into the registry."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from ._app import Interrupted, app, console, err_console, open_registry, print_j
 
 @app.command("ingest")
 def ingest(
-    files: list[Path] = typer.Argument(..., help="Files: extxyz/xyz, ASE .db, .traj, ANI .h5, "
-                                                 "or anything ASE reads."),
+    files: list[Path] = typer.Argument(..., help="Files: extxyz/xyz, ASE .db, .aselmdb, "
+                                                 ".traj, ANI .h5, MPtrj .json, or anything "
+                                                 "ASE reads."),
     level: str = typer.Option(None, "--level", "-l",
                               help="Level of theory of the labels (created on first use); "
                                    "without it only structures are stored."),
@@ -34,7 +36,9 @@ def ingest(
                                       help="Skip frames lacking the keys (else: an error)."),
     source: str = typer.Option(None, help="Source text stored with new structures "
                                           "(default: the file name)."),
-    batch_size: int = typer.Option(20000, min=1, help="Structures per transaction."),
+    batch_size: int = typer.Option(20000, min=1, help="Structures per transaction; files "
+                                                      "are read and checked in chunks of as "
+                                                      "many frames (memory holds one)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
     """Ingest FILES as one run: all files are read and checked first, then written in batches.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ._app import app, console, err_console, on_interrupt, open_registry, print_json
+from ._app import app, console, err_console, on_interrupt, open_registry, open_store, print_json
 
 models_app = typer.Typer(help="Model versions. REF is NAME, NAME:VERSION or NAME@ALIAS.",
                          no_args_is_help=True)
@@ -68,14 +68,18 @@ def list_models(
 def show(ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS."),
          as_json: bool = JSON):
     """Config, metrics, dataset version, parent, aliases, files with sizes and hashes."""
-    with open_registry() as reg:
-        info = reg.show_model(ref)
+    from registry.models.info import show_model
+
+    with open_store() as store:  # the model-info module alone: a quick cold start
+        info = show_model(store, ref)
     if as_json:
         return print_json(info)
-    from registry.models.versions import VERIFICATION
+    from pipelines.training.torchscript import RECORD
+    from registry.models.info import VERIFICATION
 
     metrics = dict(info.get("metrics") or {})
     record = metrics.pop(VERIFICATION, None)
+    exported = metrics.pop(RECORD, None)
     info = {**info, "metrics": metrics or None, "verified": _verified(info.get("verified"))}
     for key in ("ref", "status", "status_reason", "verified", "architecture", "elements",
                 "cutoff", "units", "level", "dataset_version", "parent", "frozen", "n_members",
@@ -85,11 +89,23 @@ def show(ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS."
                 (key == "verified" and info[key] == "FAILED")
             style = "bold red" if bad else "bold"
             console.print(f"[{style}]{key}[/]: {info[key]}", highlight=False)
+    if exported:
+        console.print(_torchscript_line(exported), highlight=False)
     for f in info["files"]:
         console.print(f"  {f['name']:<28} {f['role']:<8} {f['size']:>12,d} B  {f['sha256']}",
                       highlight=False, soft_wrap=True)
     if record:
         console.print(verification_table(record))
+
+
+def _torchscript_line(record: dict) -> str:
+    from rich.markup import escape
+
+    if record.get("available"):
+        return (f"[bold]torchscript[/]: {escape(str(record.get('file')))} "
+                f"({escape(str(record.get('output')))}; "
+                f"`nnp models export REF --torchscript -o FILE.pt`)")
+    return f"[bold yellow]torchscript[/]: not available: {escape(str(record.get('reason')))}"
 
 
 def _verified(value) -> str:
@@ -171,16 +187,18 @@ def pull(
     """Write the verified files of a version and a model.json manifest to a directory."""
     import warnings
 
-    from registry.models.pull import FailedVerificationWarning, RetractedModelWarning
+    from registry.models.info import show_model
+    from registry.models.pull import FailedVerificationWarning, RetractedModelWarning, pull_model
 
     kinds = (RetractedModelWarning, FailedVerificationWarning)
-    with open_registry() as reg, warnings.catch_warnings(record=True) as caught:
+    # the store and the two model modules alone (not the whole Registry): a quick cold start
+    with open_store() as store, warnings.catch_warnings(record=True) as caught:
         for kind in kinds:
             warnings.simplefilter("always", kind)
         if out is None:
-            info = reg.show_model(ref)
+            info = show_model(store, ref)
             out = Path(f"{info['name']}-{info['version']}")
-        pulled = reg.pull_model(ref, strict=strict, dest=out)
+        pulled = pull_model(store, ref, strict=strict, dest=out)
     for w in caught:
         if issubclass(w.category, kinds):
             err_console.print(f"[bold red on yellow]WARNING:[/] [bold red]{w.message}[/]",
@@ -252,15 +270,46 @@ def register(
 
 @models_app.command("export")
 def export(ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS."),
-           out: Path = typer.Option(..., "-o", "--out", help="Bundle file, e.g. m.nnp.zip."),
+           out: Path = typer.Option(..., "-o", "--out",
+                                    help="Bundle file (m.nnp.zip), or with --torchscript the "
+                                         "TorchScript file (m.pt)."),
+           torchscript: bool = typer.Option(
+               False, "--torchscript",
+               help="Write the version's TorchScript export instead: it runs with plain "
+                    "torch (torch.jit.load; docs/models.md)."),
            as_json: bool = JSON):
-    """Write a bundle: weights, config and a provenance manifest."""
+    """Write a bundle (weights, config, provenance) or the TorchScript model (--torchscript)."""
+    if torchscript:
+        return _export_torchscript(ref, out, as_json)
     with open_registry() as reg:
         res = reg.export_model(ref, out)
     if as_json:
         return print_json(res)
     console.print(f"exported {res['ref']} to {res['path']} ({res['size']:,d} B)",
                   highlight=False)
+
+
+def _export_torchscript(ref: str, out: Path, as_json: bool):
+    import hashlib
+    import os
+    import uuid
+
+    from pipelines.training.torchscript import version_export
+
+    with open_registry() as reg:
+        blob, res = version_export(reg, ref)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.part")
+    try:
+        tmp.write_bytes(blob)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    res = {**res, "path": str(out), "sha256": hashlib.sha256(blob).hexdigest()}
+    if as_json:
+        return print_json(res)
+    console.print(f"wrote the TorchScript export of {res['ref']} to {out} "
+                  f"({res['size']:,d} B, {res['source']})", highlight=False)
 
 
 @models_app.command("import")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._app import app, console, open_registry, print_json
+from ._app import app, console, open_registry, open_store, print_json
 
 FORMATS = ("table", "json", "ids")
 INT64_MAX = 2**63 - 1  # the largest LIMIT both backends take (a BIGINT)
@@ -38,17 +38,20 @@ def query(
 
     if fmt not in FORMATS:
         raise BadInput(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    with open_registry() as reg:
-        if count:
-            console.print(reg.count(filter, level=level))
-            return
-        if output is not None:
+    if output is not None and not count:
+        with open_registry() as reg:
             return _export(reg, filter, level, limit, output, force)
+    from registry.query import api
+
+    with open_store() as store:  # the query stage alone: a quick cold start
+        if count:
+            console.print(api.count(store, filter, level=level))
+            return
         if fmt == "ids":
-            for i in reg.query_ids(filter, level=level, limit=limit):
+            for i in api.query_ids(store, filter, level=level, limit=limit):
                 print(i)
             return
-        rows = reg.query(filter, level=level, limit=limit)
+        rows = api.query(store, filter, level=level, limit=limit)
     if fmt == "json":
         return print_json(rows)
     _table(rows, level)

@@ -1,4 +1,5 @@
-"""``nnp train`` and ``nnp evaluate``: ANI ensembles trained on Dask, scored on dataset versions.
+"""``nnp train`` and ``nnp evaluate``: ANI or HIP-NN ensembles trained on Dask, scored on
+dataset versions.
 
 Thin shells over :func:`pipelines.training.ensemble.train` and
 :func:`pipelines.training.evaluate.evaluate`; torch, dask and matplotlib load only inside.
@@ -96,8 +97,8 @@ class _Progress:
 def train(
     dataset: str = typer.Option(None, "--dataset", "-d",
                                 help="Dataset version: NAME, NAME:V or NAME@ALIAS."),
-    arch: str = typer.Option(None, help="Architecture: ani (torchani; the default). hipnn: "
-                                        "not yet available."),
+    arch: str = typer.Option(None, help="Architecture: ani (torchani; the default) or hipnn "
+                                        "(hippynn's HIP-NN)."),
     config: Path = typer.Option(None, "--config", "-c",
                                 help="Settings file (.json or .yaml): widths, cutoffs, lr... "
                                      "(see docs/training.md)."),

@@ -1,37 +1,25 @@
-"""Reference calculators by level name (used for sampling and labeling)."""
+"""ASE calculators by level name (sampling, Δ-model bases): a view of the labelers.
+
+:mod:`pipelines.labeling` is the one place that maps a level to its program; this module
+keeps the level-name interface its callers use.
+"""
 
 from __future__ import annotations
 
-CALCULATORS = {
-    "emt": "ASE effective-medium theory (fast, crude; H, C, N, O supported for testing)",
-    "gfn2-xtb": "GFN2-xTB through tblite",
-    "gfn1-xtb": "GFN1-xTB through tblite",
-}
+from pipelines.labeling.labelers import LEVEL_SPECS, get_labeler
+
+# Level names with a calculator (a Δ model's base level must be one of them).
+CALCULATORS = LEVEL_SPECS
 
 
 def make_calculator(level: str):
-    """An ASE calculator for ``level`` (a canonical level name)."""
-    level = level.lower()
-    if level == "emt":
-        from ase.calculators.emt import EMT
-
-        return EMT()
-    if level in ("gfn2-xtb", "gfn1-xtb"):
-        from tblite.ase import TBLite
-
-        return TBLite(method={"gfn2-xtb": "GFN2-xTB", "gfn1-xtb": "GFN1-xTB"}[level],
-                      verbosity=0)
-    from registry.errors import BadInput
-
-    raise BadInput(f"no reference calculator for level {level!r}; available: "
-                   f"{', '.join(CALCULATORS)}")
+    """An ASE calculator for ``level`` (a canonical level name such as ``gfn2-xtb``, or any
+    labeler spec such as ``pyscf:wb97x/6-31g*``); :class:`BadInput` lists the available
+    ones."""
+    return get_labeler(level).calculator()
 
 
 def calculator_info(level: str) -> dict:
     """Program and version of the calculator behind ``level`` (for `levels add`)."""
-    from importlib import metadata
-
-    level = level.lower()
-    if level == "emt":
-        return {"program": "ase", "program_version": metadata.version("ase")}
-    return {"program": "tblite", "program_version": metadata.version("tblite")}
+    lv = get_labeler(level).level
+    return {"program": lv["program"], "program_version": lv["program_version"]}

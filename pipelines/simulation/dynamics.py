@@ -159,12 +159,11 @@ def check_output(output, structure=None, overwrite: bool = False) -> Path:
 
 def load_calculator(reg, model_ref: str, device: str = "cpu", dtype: str = "float32"):
     """(calculator, model version info) for ``model_ref``, pulled hash-verified."""
+    from pipelines.training.archs import check_model_arch
     from pipelines.training.calculator import NNPCalculator
 
     pulled = reg.pull_model(model_ref)
-    if pulled.info.get("architecture") != "ani" or (pulled.config or {}).get("arch") != "ani":
-        raise BadInput(f"model {pulled.ref} has architecture "
-                       f"{pulled.info.get('architecture')!r}; md runs 'ani' models")
+    check_model_arch(pulled, "md")
     from pipelines.training.torch_io import load_state_dicts
 
     calc = NNPCalculator(pulled.config, load_state_dicts(pulled), name=pulled.ref,

@@ -40,17 +40,8 @@ def md_sample(formula: str, n_frames: int, temperature_k: float, seed: int,
 
 
 def relabel(frames: list, level: str) -> list:
-    """Copies of ``frames`` with energy/forces from the calculator of ``level``."""
-    from .calculators import make_calculator
+    """Copies of ``frames`` with energy/forces from the labeler of ``level``."""
+    from pipelines.labeling import get_labeler
 
-    calc = make_calculator(level)
-    out = []
-    for f in frames:
-        a = f.copy()
-        a.calc = calc
-        e, forces = float(a.get_potential_energy()), a.get_forces().copy()
-        a.calc = None
-        a.info = {**f.info, "energy": e}
-        a.arrays["forces"] = forces
-        out.append(a)
-    return out
+    labeler = get_labeler(level)
+    return [labeler.labelled(f) for f in frames]

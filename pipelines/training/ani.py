@@ -56,7 +56,13 @@ TRAINING_DEFAULTS: dict = {
     "dtype": "float32",         # float32 | float64
     "checkpoint_every": 5,      # epochs between checkpoints (0: only when a member stops)
 }
-KNOWN_KEYS = {**MODEL_DEFAULTS, **TRAINING_DEFAULTS}
+# How ANI members train, not what they learn (:mod:`.aev_cache`): results agree with the
+# autograd path to float rounding.
+CACHE_DEFAULTS: dict = {
+    "aev_cache": True,          # train from AEVs and Jacobians cached per dataset version
+    "aev_cache_max_mb": 2048,   # memory budget of that cache; above it: autograd (logged)
+}
+KNOWN_KEYS = {**MODEL_DEFAULTS, **TRAINING_DEFAULTS, **CACHE_DEFAULTS}
 AUTO_FORCES_WEIGHT = 0.1
 
 _CUTOFF_FNS = ("smooth", "cosine")
@@ -102,44 +108,56 @@ def check_config(user: dict) -> dict:
         raise BadInput(f"unknown config key(s) {', '.join(map(repr, unknown))}; known keys: "
                        f"{', '.join(sorted(KNOWN_KEYS))}")
     cfg = {**KNOWN_KEYS, **{k: v for k, v in user.items()}}
+    check_training(cfg)
     for key in ("radial_cutoff", "angular_cutoff", "radial_eta", "angular_eta",
-                "angular_zeta", "lr", "lr_factor"):
-        _positive(cfg, key, float)
-    for key in ("radial_shifts", "angular_shifts", "angular_sections", "epochs",
-                "batch_size", "lr_patience"):
-        _positive(cfg, key, int)
-    for key in ("radial_start", "angular_start", "weight_decay", "min_lr", "energy_weight"):
-        _positive(cfg, key, float, zero=True)
-    _positive(cfg, "patience", int, zero=True)
-    _positive(cfg, "checkpoint_every", int, zero=True)
-    if cfg["forces_weight"] is not None:
-        _positive(cfg, "forces_weight", float, zero=True)
+                "angular_zeta"):
+        check_number(cfg, key, float)
+    for key in ("radial_shifts", "angular_shifts", "angular_sections"):
+        check_number(cfg, key, int)
+    for key in ("radial_start", "angular_start"):
+        check_number(cfg, key, float, zero=True)
     if cfg["angular_cutoff"] > cfg["radial_cutoff"]:
         raise BadInput(f"angular_cutoff {cfg['angular_cutoff']} must not exceed "
                        f"radial_cutoff {cfg['radial_cutoff']}")
-    if not cfg["lr_factor"] < 1:
-        raise BadInput(f"lr_factor must be below 1, got {cfg['lr_factor']}")
     if cfg["cutoff_fn"] not in _CUTOFF_FNS:
         raise BadInput(f"cutoff_fn {cfg['cutoff_fn']!r}: expected one of {_CUTOFF_FNS}")
-    if cfg["dtype"] not in _DTYPES:
-        raise BadInput(f"dtype {cfg['dtype']!r}: expected one of {_DTYPES}")
-    cfg["hidden"] = _widths(cfg["hidden"], "hidden")
+    cfg["hidden"] = check_widths(cfg["hidden"], "hidden")
     if not isinstance(cfg["hidden_per_element"], dict):
         raise BadInput("hidden_per_element must map element symbols to lists of widths")
-    cfg["hidden_per_element"] = {_symbol(k): _widths(v, f"hidden_per_element[{k!r}]")
-                                 for k, v in cfg["hidden_per_element"].items()}
-    for key in ("bias", "repulsion"):
+    cfg["hidden_per_element"] = {element_symbol(k): check_widths(
+        v, f"hidden_per_element[{k!r}]") for k, v in cfg["hidden_per_element"].items()}
+    check_number(cfg, "aev_cache_max_mb", float)
+    for key in ("bias", "repulsion", "aev_cache"):
         if not isinstance(cfg[key], bool):
             raise BadInput(f"{key} must be true or false, got {cfg[key]!r}")
     _check_activation(cfg["activation"])
     if cfg["elements"] is not None:
         if not isinstance(cfg["elements"], list) or not cfg["elements"]:
             raise BadInput("elements must be a non-empty list of element symbols")
-        cfg["elements"] = [_symbol(e) for e in cfg["elements"]]
+        cfg["elements"] = [element_symbol(e) for e in cfg["elements"]]
     return cfg
 
 
-def _positive(cfg: dict, key: str, kind, zero: bool = False) -> None:
+def check_training(cfg: dict) -> None:
+    """Check (and coerce in place) the training keys of a config, for every architecture."""
+    for key in ("lr", "lr_factor"):
+        check_number(cfg, key, float)
+    for key in ("epochs", "batch_size", "lr_patience"):
+        check_number(cfg, key, int)
+    for key in ("weight_decay", "min_lr", "energy_weight"):
+        check_number(cfg, key, float, zero=True)
+    check_number(cfg, "patience", int, zero=True)
+    check_number(cfg, "checkpoint_every", int, zero=True)
+    if cfg["forces_weight"] is not None:
+        check_number(cfg, "forces_weight", float, zero=True)
+    if not cfg["lr_factor"] < 1:
+        raise BadInput(f"lr_factor must be below 1, got {cfg['lr_factor']}")
+    if cfg["dtype"] not in _DTYPES:
+        raise BadInput(f"dtype {cfg['dtype']!r}: expected one of {_DTYPES}")
+
+
+def check_number(cfg: dict, key: str, kind, zero: bool = False) -> None:
+    """``cfg[key]`` as ``kind`` (int or float), > 0 (>= 0 with ``zero``), else BadInput."""
     v = cfg[key]
     ok = isinstance(v, int | float) and not isinstance(v, bool)
     if ok and kind is int:
@@ -154,14 +172,15 @@ def _positive(cfg: dict, key: str, kind, zero: bool = False) -> None:
     cfg[key] = v
 
 
-def _widths(value, what: str) -> list[int]:
+def check_widths(value, what: str) -> list[int]:
     if not isinstance(value, list | tuple) or not all(
             isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in value):
         raise BadInput(f"{what} must be a list of positive layer widths, got {value!r}")
     return [int(w) for w in value]
 
 
-def _symbol(e) -> str:
+def element_symbol(e) -> str:
+    """An element symbol from a symbol or an atomic number (BadInput if neither)."""
     from registry.chem.elements import SYMBOLS, symbol_to_z
 
     if isinstance(e, int) and not isinstance(e, bool):
@@ -175,6 +194,17 @@ def _check_activation(name: str) -> None:
     if name not in _ACTIVATIONS:
         raise BadInput(f"activation {name!r}: expected one of {_ACTIVATIONS} "
                        f"(torchani's names; celu is its TightCELU)")
+
+
+def library_version() -> str:
+    import torchani
+
+    return torchani.__version__
+
+
+def model_cutoff(config: dict) -> float:
+    """The model's cutoff (the radial AEV's; the angular one is shorter)."""
+    return float(config["radial_cutoff"])
 
 
 def build_ani(config: dict, ensemble_size: int = 1, neighborlist: str = "all_pairs"):

@@ -1,8 +1,9 @@
-"""An ASE calculator for a registered ANI ensemble: ``NNPCalculator.from_registry(REF)``.
+"""An ASE calculator for a registered ensemble: ``NNPCalculator.from_registry(REF)``.
 
 The version is pulled hash-verified (safetensors only, never pickle), its members rebuilt from
-the stored config by torchani's builders (:func:`.ani.load_ensemble`: one AEV computation
-shared by every member) and their weights loaded. Results, in eV and Å:
+the stored config (:func:`.potential.potential`: for ANI torchani's builders, one AEV
+computation shared by every member), the same energy model the version's TorchScript export
+holds. Results, in eV and Å:
 
 - ``energy`` / ``free_energy``: the ensemble mean, the level's atomic reference energies
   (``reference_energies_ev``, subtracted in training) added back;
@@ -10,7 +11,9 @@ shared by every member) and their weights loaded. Results, in eV and Å:
 - ``stress`` (Voigt, 6) for cells periodic in all three directions: (1/V) ∂E/∂ε of the mean
   energy, by the strain derivative (torchani's "scaling" route);
 - ``energy_std``: the members' standard deviation of the energy (unbiased, 0 for one member),
-  ``forces_std`` (n, 3): the same per force component, ``energies``: each member's energy.
+  ``energies``: each member's energy; ``forces_std`` (n, 3): the same per force component,
+  computed when asked for (``calc.get_property("forces_std", atoms)``): it takes a backward
+  pass per member, where ``forces`` alone take one.
 
 A Δ model (trained on a ``--delta HIGH-LOW`` dataset version) predicts HIGH − LOW; its config
 names the base level (``base_level``: LOW), and the calculator adds that level's energy,
@@ -19,9 +22,10 @@ forces and stress from its reference calculator
 tblite), so every result above is a HIGH total; ``base_energy`` and ``delta_energy`` hold the
 two parts. A base level without a calculator is refused when the calculator is built.
 
-Neighbours: torchani's adaptive list (all pairs for small systems, its linear-scaling cell
-list above a few hundred atoms) for molecules and fully periodic cells; all pairs when only
-some directions are periodic (the cell list needs all three).
+Neighbours (ANI): :func:`.neighbors.neighbor_pairs`, torchani's linear-scaling cell list for
+periodic systems from 190 atoms (slabs and wires too, in a closed cell with vacuum) and for
+molecules from 1770, all pairs below; time and memory grow linearly with the number of atoms
+(benchmarks/calculator.py, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -31,11 +35,9 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 
 from registry.errors import BadInput
 
-from .ani import HARTREE_EV, load_ensemble
-
 
 class NNPCalculator(Calculator):
-    """ASE calculator over the members of a registered ANI model version."""
+    """ASE calculator over the members of a registered ANI or HIP-NN model version."""
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energy_std",
                               "forces_std", "energies", "base_energy", "delta_energy"]
@@ -45,9 +47,11 @@ class NNPCalculator(Calculator):
         import torch
 
         super().__init__(**kwargs)
-        if config.get("arch") != "ani":
+        from .archs import ARCHS
+
+        if config.get("arch") not in ARCHS:
             raise BadInput(f"model {name or ''} has architecture {config.get('arch')!r}; "
-                           f"this calculator runs 'ani' models")
+                           f"this calculator runs {' and '.join(map(repr, ARCHS))} models")
         self.base = base_calculator(config, name) if config.get("delta") else None
         from .device import resolve_device
         from .loop import torch_dtype
@@ -56,19 +60,16 @@ class NNPCalculator(Calculator):
         self.config = config
         self.device = resolve_device(device)
         self.dtype = torch_dtype(dtype)
-        self.model = load_ensemble(config, members).to(self.device, self.dtype).eval()
+        from .potential import potential
+
+        # eV, reference energies included (kept in float64 whatever ``dtype``)
+        self.model = potential(config, members).to(self.device, self.dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        from torchani.neighbors import AdaptiveList, AllPairs
-
-        self._lists = {"adaptive": AdaptiveList(), "all_pairs": AllPairs()}
         from registry.chem.elements import symbol_to_z
 
         self.elements = list(config["elements"])
         self._z = {symbol_to_z(s) for s in self.elements}
-        self._ref = np.zeros(256)
-        for s, e in (config.get("reference_energies_ev") or {}).items():
-            self._ref[symbol_to_z(s)] = float(e)
         self.n_members = len(members)
         self._torch = torch
 
@@ -133,9 +134,8 @@ class NNPCalculator(Calculator):
         else:
             x, c = coords, cell
         with torch.set_grad_enabled(want_forces):
-            members = self._energies(species, x, c, pbc_t, full=bool(pbc.all()) or cell is None)
-        e = members.detach().double().cpu().numpy() * HARTREE_EV
-        e = e + self._ref[atoms.numbers].sum()
+            members = self.model.member_energies(species, x, c, pbc_t)[:, 0]
+        e = members.detach().cpu().numpy()
         base = self._base(atoms, want_forces, want_stress)
         if base is not None:
             self.results["delta_energy"] = float(e.mean())
@@ -146,12 +146,15 @@ class NNPCalculator(Calculator):
         self.results["energy"] = self.results["free_energy"] = float(e.mean())
         self.results["energy_std"] = float(e.std(ddof=1)) if k > 1 else 0.0
         if want_forces:
+            # each member's forces only when their spread is asked for: a backward pass per
+            # member costs twice the whole call of the mean's one pass (4 members)
+            spread = "forces_std" in properties and k > 1
+            outputs = list(members) if spread else [members.mean()]
             per = []
             virial = torch.zeros((3, 3), dtype=torch.float64, device=dev)
             inputs = [coords] + ([strain] if want_stress else [])
-            for i in range(k):
-                grads = torch.autograd.grad(members[i] * HARTREE_EV, inputs,
-                                            retain_graph=i < k - 1)
+            for i, out in enumerate(outputs):
+                grads = torch.autograd.grad(out, inputs, retain_graph=i < len(outputs) - 1)
                 per.append(-grads[0][0].double().cpu().numpy())
                 if want_stress:
                     virial += grads[1].double()
@@ -159,13 +162,16 @@ class NNPCalculator(Calculator):
             if base is not None:
                 forces = forces + base["forces"]
             self.results["forces"] = forces.mean(axis=0)
-            self.results["forces_std"] = forces.std(axis=0, ddof=1) if k > 1 \
-                else np.zeros_like(forces[0])
+            if spread:
+                self.results["forces_std"] = forces.std(axis=0, ddof=1)
+            elif k == 1:
+                self.results["forces_std"] = np.zeros_like(forces[0])
             if want_stress:
                 from ase.stress import full_3x3_to_voigt_6_stress
 
                 volume = abs(float(np.linalg.det(np.asarray(atoms.cell))))
-                stress = full_3x3_to_voigt_6_stress((virial / k).cpu().numpy() / volume)
+                stress = full_3x3_to_voigt_6_stress(
+                    (virial / len(outputs)).cpu().numpy() / volume)
                 if base is not None:
                     stress = stress + base["stress"]
                 self.results["stress"] = stress
@@ -182,23 +188,6 @@ class NNPCalculator(Calculator):
         if stress:
             out["stress"] = np.asarray(b.get_stress(), dtype=np.float64)
         return out
-
-    def _energies(self, species, coords, cell, pbc, full: bool):
-        """(members,) energies in Hartree, the residual the networks learned."""
-        kind = "adaptive" if full else "all_pairs"
-        try:
-            return self._run(kind, species, coords, cell, pbc)
-        except RuntimeError as exc:
-            if kind == "all_pairs" or "too small" not in str(exc):
-                raise
-            return self._run("all_pairs", species, coords, cell, pbc)
-
-    def _run(self, kind, species, coords, cell, pbc):
-        nl = self._lists[kind]
-        self.model.potentials["nnp"].aev_computer.neighborlist = nl
-        self.model.neighborlist = nl
-        out = self.model((species, coords), cell, pbc, ensemble_values=True).energies
-        return out[:, 0]
 
 
 def base_calculator(config: dict, name: str | None = None):

@@ -37,6 +37,7 @@ class Batch:
     cell: object | None  # (3, 3) for a periodic group
     pbc: object | None  # (3,) bool
     index: np.ndarray  # (B,) global row numbers
+    cached: object | None = None  # .aev_cache.CachedBatch: the AEVs (and Jacobians) cached
 
 
 @dataclass
@@ -169,9 +170,11 @@ class TrainingData:
     # -- batches ---------------------------------------------------------------------------
     def batches(self, split: str | None, batch_size: int, *, device: str = "cpu",
                 dtype=None, rng: np.random.Generator | None = None,
-                forces: bool = False) -> list[Batch]:
+                forces: bool = False, features=None) -> list[Batch]:
         """Batches of ``split`` (None: all), each from one group; shuffled with ``rng``
-        (structures inside a group, then the order of all batches), else in global order."""
+        (structures inside a group, then the order of all batches), else in global order.
+        ``features``: an :class:`.aev_cache.Features` of this data, whose tensors each batch
+        then carries (``Batch.cached``)."""
         import torch
 
         dtype = dtype or torch.float32
@@ -183,11 +186,14 @@ class TrainingData:
             plan += [(gi, rows[lo:lo + batch_size]) for lo in range(0, len(rows), batch_size)]
         if rng is not None:
             plan = [plan[i] for i in rng.permutation(len(plan))]
+        # trim padding a batch does not need
+        widths = [int(self.groups[gi].n_atoms[rows].max()) for gi, rows in plan]
+        cached = [None] * len(plan) if features is None else \
+            features.batches([(gi, rows, w) for (gi, rows), w in zip(plan, widths, strict=True)])
         out = []
-        for gi, rows in plan:
+        for (gi, rows), width, c in zip(plan, widths, cached, strict=True):
             g = self.groups[gi]
             t = g.tensors(device, dtype)
-            width = int(g.n_atoms[rows].max())  # trim padding the batch does not need
             sel = torch.as_tensor(rows, device=device)
             out.append(Batch(
                 species=t["species"][sel, :width], coordinates=t["coordinates"][sel, :width],
@@ -195,7 +201,8 @@ class TrainingData:
                 has_energy=t["has_energy"][sel],
                 forces=t["forces"][sel, :width] if forces else None,
                 has_forces=t["has_forces"][sel] if forces else None,
-                cell=t["cell"], pbc=t["pbc"], index=g.index[rows]))
+                cell=t["cell"], pbc=t["pbc"], index=g.index[rows],
+                cached=c))
         return out
 
 

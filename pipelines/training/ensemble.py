@@ -36,19 +36,9 @@ from registry.errors import BadInput
 
 from .device import resolve_device
 
-ARCHS = ("ani", "hipnn")
 CONFIG_FORMAT = 1
 MAX_MEMBERS = 64
 _TOPIC = "nnp-train-"
-
-
-def check_arch(arch: str) -> str:
-    if arch == "hipnn":
-        raise BadInput("--arch hipnn is not yet available (HIP-NN training is planned; "
-                       "use --arch ani)")
-    if arch not in ARCHS:
-        raise BadInput(f"--arch {arch!r}: expected one of {', '.join(ARCHS)}")
-    return arch
 
 
 def reference_energies(reg, data, symbols: list[str]) -> dict[str, float]:
@@ -82,16 +72,15 @@ def prepare(reg, dataset_ref: str, *, arch: str = "ani", ensemble: int = 4,
     model REF to start every member from (transfer learning; see :func:`transfer_plan`),
     ``freeze``: name patterns of the parameters kept fixed (only with ``parent``).
     """
-    import torchani
-
     from registry.chem.elements import SYMBOLS, symbol_to_z
     from registry.store.refs import check_int, check_name
 
-    from .ani import check_config, read_config
+    from . import archs
+    from .ani import read_config
     from .data import fit_element_shifts, training_data
     from .loop import forces_weight
 
-    check_arch(arch)
+    check_config = archs.module(archs.check_arch(arch)).check_config
     check_int(ensemble, "--ensemble", 1, MAX_MEMBERS)
     check_int(seed, "--seed", 0, 2**31 - 1 - MAX_MEMBERS)
     dev = resolve_device(device)
@@ -101,12 +90,16 @@ def prepare(reg, dataset_ref: str, *, arch: str = "ani", ensemble: int = 4,
     pulled = None
     if parent is not None:
         pulled = reg.pull_model(parent)
-        user = parent_config(pulled, user)
+        user = parent_config(pulled, user, arch)
     cfg = check_config({**user, **{k: v for k, v in overrides.items() if v is not None}})
     info = reg.resolve_dataset(dataset_ref)
     name = check_name(name or f"{info['name']}-{arch}", "model name")
     mat = reg.materialize(info["ref"])
     data = training_data(mat)
+    if arch == "hipnn":
+        from .hipnn import check_periodic
+
+        check_periodic(g.pbc for g in data.groups if g.pbc is not None)
     if data.count("train") == 0:
         raise BadInput(f"dataset {info['ref']} has no structures in its training split")
     if data.n_with_energy("train") == 0:
@@ -130,7 +123,7 @@ def prepare(reg, dataset_ref: str, *, arch: str = "ani", ensemble: int = 4,
     shifts = fit_element_shifts(data, [z for z in zs if z in data.elements])
     delta = (info["params"] or {}).get("delta")
     stored = {**cfg, "format": CONFIG_FORMAT, "arch": arch,
-              "torchani_version": torchani.__version__,
+              f"{archs.LIBRARIES[arch]}_version": archs.module(arch).library_version(),
               "elements": [SYMBOLS[z] for z in zs],
               "self_energies_ev": {SYMBOLS[z]: shifts.get(z, 0.0) for z in zs},
               "reference_energies_ev": reference_energies(reg, data,
@@ -148,22 +141,31 @@ def prepare(reg, dataset_ref: str, *, arch: str = "ani", ensemble: int = 4,
             "device": dev, "dataset": info, "data": data, "transfer": transfer}
 
 
-def parent_config(pulled, user: dict) -> dict:
+def parent_config(pulled, user: dict, arch_name: str = "ani") -> dict:
     """The user's settings with the parent's architecture keys: a config file may set
-    training keys, but an architecture key that differs from the parent's is refused."""
-    from .ani import MODEL_DEFAULTS, check_config
+    training keys, but an architecture key that differs from the parent's is refused, and
+    so is a parent of another architecture than ``arch_name`` (no ANI <-> HIP-NN transfer)."""
+    from . import archs
 
     cfg = pulled.config or {}
-    if pulled.info["architecture"] != "ani" or cfg.get("arch") != "ani":
-        raise BadInput(f"--from {pulled.ref}: architecture "
-                       f"{pulled.info['architecture']!r}; transfer starts from 'ani' models")
-    arch = {k: cfg[k] for k in MODEL_DEFAULTS if k in cfg}
-    if set(arch) != set(MODEL_DEFAULTS):
+    have = pulled.info["architecture"]
+    if have not in archs.ARCHS or cfg.get("arch") != have:
+        raise BadInput(f"--from {pulled.ref}: architecture {have!r}; transfer starts from "
+                       f"{' or '.join(repr(a) for a in archs.ARCHS)} models")
+    if have != arch_name:
+        raise BadInput(f"--from {pulled.ref} has architecture {have!r} and --arch is "
+                       f"{arch_name!r}: transfer keeps the architecture, weights do not "
+                       f"carry between {archs.TITLES[have]} and {archs.TITLES[arch_name]} "
+                       f"(use --arch {have}, or train from scratch)")
+    mod = archs.module(arch_name)
+    keys, check_config = mod.MODEL_DEFAULTS, mod.check_config
+    arch = {k: cfg[k] for k in keys if k in cfg}
+    if set(arch) != set(keys):
         raise BadInput(f"--from {pulled.ref}: its stored config lacks "
-                       f"{', '.join(sorted(set(MODEL_DEFAULTS) - set(arch)))}")
+                       f"{', '.join(sorted(set(keys) - set(arch)))}")
     mine = check_config({**user, **arch, **{k: v for k, v in user.items()
-                                             if k in MODEL_DEFAULTS}})
-    clash = [k for k in MODEL_DEFAULTS if k in user and mine[k] != arch[k]]
+                                             if k in keys}})
+    clash = [k for k in keys if k in user and mine[k] != arch[k]]
     if clash:
         raise BadInput(f"--config sets {', '.join(f'{k}={user[k]!r}' for k in clash)}, but "
                        f"--from {pulled.ref} fixes the architecture "
@@ -200,7 +202,7 @@ def match_frozen(names: list[str], patterns) -> list[str]:
 def transfer_plan(pulled, stored: dict, freeze) -> dict:
     """Parent weights per member (member k from parent member k mod n) and the frozen
     parameter names; the parent's parameters must fit the member's shapes."""
-    from .ani import new_member
+    from .archs import new_member
     from .loop import load_parameters
     from .torch_io import safetensors_to_state_dict
 
@@ -322,9 +324,10 @@ def train(reg_url, dataset_ref: str, arch: str = "ani", ensemble: int = 4,
 
     ``reg_url``: the registry's database URL, or an open :class:`registry.Registry` (used
     as is; the tasks connect to its URL). ``config``: a dict or a .json/.yaml file of
-    :mod:`.ani` settings; explicit arguments override it. ``parent``/``freeze``: transfer
-    learning (``--from``/``--freeze``). ``client``: a ``distributed.Client`` (default:
-    :func:`pipelines.cluster.dask_client`, i.e. ``NNP_DASK_SCHEDULER`` or a local cluster).
+    settings of the architecture (:mod:`.ani` or :mod:`.hipnn`); explicit arguments override
+    it. ``parent``/``freeze``: transfer learning (``--from``/``--freeze``). ``client``: a
+    ``distributed.Client`` (default: :func:`pipelines.cluster.dask_client`, i.e.
+    ``NNP_DASK_SCHEDULER`` or a local cluster).
     ``on_event(dict)`` receives progress:
     ``{"event": "start"|"epoch"|"member"|"registered", ...}``. ``verify``: run the
     verification checks (:mod:`.verify`) on the registered version and store them with it.
@@ -530,8 +533,11 @@ def ensemble_predictions(results: list[dict]) -> dict:
 
 def _register(reg, plan, results, run, description) -> dict:
     """Score, plot and register the version (one transaction, inside the run)."""
+    from . import archs
     from .loop import residual_metrics
     from .plots import learning_curve_png, parity_png
+    from .torchscript import RECORD as TORCHSCRIPT
+    from .torchscript import export_record
 
     cfg, data, info = plan["config"], plan["data"], plan["dataset"]
     pred = ensemble_predictions(results)
@@ -541,7 +547,8 @@ def _register(reg, plan, results, run, description) -> dict:
                 "seconds": round(r["seconds"], 3),
                 "seconds_per_epoch": round(r["seconds_per_epoch"], 4),
                 "worker": r["worker"], "device": r["device"],
-                "resumed_at": r.get("resumed_at")} for r in results]
+                "resumed_at": r.get("resumed_at"), "aev_cache": r.get("aev_cache")}
+               for r in results]
     e_true = data.column("energy")
     names = ("train", "val", "test")
     energy = {s: (e_true[data.split == k], pred["energy"][data.split == k])
@@ -565,13 +572,17 @@ def _register(reg, plan, results, run, description) -> dict:
                                                                 "epochs")} | m["metrics"]
                                              for m in members],
                       "forces_trained": pred["forces"] is not None}
+    # the TorchScript export (docs/models.md), or the reason there is none
+    exported, stored_metrics[TORCHSCRIPT] = export_record(cfg, [r["weights"] for r in results])
+    extras.update(exported)
     version = reg.register_model(
         plan["name"], [r["weights"] for r in results], architecture=cfg["arch"],
-        config=cfg, elements=cfg["elements"], cutoff=cfg["radial_cutoff"],
+        config=cfg, elements=cfg["elements"],
+        cutoff=archs.module(cfg["arch"]).model_cutoff(cfg),
         units={"energy": "eV", "length": "Å"}, level=data.levels[0],
         dataset_version=info["ref"], metrics=stored_metrics, extras=extras, run=run,
         parent=cfg.get("parent"), frozen=cfg.get("frozen"),
-        description=description or f"torchani ANI ensemble of {len(results)}")
+        description=description or f"{archs.TITLES[cfg['arch']]} ensemble of {len(results)}")
     return {"model": version["ref"], "metrics": metrics, "members": members,
             "version": version}
 

@@ -32,7 +32,7 @@ def evaluate(reg, model_ref: str, dataset_ref: str, *, split: str = "test",
     "parity_png": bytes}``."""
     from registry.chem.elements import SYMBOLS, symbol_to_z
 
-    from .ani import load_ensemble
+    from .archs import check_model_arch, load_ensemble
     from .device import resolve_device
     from .loop import torch_dtype
     from .metrics import split_metrics
@@ -44,9 +44,7 @@ def evaluate(reg, model_ref: str, dataset_ref: str, *, split: str = "test",
     dev = resolve_device(device)
     pulled = reg.pull_model(model_ref, strict=strict)
     cfg = pulled.config or {}
-    if pulled.info["architecture"] != "ani" or cfg.get("arch") != "ani":
-        raise BadInput(f"model {pulled.ref} has architecture "
-                       f"{pulled.info['architecture']!r}; evaluate runs 'ani' models")
+    arch = check_model_arch(pulled, "evaluate")
     info = reg.resolve_dataset(dataset_ref)
     base = None
     if cfg.get("delta"):
@@ -59,6 +57,10 @@ def evaluate(reg, model_ref: str, dataset_ref: str, *, split: str = "test",
 
             base = base_calculator(cfg, pulled.ref)
     data = training_data(reg.materialize(info["ref"]))
+    if arch == "hipnn":
+        from .hipnn import check_periodic
+
+        check_periodic(g.pbc for g in data.groups if g.pbc is not None)
     splits = SPLITS if split == "all" else (split,)
     chosen = np.isin(data.split, [SPLITS.index(s) for s in splits])
     if not chosen.any():
@@ -78,11 +80,12 @@ def evaluate(reg, model_ref: str, dataset_ref: str, *, split: str = "test",
                      sha256=pulled.info["content_hash"])
         run.consumed("dataset_version", info["id"], ref=info["ref"], sha256=info["hash"])
         dtype = torch_dtype(cfg.get("dtype", "float32"))
-        model = load_ensemble(cfg, load_state_dicts(pulled)).to(dev, dtype).eval()
+        states = load_state_dicts(pulled)
+        model = load_ensemble(cfg, states).to(dev, dtype).eval()
         for p in model.parameters():
             p.requires_grad_(False)
         e_members, f_members = predict_members(model, data, splits, dev, dtype, forces,
-                                               batch_size)
+                                               batch_size, n_members=len(states))
         if base is not None:
             e_base, f_base = base_predictions(base, data, splits, forces)
             e_members = e_members + e_base
@@ -127,14 +130,15 @@ def evaluate(reg, model_ref: str, dataset_ref: str, *, split: str = "test",
 
 
 def predict_members(model, data: TrainingData, splits, device, dtype, forces: bool,
-                    batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Each member's residual energies (K, N) in eV and forces (K, M, 3) for the structures
-    of ``splits`` (NaN elsewhere)."""
+                    batch_size: int, *, n_members: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each member's residual energies (K = ``n_members``, N) in eV and forces (K, M, 3) for
+    the structures of ``splits`` (NaN elsewhere); ``model`` is an ensemble of either
+    architecture (:func:`.archs.load_ensemble`)."""
     import torch
 
     from .ani import HARTREE_EV
 
-    k = model.neural_networks.get_active_members_num()
+    k = n_members
     off = data.atom_offsets()
     e_out = np.full((k, data.n_structures), np.nan)
     f_out = np.full((k, int(off[-1]), 3), np.nan) if forces else None

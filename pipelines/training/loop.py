@@ -2,16 +2,19 @@
 
 Loss per batch (eV units): ``energy_weight · mean(ΔE² / √n)`` over structures with an energy
 (torchani's per-atom normalisation) ``+ forces_weight · mean(Σ|ΔF|² / n)`` over structures with
-forces, the predicted forces being −∂E/∂x by autograd (double backward in training). After
+forces, the predicted forces being −∂E/∂x (double backward in training): for ANI from the AEVs
+and position Jacobians cached per dataset version (:mod:`.aev_cache`, the default), else by
+autograd through the whole model. After
 each epoch the validation loss (the same expression on the validation split; the training loss
 when that split is empty) drives ``ReduceLROnPlateau`` and early stopping with ``patience``;
 the weights of the best validation epoch are the result.
 
 Reproducibility: the member's initial weights come from its seed alone
-(:func:`.ani.new_member`), batches are shuffled by a ``numpy`` generator seeded from it, and on
-CPU the task runs with one torch thread and ``torch.use_deterministic_algorithms(True)``; the
-same data, config and seed then give bit-identical weights. The one-thread setting stays on
-for the process (a training worker uses one core, as the design has it).
+(:func:`.archs.new_member`, ANI or HIP-NN), batches are shuffled by a ``numpy`` generator
+seeded from it, and on CPU the task runs with one torch thread and
+``torch.use_deterministic_algorithms(True)``; the same data, config and seed then give
+bit-identical weights. The one-thread setting stays on for the process (a training worker
+uses one core, as the design has it).
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import time
 
 import numpy as np
 
-from .ani import AUTO_FORCES_WEIGHT, HARTREE_EV, new_member
+from .aev_cache import energies_forces, features_for
+from .ani import AUTO_FORCES_WEIGHT, HARTREE_EV
+from .archs import new_member
 from .data import SPLITS, TrainingData
 from .metrics import split_metrics
 
@@ -51,9 +56,13 @@ def pin_determinism(device: str) -> None:
 
 
 def energies_ev(model, batch, forces: bool, create_graph: bool = False):
-    """(energies eV (B,), forces eV/Å (B, n, 3) or None) of a batch."""
+    """(energies eV (B,), forces eV/Å (B, n, 3) or None) of a batch: from its cached AEVs
+    and Jacobians when it carries them (:mod:`.aev_cache`), else by the model and autograd."""
     import torch
 
+    if getattr(batch, "cached", None) is not None:
+        e, f = energies_forces(model, batch, forces, create_graph)
+        return e * HARTREE_EV, (None if f is None else f * HARTREE_EV)
     coords = batch.coordinates
     if forces:
         coords = coords.detach().requires_grad_(True)
@@ -122,14 +131,17 @@ def train_member(data: TrainingData, config: dict, seed: int, device: str = "cpu
     frozen = set(frozen)
     for name, p in model.named_parameters():
         p.requires_grad_(name not in frozen)
+    # fused: torch's one-kernel AdamW, the same update as its loop over parameters, faster
     opt = torch.optim.AdamW([p for _, p in model.named_parameters() if p.requires_grad],
-                            lr=config["lr"], weight_decay=config["weight_decay"])
+                            lr=config["lr"], weight_decay=config["weight_decay"],
+                            fused=torch.device(device).type in ("cpu", "cuda"))
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, factor=config["lr_factor"], patience=config["lr_patience"],
         min_lr=config["min_lr"])
     bs, forces = int(config["batch_size"]), fw > 0
     every = int(config.get("checkpoint_every") or 0)
-    val = data.batches("val", bs, device=device, dtype=dtype, forces=forces)
+    feats, cache_status = features_for(data, model, config, device, dtype, forces)
+    val = data.batches("val", bs, device=device, dtype=dtype, forces=forces, features=feats)
     best, best_state, best_epoch, waited, curve = np.inf, None, 0, 0, []
     start, done = 1, False
     if resume is not None:
@@ -150,7 +162,7 @@ def train_member(data: TrainingData, config: dict, seed: int, device: str = "cpu
         model.train()
         total, n = 0.0, 0
         for b in data.batches("train", bs, device=device, dtype=dtype, rng=rng,
-                              forces=forces):
+                              forces=forces, features=feats):
             opt.zero_grad(set_to_none=True)
             loss, _, _ = batch_loss(model, b, ew, fw, create_graph=forces)
             loss.backward()
@@ -187,13 +199,14 @@ def train_member(data: TrainingData, config: dict, seed: int, device: str = "cpu
             break
     model.load_state_dict(best_state)
     model.eval()
-    pred = predict(model, data, device, dtype, forces, bs)
+    pred = predict(model, data, device, dtype, forces, bs, features=feats)
     seconds = time.perf_counter() - t0
     return {"state_dict": {k: v.to("cpu") for k, v in best_state.items()}, "curve": curve,
             "best_epoch": best_epoch, "epochs": len(curve), "seconds": seconds,
             "seconds_per_epoch": seconds / max(len(curve), 1), "forces_weight": fw,
             "predictions": pred, "metrics": residual_metrics(data, pred),
-            "resumed_at": None if resume is None else resume["state"]["epoch"]}
+            "resumed_at": None if resume is None else resume["state"]["epoch"],
+            "aev_cache": cache_status}
 
 
 # A test hook: called as ``_epoch_hook(seed, epoch)`` after each epoch's checkpoint, so a
@@ -278,7 +291,7 @@ def read_checkpoint(data: bytes) -> dict:
 
 
 def predict(model, data: TrainingData, device: str, dtype, forces: bool,
-            batch_size: int = 64) -> dict:
+            batch_size: int = 64, features=None) -> dict:
     """Residual energies (eV, by global row) and, with ``forces``, per-atom forces (M, 3)
     of every structure of ``data``."""
     import torch
@@ -286,7 +299,7 @@ def predict(model, data: TrainingData, device: str, dtype, forces: bool,
     e_out = np.full(data.n_structures, np.nan)
     off = data.atom_offsets()
     f_out = np.full((int(off[-1]), 3), np.nan) if forces else None
-    for b in data.batches(None, batch_size, device=device, dtype=dtype):
+    for b in data.batches(None, batch_size, device=device, dtype=dtype, features=features):
         e, f = energies_ev(model, b, forces)
         e_out[b.index] = e.detach().to("cpu", torch.float64).numpy()
         if forces:

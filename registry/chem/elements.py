@@ -1,14 +1,20 @@
-"""Element symbols, compositions and chemical formulas (Hill, reduced, anonymous)."""
+"""Element symbols, compositions and chemical formulas (Hill, reduced, anonymous).
+
+numpy is imported inside the array functions: queries and the CLI's quick commands use only
+the symbol tables, and a cold ``nnp query --count`` should not pay for numpy.
+"""
 
 from __future__ import annotations
 
 import string
 from functools import lru_cache
 from math import gcd
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..errors import BadInput
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAX_Z = 118
 # Symbols by atomic number (index 0 is the dummy 'X'), as in ase.data; kept here so that
@@ -37,6 +43,8 @@ def symbol_to_z(symbol: str) -> int:
 
 def compact_composition(numbers: np.ndarray, offsets: np.ndarray):
     """(zs, counts): the sorted atomic numbers present and a (B, len(zs)) int32 count matrix."""
+    import numpy as np
+
     n_struct = len(offsets) - 1
     numbers = np.asarray(numbers)
     offsets = np.asarray(offsets, dtype=np.int64)
@@ -66,6 +74,8 @@ _FEW_ELEMENTS = 8  # up to this many distinct elements, per-element passes
 
 def composition_matrix(numbers: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """(B, MAX_Z+1) int32 matrix of element counts for a ragged batch."""
+    import numpy as np
+
     zs, counts = compact_composition(numbers, offsets)
     out = np.zeros((len(counts), MAX_Z + 1), dtype=np.int32)
     out[:, zs] = counts
@@ -113,11 +123,15 @@ _SMALL = 512  # counts below this come from a per-label table of strings
 
 @lru_cache(maxsize=512)
 def _piece_table(label: str) -> np.ndarray:
+    import numpy as np
+
     return np.array(["", label] + [f"{label}{c}" for c in range(2, _SMALL)])
 
 
 def _pieces(labels: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """``label`` + count per cell ("" for 0, the bare label for 1), column by column."""
+    import numpy as np
+
     cols = []
     for j, label in enumerate(labels.tolist()):
         c = counts[:, j]
@@ -130,6 +144,8 @@ def _pieces(labels: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 def _join_columns(cols: list[np.ndarray], m: int) -> np.ndarray:
+    import numpy as np
+
     out = cols[0] if cols else np.full(m, "")
     for col in cols[1:]:
         out = np.char.add(out, col)
@@ -139,6 +155,8 @@ def _join_columns(cols: list[np.ndarray], m: int) -> np.ndarray:
 def formulas_batch(zs: np.ndarray, comp: np.ndarray) -> tuple[list, list, list]:
     """(hill, reduced, anonymous) formula lists for the rows of a compact composition
     matrix (columns are the atomic numbers ``zs``): :func:`formulas`, vectorised."""
+    import numpy as np
+
     comp = np.asarray(comp, dtype=np.int64)
     m, k = comp.shape
     if not m:
@@ -164,5 +182,7 @@ def formulas_batch(zs: np.ndarray, comp: np.ndarray) -> tuple[list, list, list]:
 
 def composition_of(row: np.ndarray) -> tuple[tuple[int, int], ...]:
     """((z, count), ...) for a row of :func:`composition_matrix`."""
+    import numpy as np
+
     zs = np.flatnonzero(row)
     return tuple((int(z), int(row[z])) for z in zs)

@@ -164,7 +164,7 @@ def create_dataset_version(reg, name: str, *, levels: list[str] | str,
                                      **params}) as handle:
         for lv_name, lid in zip(names, sel["level_ids"], strict=True):
             handle.consumed("level", lid, ref=lv_name)
-        out = _write_version(reg, name, names, filter, params, note, sel, splits, digest,
+        out = write_version(reg, name, names, filter, params, note, sel, splits, digest,
                              handle.id)
         handle.produced("dataset_version", out["id"], ref=out["ref"], sha256=digest)
         handle.result = {"ref": out["ref"], "n_structures": n, "hash": digest}
@@ -172,7 +172,10 @@ def create_dataset_version(reg, name: str, *, levels: list[str] | str,
     return out
 
 
-def _write_version(reg, name, names, filter, params, note, sel, splits, digest, run_id):
+def write_version(reg, name, names, filter, params, note, sel, splits, digest, run_id):
+    """Number and write version N+1 of dataset ``name`` (created on first use) with the
+    members of ``sel`` (structure and per-level label ids) and their ``splits``; ``latest``
+    moves to it. One transaction, retried when a concurrent writer took the number."""
     for attempt in range(_RETRIES):
         try:
             with reg.session() as s:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 
 from sqlalchemy.exc import DBAPIError
 
@@ -27,7 +28,7 @@ from ..store.levels import canonical_name, ensure_level
 from ..store.runs import RunHandle, run
 from ..store.schema import utcnow
 from .compositions import PendingCompositions
-from .prepare import input_compositions, plan_batch, prepare_part
+from .prepare import PreparedBatch, input_compositions, plan_batch, prepare_part
 from .writers import WRITERS, WriteCounts
 
 Progress = Callable[[int, int], None]
@@ -56,7 +57,7 @@ _gc_was_enabled = False
 
 
 @contextmanager
-def _gc_paused():
+def gc_paused():
     """Pause the cyclic garbage collector while batches are prepared and written: the rows
     are millions of short-lived acyclic objects, and each full collection would also walk
     every object of the input. Nested and
@@ -112,7 +113,7 @@ def ingest_batch(reg, batch: FrameBatch, *, batch_size: int = 20000,
     batch.labels = {canonical_name(k): v for k, v in batch.labels.items()}
     # One pause from the plan to the last write: re-enabling the collector in between
     # made it run a full collection over everything the plan had just allocated.
-    with _gc_paused():
+    with gc_paused():
         # The compositions are created on another connection while the input is hashed,
         # and committed only once the plan found the input good.
         with PendingCompositions(reg.engine, input_compositions(batch)) as pending:
@@ -128,9 +129,12 @@ def ingest_batch(reg, batch: FrameBatch, *, batch_size: int = 20000,
                                     duplicates_in_input=plan.duplicates_in_input,
                                     run_id=handle.id)
             totals = WriteCounts()
+            n = len(plan)
+            blob = bytes if reg.dialect == "postgresql" else bytearray  # see prepare_part
+            tasks = [partial(prepare_part, batch, plan, lo, min(lo + batch_size, n), blob)
+                     for lo in range(0, n, batch_size)]
             try:
-                _write_all(reg, batch, plan, level_ids, handle, batch_size, totals,
-                           on_progress)
+                write_parts(reg, tasks, n, level_ids, handle, totals, on_progress)
             finally:  # what was committed is recorded, also when the ingest fails
                 summary.add(totals)
                 summary.seconds = round(time.perf_counter() - t0, 4)
@@ -141,19 +145,19 @@ def ingest_batch(reg, batch: FrameBatch, *, batch_size: int = 20000,
 
 
 
-def _write_all(reg, batch, plan, level_ids, handle, batch_size, totals, on_progress):
-    """Prepare and write ``plan`` in parts of ``batch_size``, one transaction each.
+def write_parts(reg, tasks: list[Callable[[], PreparedBatch]], total: int,
+                level_ids: dict[str, int], handle: RunHandle, totals: WriteCounts,
+                on_progress: Progress | None) -> None:
+    """Make each part (``tasks``, in order) and write it, one transaction each; ``totals``
+    adds up what was committed, also when a later part fails.
 
-    A helper thread prepares the next part while the current one is written. On
-    PostgreSQL two parts are written at once on two connections (the server then uses two
-    cores); parts hold disjoint structures, so they never wait on each other's rows. On
-    SQLite (one writer at a time) the main thread writes."""
-    n = len(plan)
-    if not n:
+    A helper thread makes the next part while the current one is written. On PostgreSQL two
+    parts are written at once on two connections (the server then uses two cores); parts
+    hold disjoint structures, so they never wait on each other's rows. On SQLite (one writer
+    at a time) the main thread writes. ``on_progress(done, total)`` follows each commit."""
+    if not tasks:
         return
-    bounds = [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
     parallel = _PG_WRITERS if reg.dialect == "postgresql" else 0
-    blob = bytes if reg.dialect == "postgresql" else bytearray  # see prepare_part
     done = 0
     inflight: deque = deque()
 
@@ -166,7 +170,7 @@ def _write_all(reg, batch, plan, level_ids, handle, batch_size, totals, on_progr
         totals.add(counts)
         done += size
         if on_progress:
-            on_progress(done, n)
+            on_progress(done, total)
 
     def write(part):
         return _write_part(reg, part, level_ids, handle), len(part)
@@ -174,17 +178,17 @@ def _write_all(reg, batch, plan, level_ids, handle, batch_size, totals, on_progr
     with ThreadPoolExecutor(1, thread_name_prefix="nnp-prepare") as prep, \
             ThreadPoolExecutor(max(parallel, 1), thread_name_prefix="nnp-write") as io:
         try:
-            ahead = prep.submit(prepare_part, batch, plan, *bounds[0], blob)
-            for k in range(len(bounds)):
+            ahead = prep.submit(tasks[0])
+            for k in range(len(tasks)):
                 part = ahead.result()
-                if k + 1 < len(bounds):  # prepare the next part while this one is written
-                    ahead = prep.submit(prepare_part, batch, plan, *bounds[k + 1], blob)
+                if k + 1 < len(tasks):  # make the next part while this one is written
+                    ahead = prep.submit(tasks[k + 1])
                 if not parallel:
                     counts, size = write(part)
                     totals.add(counts)
                     done += size
                     if on_progress:
-                        on_progress(done, n)
+                        on_progress(done, total)
                     continue
                 inflight.append(io.submit(write, part))
                 if len(inflight) >= parallel:

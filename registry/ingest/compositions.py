@@ -55,6 +55,20 @@ def plan_compositions(numbers: np.ndarray, offsets: np.ndarray,
     return Compositions(zs, rows, of, hill, reduced, anonymous)
 
 
+def merge_compositions(parts: list[tuple[np.ndarray, np.ndarray]]) -> Compositions:
+    """The distinct compositions of several sets, each given as (``zs``, ``counts``) of a
+    :class:`Compositions` (``of`` then maps each input row, in order, to its composition)."""
+    zs = np.unique(np.concatenate([z for z, _ in parts]))
+    rows = []
+    for z, counts in parts:
+        full = np.zeros((len(counts), len(zs)), dtype=np.int32)
+        full[:, np.searchsorted(zs, z)] = counts
+        rows.append(full)
+    distinct, of = _distinct_rows(np.concatenate(rows))
+    hill, reduced, anonymous = formulas_batch(zs, distinct)
+    return Compositions(zs, distinct, of, hill, reduced, anonymous)
+
+
 def _ensure(conn, comps: Compositions) -> np.ndarray:
     """Ids of ``comps``, creating the missing ones with their element counts by a few
     set-based statements (no per-row round trip or RETURNING).
@@ -168,4 +182,4 @@ def _look_up(conn, hills: list[str], pg: bool) -> dict[str, int]:
     return dict(conn.execute(_SQLITE_LOOK_UP, {"h": json.dumps(hills)}).all())
 
 
-__all__ = ["Compositions", "PendingCompositions", "plan_compositions"]
+__all__ = ["Compositions", "PendingCompositions", "merge_compositions", "plan_compositions"]

@@ -238,6 +238,13 @@ def _label_values(level: str, c: LabelColumns, offsets, order, hex_hashes: np.nd
         f_b or none, d_b or none, q_b or none, s_b or none, fmax)
 
 
+def label_digests(level: str, c: LabelColumns, offsets: np.ndarray, order: np.ndarray,
+                  hex_hashes: np.ndarray, frames: np.ndarray) -> list[str]:
+    """The label hashes of ``frames`` (see :func:`_label_values`), for comparing labels of
+    one structure found in several frames."""
+    return _label_values(level, c, offsets, order, hex_hashes, frames).digests
+
+
 def _label_digests(level: str, hashes: np.ndarray, frames: np.ndarray, counts: np.ndarray,
                    poff: np.ndarray, quantities: list) -> list[str]:
     """sha256 per label over: level name + NUL, structure hash (hex), then for each quantity
@@ -318,5 +325,5 @@ def prepare_part(batch: FrameBatch, plan: Plan, lo: int, hi: int,
     )
 
 
-__all__ = ["HASH_VERSION", "LabelRows", "Plan", "PreparedBatch", "input_compositions", "plan_batch",
-           "prepare_part"]
+__all__ = ["HASH_VERSION", "LabelRows", "Plan", "PreparedBatch", "input_compositions",
+           "label_digests", "plan_batch", "prepare_part"]

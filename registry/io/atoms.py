@@ -26,6 +26,37 @@ def _value(atoms, key: str | None, default: str, per_atom: bool):
     return results.get(default)
 
 
+class _Cell:
+    __slots__ = ("array",)
+
+    def __init__(self, array):
+        self.array = array
+
+
+class _Results:
+    __slots__ = ("results",)
+
+    def __init__(self, results):
+        self.results = results
+
+
+class LightAtoms:
+    """The parts of an ASE ``Atoms`` that :func:`atoms_to_batches` reads (numbers, positions,
+    cell, pbc, info, per-atom arrays, calculator results), for readers that build no
+    ``Atoms``: making one costs about as much as the C parser spends on a small molecule."""
+
+    __slots__ = ("numbers", "positions", "cell", "pbc", "info", "arrays", "calc")
+
+    def __init__(self, numbers, positions, cell, pbc, info: dict, arrays: dict,
+                 results: dict):
+        self.numbers, self.positions = numbers, positions
+        self.cell, self.pbc = _Cell(cell), pbc
+        self.info, self.arrays, self.calc = info, arrays, _Results(results)
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+
 _PLURAL = {"forces": "forces", "dipole": "dipoles", "charges": "charges", "stress": "stresses"}
 
 
@@ -56,9 +87,12 @@ def _voigt(value) -> np.ndarray:
 def atoms_to_batches(frames: Iterable, level: str | None = None, *, units: str = "eV",
                      energy_key=None, forces_key=None, dipole_key=None, charges_key=None,
                      stress_key=None, skip_missing: bool = False, source: str | None = None,
-                     names: Iterable[str] | None = None) -> tuple[list[FrameBatch], int]:
+                     names: Iterable[str] | None = None,
+                     allow_empty: bool = False) -> tuple[list[FrameBatch], int]:
     """Convert ``Atoms`` frames; returns batches (one per set of quantities present, e.g.
     crystals with stress apart from molecules without) and the number of skipped frames.
+    No frames (all skipped, or none given) is an error unless ``allow_empty`` (for one chunk
+    of a file read in chunks): then no batches.
 
     A frame lacking the energy (or an explicitly named key) is an error naming it, or
     skipped with ``skip_missing``. Keys not named default to the energy key's companions
@@ -112,11 +146,11 @@ def atoms_to_batches(frames: Iterable, level: str | None = None, *, units: str =
         dipoles.append(lab.get("dipole"))
         charges.append(lab.get("charges"))
         stresses.append(lab.get("stress"))
-        extra = {k: v for k, v in atoms.info.items()
-                 if k not in _RESERVED_INFO and not _is_label_key(k)}
-        infos.append(_jsonable(extra) or None)
+        infos.append(_extra_info(atoms.info) or None)
         frame_names.append(name)
     if not counts:
+        if allow_empty:
+            return [], skipped
         raise BadInput("no frames to ingest" + (f" ({skipped} skipped for missing keys)"
                                                  if skipped else " (empty input)"))
     cols = {"forces": forces, "dipole": dipoles, "charges": charges, "stress": stresses}
@@ -153,6 +187,7 @@ def atoms_to_batch(frames: Iterable, level: str | None = None, **kwargs) -> tupl
     (e.g. stress on crystals only) are masked per frame (``LabelColumns.masks``)."""
     batches, skipped = atoms_to_batches(frames, level, **kwargs)
     return concat(batches), skipped
+
 
 def _whole(info: dict, key: str, name: str, lo: int, hi: int, hint: str = "") -> int:
     """``info[key]`` as an int, or BadInput naming the frame: values are never rounded."""
@@ -191,17 +226,23 @@ def _arr(value, shape, name, what):
     return arr
 
 
-def _is_label_key(key: str) -> bool:
-    return key.split("_")[0] in ("energy", "forces", "dipole", "charges", "stress")
+_LABEL_PREFIXES = frozenset({"energy", "forces", "dipole", "charges", "stress"})
+_PLAIN = (str, int, float, bool, list, type(None))
 
 
-def _jsonable(d: dict) -> dict:
+def _extra_info(info: dict) -> dict:
+    """The frame's info kept with the structure: JSON values of keys that are neither
+    reserved nor labels (``energy_*``, ``forces_*``...)."""
     out = {}
-    for k, v in d.items():
-        if isinstance(v, np.ndarray):
-            v = v.tolist()
-        elif isinstance(v, np.generic):
-            v = v.item()
-        if isinstance(v, str | int | float | bool | list | type(None)):
-            out[k] = v
+    for k, v in info.items():
+        if k in _RESERVED_INFO or k.partition("_")[0] in _LABEL_PREFIXES:
+            continue
+        if type(v) not in _PLAIN:  # the usual scalars pass without the checks below
+            if isinstance(v, np.ndarray):
+                v = v.tolist()
+            elif isinstance(v, np.generic):
+                v = v.item()
+            if not isinstance(v, _PLAIN):
+                continue
+        out[k] = v
     return out

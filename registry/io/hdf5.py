@@ -21,11 +21,14 @@ ANI-1x's ``ccsd(t)_cbs.energy``); forces etc. default to the energy key's compan
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
+import h5py
 import numpy as np
+from h5py import h5d, h5g, h5l, h5o, h5s, h5t
 
 from ..chem.elements import SYMBOLS, composition_matrix, composition_of, formulas, symbol_to_z
-from ..chem.frames import FrameBatch, LabelColumns
+from ..chem.frames import FrameBatch, LabelColumns, concat
 from ..chem.units import energy_factor
 from ..errors import BadInput
 from .atoms import companion_key
@@ -35,141 +38,239 @@ _DEFAULT = {"forces": "forces", "dipole": "dipoles", "charges": "charges",
 _LABEL_SHAPES = {"forces": (-1, 3), "dipole": (3,), "charges": (-1,), "stress": (6,)}
 
 
-def read_ani_h5(path: str, opts) -> tuple[list[FrameBatch], int]:
-    """Read every molecule group of an ANI HDF5 file; (batches, frames skipped), one batch
-    per set of label quantities present."""
-    import h5py
+def iter_ani_h5(path: str, opts, size: int, report) -> Iterator[FrameBatch]:
+    """Batches of about ``size`` frames (whole molecule groups) of an ANI HDF5 file.
 
+    Each group's datasets are read whole, one call each, through h5py's low-level API (the
+    high-level ``Group``/``Dataset`` objects cost more than the read itself for groups of a
+    few hundred conformers). ``report.frames`` / ``report.skipped`` count what was read.
+    """
     try:
-        with h5py.File(path, "r") as fh:
-            return _read(fh, path, opts)
+        fh = h5py.File(path, "r")
     except OSError as exc:
         raise BadInput(f"{path}: cannot read HDF5 ({exc}); the file may be truncated or "
                        f"corrupt") from None
-
-
-def _groups(fh) -> list:
-    import h5py
-
-    found = []
-    if "coordinates" in fh:
-        found.append(fh)
-
-    def visit(name, obj):
-        if isinstance(obj, h5py.Group) and "coordinates" in obj:
-            found.append(obj)
-
-    fh.visititems(visit)
-    return found
-
-
-def _species(g, path, n_conf, n_atoms) -> np.ndarray:
-    """(C, N) atomic numbers of a group."""
-    key = "species" if "species" in g else "atomic_numbers" if "atomic_numbers" in g else None
-    if key is None:
-        raise BadInput(f"{path} group {g.name}: no 'species' (or 'atomic_numbers') dataset")
-    raw = g[key][()]
-    if raw.dtype.kind in "SOU":
-        flat = [s.decode() if isinstance(s, bytes) else str(s) for s in raw.reshape(-1)]
+    with fh:
+        _small_metadata_cache(fh)
         try:
-            z = np.array([symbol_to_z(s.strip()) for s in flat], dtype=np.int64)
+            yield from _chunks(fh, path, opts, size, report)
+        except OSError as exc:
+            raise BadInput(f"{path}: cannot read HDF5 ({exc}); the file may be truncated or "
+                           f"corrupt") from None
+
+
+def _small_metadata_cache(fh, size: int = 4 << 20) -> None:
+    """Cap HDF5's metadata cache: by default it grows to 32 MiB of entries, ~300 MiB of
+    memory, as a file's groups and datasets are opened (each is read once here, so the
+    memory would grow with the file, not the batch)."""
+    cfg = fh.id.get_mdc_config()
+    cfg.set_initial_size = True
+    cfg.initial_size = cfg.max_size = size
+    cfg.min_size = min(cfg.min_size, size)
+    fh.id.set_mdc_config(cfg)
+
+
+# Datasets of a molecule group, not looked into for subgroups (asking each member's type
+# costs more than reading the group); other members are.
+_DATASETS = {"species", "atomic_numbers", "coordinates", "energies", "forces", "dipoles",
+             "charges", "stresses", "cells", "pbc", "total_charge", "multiplicity"}
+
+
+def _groups(fh) -> Iterator[tuple[str, object, set[str]]]:
+    """(name, low-level group id, member names) of every molecule group (one holding
+    ``coordinates``), depth first in name order, each object once, through hard links only,
+    as ``visititems`` lists them. Groups are opened as the walk reaches them, not all at
+    once: each open group pins its metadata in HDF5's cache."""
+    seen = {h5o.get_info(fh.id).addr}
+
+    def walk(name: str, gid):
+        raw: list[bytes] = []
+        gid.links.iterate(raw.append)
+        members = [m.decode() for m in raw]
+        molecule = "coordinates" in members
+        if molecule:
+            yield name or "/", gid, set(members)
+        for m, b in zip(members, raw, strict=True):
+            if molecule and m in _DATASETS:
+                continue
+            try:
+                if gid.links.get_info(b).type != h5l.TYPE_HARD:
+                    continue
+                sub = h5g.open(gid, b)
+            except (KeyError, OSError, RuntimeError, ValueError):  # not a group
+                continue
+            addr = h5o.get_info(sub).addr
+            if addr not in seen:  # hard links can make cycles
+                seen.add(addr)
+                yield from walk(f"{name}/{m}", sub)
+
+    yield from walk("", fh.id)
+
+
+_MEMORY_TYPES: dict[np.dtype, object] = {}
+
+
+def _read(gid, key: str, name: str, path: str, as_float: bool = False) -> np.ndarray:
+    """A whole dataset: numbers and fixed-length text by one low-level read, anything else
+    (variable-length strings) through h5py. ``as_float``: numbers are read as float64 by
+    HDF5's own conversion, without asking the stored type. The memory type is given, not
+    derived from the array on each read: at a few hundred conformers per group, h5py's
+    per-call overheads cost more than reading the data."""
+    try:
+        did = h5d.open(gid, key.encode())
+    except (KeyError, OSError, RuntimeError, ValueError) as exc:
+        raise BadInput(f"{path} group {name}: {key} is not a readable dataset ({exc})") \
+            from None
+    if as_float:
+        arr = np.empty(did.shape, dtype=np.float64)
+        try:
+            if arr.size:
+                did.read(h5s.ALL, h5s.ALL, arr, h5t.NATIVE_DOUBLE)
+            return arr
+        except (TypeError, ValueError, OSError):  # not numbers: read as stored
+            pass
+    dtype = did.dtype
+    if dtype.kind in "iufS":
+        arr = np.empty(did.shape, dtype=dtype)
+        if arr.size:
+            mtype = _MEMORY_TYPES.get(dtype)
+            if mtype is None:
+                mtype = _MEMORY_TYPES[dtype] = h5t.py_create(dtype)
+            did.read(h5s.ALL, h5s.ALL, arr, mtype)
+        return arr
+    return h5py.Dataset(did)[()]
+
+
+_Z: dict[bytes | str, int] = {}  # symbol as stored -> atomic number
+
+
+def _z_of(symbol: bytes | str) -> int:
+    z = symbol_to_z((symbol.decode() if isinstance(symbol, bytes) else str(symbol)).strip())
+    _Z[symbol] = z
+    return z
+
+
+def _species(gid, name, members, path, n_conf, n_atoms) -> np.ndarray:
+    """(C, N) atomic numbers of a group."""
+    key = "species" if "species" in members else "atomic_numbers" \
+        if "atomic_numbers" in members else None
+    if key is None:
+        raise BadInput(f"{path} group {name}: no 'species' (or 'atomic_numbers') dataset")
+    raw = np.asarray(_read(gid, key, name, path))
+    if raw.dtype.kind in "SOU":
+        try:
+            z = np.array([_Z.get(s) or _z_of(s) for s in raw.reshape(-1).tolist()],
+                         dtype=np.int64).reshape(raw.shape)
         except BadInput as exc:
-            raise BadInput(f"{path} group {g.name}: {exc}") from None
-        z = z.reshape(raw.shape)
+            raise BadInput(f"{path} group {name}: {exc}") from None
     elif raw.dtype.kind in "iu":
         z = raw.astype(np.int64)
     else:
-        raise BadInput(f"{path} group {g.name}: {key} has dtype {raw.dtype}, expected "
+        raise BadInput(f"{path} group {name}: {key} has dtype {raw.dtype}, expected "
                        f"symbols or atomic numbers")
     if z.shape == (n_atoms,):
         return np.broadcast_to(z, (n_conf, n_atoms))
     if z.shape != (n_conf, n_atoms):
-        raise BadInput(f"{path} group {g.name}: {key} has shape {z.shape}, expected "
+        raise BadInput(f"{path} group {name}: {key} has shape {z.shape}, expected "
                        f"({n_atoms},) for coordinates of shape ({n_conf}, {n_atoms}, 3)")
     return z
 
 
-def _dataset(g, key, shape, path, what):
-    arr = np.asarray(g[key][()], dtype=np.float64)
+def _dataset(gid, name, key, shape, path, what):
+    arr = np.asarray(_read(gid, key, name, path, as_float=True), dtype=np.float64)
     if what == "stress" and arr.shape[1:] == (3, 3):
         arr = arr[:, [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
     if arr.shape != shape:
-        raise BadInput(f"{path} group {g.name}: {key} has shape {arr.shape}, expected {shape}")
+        raise BadInput(f"{path} group {name}: {key} has shape {arr.shape}, expected {shape}")
     return arr
 
 
-def _numbers(g, key, c, path) -> np.ndarray:
+def _numbers(gid, name, key, c, path) -> np.ndarray:
     """A per-conformer number dataset (C,): int64 or float64 as stored, else BadInput."""
-    arr = np.asarray(g[key][()])
+    arr = np.asarray(_read(gid, key, name, path))
     if arr.dtype.kind not in "iuf":
-        raise BadInput(f"{path} group {g.name}: {key} has dtype {arr.dtype}, expected numbers")
+        raise BadInput(f"{path} group {name}: {key} has dtype {arr.dtype}, expected numbers")
     if arr.shape != (c,):
-        raise BadInput(f"{path} group {g.name}: {key} has shape {arr.shape}, expected ({c},)")
+        raise BadInput(f"{path} group {name}: {key} has shape {arr.shape}, expected ({c},)")
     return arr.astype({"f": np.float64, "i": np.int64, "u": np.uint64}[arr.dtype.kind])
 
 
-def _read(fh, path: str, opts) -> tuple[list[FrameBatch], int]:
+def _chunks(fh, path: str, opts, size: int, report) -> Iterator[FrameBatch]:
     level = opts.level
     factor = energy_factor(opts.units) if level else 1.0
     ekey = opts.energy_key or "energies"
     explicit = {"forces": opts.forces_key, "dipole": opts.dipole_key,
                 "charges": opts.charges_key, "stress": opts.stress_key}
     keys = {q: k or companion_key(ekey, q) or _DEFAULT[q] for q, k in explicit.items()}
-    parts, skipped, frame = [], 0, 0
-    groups = _groups(fh)
-    if not groups:
-        raise BadInput(f"{path}: no ANI molecule groups (groups with 'coordinates' and "
-                       f"'species') in the file")
-    for g in groups:
-        coords = np.asarray(g["coordinates"][()], dtype=np.float64)
+    parts, pending, frame, found = [], 0, 0, False
+    for name, gid, members in _groups(fh):
+        found = True
+        coords = np.asarray(_read(gid, "coordinates", name, path, as_float=True),
+                            dtype=np.float64)
         if coords.ndim != 3 or coords.shape[2] != 3:
-            raise BadInput(f"{path} group {g.name}: coordinates have shape {coords.shape}, "
+            raise BadInput(f"{path} group {name}: coordinates have shape {coords.shape}, "
                            f"expected (conformers, atoms, 3)")
         c, n = coords.shape[:2]
-        names = [f"{path} frame {frame + i} ({g.name}[{i}])" for i in range(c)]
+        names = [f"{path} frame {frame + i} ({name}[{i}])" for i in range(c)]
         frame += c
-        part = {"z": _species(g, path, c, n), "pos": coords, "names": names,
-                "cells": _dataset(g, "cells", (c, 3, 3), path, "cells") if "cells" in g
-                else np.zeros((c, 3, 3)),
-                "pbc": np.asarray(g["pbc"][()], dtype=bool) if "pbc" in g
+        part = {"z": _species(gid, name, members, path, c, n), "pos": coords, "names": names,
+                "cells": _dataset(gid, name, "cells", (c, 3, 3), path, "cells")
+                if "cells" in members else np.zeros((c, 3, 3)),
+                "pbc": np.asarray(_read(gid, "pbc", name, path), dtype=bool) if "pbc" in members
                 else np.zeros((c, 3), dtype=bool),
                 # Kept as read (float or int): FrameBatch.validate refuses, naming the frame,
                 # a value that is not a whole number instead of truncating it.
-                "charge": _numbers(g, "total_charge", c, path)
-                if "total_charge" in g else np.zeros(c, dtype=np.int64),
-                "mult": _numbers(g, "multiplicity", c, path)
-                if "multiplicity" in g else np.ones(c, dtype=np.int64)}
+                "charge": _numbers(gid, name, "total_charge", c, path)
+                if "total_charge" in members else np.zeros(c, dtype=np.int64),
+                "mult": _numbers(gid, name, "multiplicity", c, path)
+                if "multiplicity" in members else np.ones(c, dtype=np.int64)}
         if len(part["pbc"]) != c:
-            raise BadInput(f"{path} group {g.name}: pbc has {len(part['pbc'])} rows, "
+            raise BadInput(f"{path} group {name}: pbc has {len(part['pbc'])} rows, "
                            f"expected {c}")
         keep = np.ones(c, dtype=bool)
         if level:
-            missing = [ekey] if ekey not in g else []
-            missing += [k for q, k in explicit.items() if k and k not in g]
+            missing = [ekey] if ekey not in members else []
+            missing += [k for q, k in explicit.items() if k and k not in members]
             if missing:
                 if not opts.skip_missing:
-                    raise BadInput(f"{path} group {g.name}: missing "
+                    raise BadInput(f"{path} group {name}: missing "
                                    f"{', '.join(repr(m) for m in missing)} for level "
                                    f"{level!r} (use --skip-missing to skip such groups)")
-                skipped += c
+                report.skipped += c
                 continue
-            part["energy"] = _dataset(g, ekey, (c,), path, "energy") * factor
+            part["energy"] = _dataset(gid, name, ekey, (c,), path, "energy") * factor
             if opts.skip_missing:  # NaN energy: no label at this level for that conformer
                 keep = ~np.isnan(part["energy"])
             for q, key in keys.items():
-                if key in g:
+                if key in members:
                     shape = tuple(n if s == -1 else s for s in _LABEL_SHAPES[q])
-                    arr = _dataset(g, key, (c, *shape), path, q)
+                    arr = _dataset(gid, name, key, (c, *shape), path, q)
                     part[q] = arr * factor if q in ("forces", "stress") else arr
-        skipped += int((~keep).sum())
+        report.skipped += int((~keep).sum())
         if keep.any():
-            parts += _split_absent(_select(part, keep))
-    if not parts:
-        raise BadInput(f"{path}: no frames to ingest ({skipped} skipped)")
+            parts += _split_absent(_select(part, keep) if not keep.all() else part)
+            pending += int(keep.sum())
+        if pending >= size:
+            yield _batch_of(parts, level, opts, path)
+            report.frames += pending
+            parts, pending = [], 0
+    if parts:
+        yield _batch_of(parts, level, opts, path)
+        report.frames += pending
+    if not found:
+        raise BadInput(f"{path}: no ANI molecule groups (groups with 'coordinates' and "
+                       f"'species') in the file")
+    if not report.frames:
+        raise BadInput(f"{path}: no frames to ingest ({report.skipped} skipped)")
+
+
+def _batch_of(parts: list[dict], level, opts, path: str) -> FrameBatch:
+    """One batch of ``parts``: frames with the same label quantities (e.g. forces or not)
+    are put together, those carrying only some are masked (``LabelColumns.masks``)."""
     groups: dict[tuple, list[dict]] = {}
-    for p in parts:  # frames with the same label quantities (e.g. forces or not) go together
+    for p in parts:
         groups.setdefault(tuple(q for q in _DEFAULT if q in p), []).append(p)
-    return [_to_batch(g, level, opts, path) for g in groups.values()], skipped
+    return concat([_to_batch(g, level, opts, path) for g in groups.values()])
 
 
 def _split_absent(part: dict) -> list[dict]:
@@ -233,8 +334,6 @@ class AniH5Writer:
     """
 
     def __init__(self, path: str, suffixes: dict[str, str]):
-        import h5py
-
         self.fh = h5py.File(path, "w")
         self.suffixes = suffixes
         self.fh.attrs["layout"] = "ani"

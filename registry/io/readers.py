@@ -1,28 +1,34 @@
-"""Reading files into :class:`FrameBatch` es: every format ASE reads, ASE ``.db``, and the
-ANI/pyanitools HDF5 layout (ingesting them: :mod:`registry.ingest.files`).
+"""Reading files into :class:`FrameBatch` es, a chunk of frames at a time: every format ASE
+reads, ASE ``.db`` and fairchem's ASE-LMDB, the ANI/pyanitools HDF5 layout and MPtrj-style
+JSON (ingesting them: :mod:`registry.ingest.files`).
 
 Formats are chosen by extension (``.xyz``/``.extxyz`` extxyz, ``.db`` ASE database,
-``.traj`` ASE trajectory, ``.h5``/``.hdf5`` ANI HDF5; anything else: ASE's own detection).
-Every failure to read becomes :class:`BadInput` naming the file (and frame when known).
-Frames are named ``"FILE frame K"`` (K from 0) in error messages.
+``.aselmdb`` ASE-LMDB, ``.traj`` ASE trajectory, ``.h5``/``.hdf5`` ANI HDF5, ``.json`` MPtrj
+when it looks like it; anything else: ASE's own detection). extxyz is parsed by the compiled
+parser of the ``extxyz`` package (:mod:`.extxyz_parser`) and by ASE where that parser cannot
+vouch for the file (the reason is logged and recorded with the file). Every failure to read
+becomes :class:`BadInput` naming the file (and frame when known). Frames are named
+``"FILE frame K"`` (K from 0) in error messages.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import count, islice
 from pathlib import Path
 
 from ..chem.frames import FrameBatch, concat
-from ..chem.units import energy_factor
 from ..errors import BadInput
-from ..store.artifacts import sha256_file
+from .extxyz_parser import FastPathUnavailable
 
 _BY_EXTENSION = {".xyz": "extxyz", ".extxyz": "extxyz", ".db": "ase-db", ".traj": "traj",
-                 ".h5": "ani-h5", ".hdf5": "ani-h5"}
+                 ".h5": "ani-h5", ".hdf5": "ani-h5", ".aselmdb": "aselmdb"}
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,10 +58,16 @@ class ReadOptions:
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """Format name by extension; ASE's detection for other extensions."""
+    """Format name by extension (a ``.json`` file by its first bytes); ASE's detection for
+    other extensions."""
     suffix = Path(path).suffix.lower()
     if suffix in _BY_EXTENSION:
         return _BY_EXTENSION[suffix]
+    if suffix == ".json" and os.path.isfile(path):
+        from .mptrj import looks_like_mptrj
+
+        if looks_like_mptrj(str(path)):
+            return "mptrj-json"
     from ase.io.formats import filetype
 
     try:
@@ -81,40 +93,109 @@ def check_input_file(path: str | os.PathLike) -> int:
     return st.st_size
 
 
-def read_file(path: str | os.PathLike, opts: ReadOptions) -> tuple[list[FrameBatch], int]:
-    """One file as FrameBatches (not yet validated; one per set of label quantities present,
-    e.g. crystals with stress apart from molecules without) and the number skipped."""
+@dataclass
+class FileReport:
+    """One input file as read: recorded with it in the ingest run's inputs."""
+
+    path: str
+    format: str
+    reader: str = ""  # "extxyz" (the compiled parser), "ase", "h5py" or "json"
+    fallback: str | None = None  # why the compiled parser did not read it
+    frames: int = 0
+    skipped: int = 0
+
+
+def open_file(path: str | os.PathLike) -> FileReport:
+    """Check that ``path`` is a non-empty regular file and tell its format."""
     path = str(path)
     if check_input_file(path) == 0:
         raise BadInput(f"{path}: empty file (no frames)")
-    fmt = detect_format(path)
-    if fmt == "ani-h5":
-        from .hdf5 import read_ani_h5
+    return FileReport(path, detect_format(path))
 
-        return read_ani_h5(path, opts)
+
+def file_chunks(report: FileReport, opts: ReadOptions, size: int,
+                fast: bool = True) -> Iterator[FrameBatch]:
+    """The frames of ``report.path`` in batches of about ``size`` (not yet validated;
+    quantities that only some frames carry, e.g. stress on crystals only, are masked per
+    frame). ``report`` counts frames and skipped frames. extxyz goes through the compiled
+    parser when ``fast``: :class:`FastPathUnavailable` (possibly after some batches) means
+    read it again with ``fast=False``; :func:`each_chunk` does that."""
+    path, fmt = report.path, report.format
+    if fmt == "ani-h5":
+        from .hdf5 import iter_ani_h5
+
+        report.reader = "h5py"
+        yield from iter_ani_h5(path, opts, size, report)
+        return
+    if fmt == "extxyz" and fast:
+        from . import extxyz_parser
+
+        report.reader = "extxyz"
+        named = ((f"{path} frame {k}", a) for k, a in zip(count(), extxyz_parser.frames(path)))
+    elif fmt == "mptrj-json":
+        from . import mptrj
+
+        report.reader = "json"
+        named = ((f"{path} frame {k} ({fid})", a) for k, (fid, a) in
+                 zip(count(), mptrj.frames(path)))
+    else:
+        report.reader = "ase"
+        named = ((f"{path} frame {k}", a) for k, a in zip(count(), _ase_frames(path, fmt)))
+    yield from _atoms_chunks(named, report, opts, size)
+
+
+def _atoms_chunks(named: Iterable, report: FileReport, opts: ReadOptions,
+                  size: int) -> Iterator[FrameBatch]:
     from .atoms import atoms_to_batches
 
-    source = opts.source if opts.source is not None else path
-    frames = _ase_frames(path, fmt)
-    names = (f"{path} frame {k}" for k in range(1 << 62))
-    try:
+    source = opts.source if opts.source is not None else report.path
+    named = iter(named)
+    while part := list(islice(named, size)):
         batches, skipped = atoms_to_batches(
-            frames, opts.level, units=opts.units, skip_missing=opts.skip_missing,
-            source=source, names=names, **opts.keys())
-    except BadInput as exc:
-        msg = str(exc)
-        if msg.startswith("no frames to ingest"):
-            raise BadInput(f"{path}: {msg}") from None
-        raise
-    return batches, skipped
+            [a for _, a in part], opts.level, units=opts.units, skip_missing=opts.skip_missing,
+            source=source, names=(n for n, _ in part), allow_empty=True, **opts.keys())
+        report.skipped += skipped
+        if batches:
+            batch = concat(batches)
+            report.frames += len(batch)
+            yield batch
+    if not report.frames:
+        raise BadInput(f"{report.path}: no frames to ingest" + (
+            f" ({report.skipped} skipped for missing keys)" if report.skipped
+            else " (empty input)"))
+
+
+def each_chunk(report: FileReport, opts: ReadOptions, size: int,
+               consume: Callable[[FrameBatch], None], restart: Callable[[], None]) -> None:
+    """``consume`` every batch of the file; where the compiled extxyz parser gives up
+    (possibly after some batches), log why, call ``restart`` (forget what was consumed of
+    this file) and read the file again with ASE."""
+    try:
+        for batch in file_chunks(report, opts, size):
+            consume(batch)
+    except FastPathUnavailable as exc:
+        log.info("%s: read with ASE: %s", report.path, exc)
+        restart()
+        report.fallback, report.frames, report.skipped = str(exc), 0, 0
+        for batch in file_chunks(report, opts, size, fast=False):
+            consume(batch)
+
+
+def read_file(path: str | os.PathLike, opts: ReadOptions) -> tuple[list[FrameBatch], int]:
+    """One file as a list of one FrameBatch (not yet validated) and the number of frames
+    skipped."""
+    report = open_file(path)
+    batches: list[FrameBatch] = []
+    each_chunk(report, opts, 1 << 62, batches.append, batches.clear)
+    return [concat(batches)], report.skipped
 
 
 def _ase_frames(path: str, fmt: str):
     """Yield ASE Atoms of a file, turning ASE's exceptions into BadInput naming the frame."""
     k = 0
     try:
-        if fmt == "ase-db":
-            yield from _db_frames(path)
+        if fmt in ("ase-db", "aselmdb"):
+            yield from _db_frames(path, fmt)
             return
         import ase.io
 
@@ -139,7 +220,7 @@ def _ase_frames(path: str, fmt: str):
             reason = exc.strerror
         at = f" (frame {k})" if k else ""
         raise BadInput(f"cannot read {path} as {fmt}{at}: {reason}") from None
-    if k == 0 and fmt != "ase-db":
+    if k == 0 and fmt not in ("ase-db", "aselmdb"):
         raise BadInput(f"{path}: no frames in file")
 
 
@@ -210,8 +291,9 @@ def _check_xyz_layout(path: str) -> None:
         raise BadInput(f"{path}: no frames in file")
 
 
-def _db_frames(path: str):
-    """ASE database rows as Atoms: key-value pairs -> info, data arrays -> arrays/info.
+def _db_frames(path: str, fmt: str):
+    """ASE database rows (SQLite ``.db`` or ASE-LMDB) as Atoms: key-value pairs -> info,
+    data arrays -> arrays/info.
 
     ``total_charge`` (or ``charge``) and ``multiplicity`` key-value pairs set the charge and
     spin multiplicity.
@@ -219,8 +301,13 @@ def _db_frames(path: str):
     import ase.db
     import numpy as np
 
-    _require_ase_db(path)
-    with ase.db.connect(path, type="db") as db:
+    if fmt == "ase-db":
+        _require_ase_db(path)
+        db = ase.db.connect(path, type="db")
+    else:
+        _require_lmdb_backend()
+        db = ase.db.connect(path, type="aselmdb", readonly=True)
+    with db:
         for row in db.select():
             atoms = row.toatoms()
             n = len(atoms)
@@ -251,33 +338,9 @@ def _require_ase_db(path: str) -> None:
         raise BadInput(f"{path}: not an ASE database (no 'systems' table)")
 
 
-Progress = Callable[[int, int], None]
-
-
-def read_files(paths: Sequence[str | os.PathLike], opts: ReadOptions,
-               on_file: Progress | None = None) -> tuple[FrameBatch, int, list[dict]]:
-    """Read every file before anything is written.
-
-    Returns one batch of every frame (quantities that only some frames carry, e.g. stress
-    on crystals only, are masked per frame: see ``LabelColumns.masks``), the number of
-    skipped frames and provenance inputs (``{"entity_type": "file", "ref",
-    "sha256", "size", "format", "frames", "frames_skipped"}`` per file).
-    """
-    energy_factor(opts.units)  # unknown units: an error before reading anything
-    if not paths:
-        raise BadInput("no input files given")
-    batches, inputs, skipped = [], [], 0
-    for i, path in enumerate(paths):
-        parts, n_skip = read_file(path, opts)
-        try:
-            sha, size = sha256_file(path)
-        except OSError as exc:
-            raise BadInput(f"{path}: cannot read it: {exc.strerror or exc}") from None
-        batches += parts
-        skipped += n_skip
-        inputs.append({"entity_type": "file", "ref": str(path), "sha256": sha, "size": size,
-                       "format": detect_format(path), "frames": sum(len(b) for b in parts),
-                       "frames_skipped": n_skip})
-        if on_file:
-            on_file(i + 1, len(paths))
-    return concat(batches), skipped, inputs
+def _require_lmdb_backend() -> None:
+    try:
+        import ase_db_backends.aselmdb  # noqa: F401
+    except ImportError as exc:
+        raise BadInput(f"reading ASE-LMDB (.aselmdb) files needs the ase-db-backends package "
+                       f"(pip install ase-db-backends): {exc}") from None

@@ -23,9 +23,11 @@ from ..store.levels import canonical_name, ensure_level
 from ..store.refs import check_name, check_text
 from ..store.runs import edge
 from ..store.schema import DatasetVersion
+from ..times import json_default
+from .info import content_hash
 from .lineage import lineage
 from .pull import pull_model
-from .versions import FILE_RE, content_hash, insert_version, version_meta
+from .versions import FILE_RE, insert_version, version_meta
 from .weights import check_safetensors
 
 FORMAT = "nnp-model-bundle"
@@ -52,7 +54,7 @@ def export_bundle(reg, ref: str, path) -> dict:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as z:
-            z.writestr("manifest.json", json.dumps(manifest, indent=2, default=str))
+            z.writestr("manifest.json", json.dumps(manifest, indent=2, default=json_default))
             for f in info["files"]:
                 z.writestr(f"files/{f['name']}", pulled.blobs[f["name"]])
         os.replace(tmp, path)

@@ -22,7 +22,7 @@ from ..store.schema import (
     RunEntity,
     Structure,
 )
-from .versions import model_version_dict
+from .info import model_version_dict
 
 MAX_EDGES = 200  # per run and role; the count of the rest is reported
 _SPLITS = {0: "train", 1: "validation", 2: "test"}

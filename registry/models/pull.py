@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ..errors import Conflict
 from ..store.lookups import model_version
-from .versions import MANIFEST, VERIFICATION, model_version_dict, verification_failures
+from ..times import json_default
+from .info import MANIFEST, VERIFICATION, model_version_dict, verification_failures
 from .weights import check_safetensors, load_numpy
 
 
@@ -70,7 +71,7 @@ def pull_model(reg, ref: str, *, strict: bool = False, dest=None) -> PulledModel
     ``strict`` also refuses a version never verified. With ``dest`` the files and a
     ``model.json`` manifest are written there.
     """
-    with reg.session() as s:
+    with reg.connect() as s:
         model, mv = model_version(s, ref)
         info = model_version_dict(s, model, mv)
     if mv.status == "retracted":
@@ -117,7 +118,7 @@ def write_pulled(pulled: PulledModel, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     manifest = {**pulled.info, "format": "nnp-model", "format_version": 1}
     items = [*pulled.blobs.items(),
-             (MANIFEST, json.dumps(manifest, indent=2, default=str).encode())]
+             (MANIFEST, json.dumps(manifest, indent=2, default=json_default).encode())]
     for name, data in items:
         tmp = dest / f".{name}.{uuid.uuid4().hex}.part"
         try:

@@ -15,7 +15,6 @@ record stays in its ``verify`` run): see docs/decisions/0011-verification-storag
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -44,31 +43,23 @@ from ..store.runs import add_edges, edge
 from ..store.runs import run as run_scope
 from ..store.schema import (
     DatasetMember,
-    LevelOfTheory,
     Model,
     ModelAlias,
     ModelFile,
     ModelVersion,
     Run,
-    RunEntity,
     utcnow,
 )
+from ..times import iso_utc
+from .info import MANIFEST, VERIFICATION, content_hash, model_version_dict, verified, version_files
 from .weights import to_safetensors
 
-VERIFICATION = "verification"  # the metrics key that holds the latest verification record
 FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,254}$")
 _CHUNK = 10000  # bound parameters per IN (...) query
-MANIFEST = "model.json"
 
 
 def member_file(k: int) -> str:
     return f"member_{k}.safetensors"
-
-
-def content_hash(files: Sequence[Mapping]) -> str:
-    """A version's content hash: sha256 over its sorted ``name sha256`` lines."""
-    lines = sorted(f"{f['name']} {f['sha256']}\n" for f in files)
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def _insert_ignore(s, table, values: dict, keys: list[str]) -> None:
@@ -77,69 +68,6 @@ def _insert_ignore(s, table, values: dict, keys: list[str]) -> None:
     else:
         from sqlalchemy.dialects.sqlite import insert
     s.execute(insert(table).values(**values).on_conflict_do_nothing(index_elements=keys))
-
-
-def _files(s, mv_id: int) -> list[dict]:
-    rows = s.scalars(select(ModelFile).where(ModelFile.model_version_id == mv_id)
-                     .order_by(ModelFile.role.desc(), ModelFile.member_index, ModelFile.name))
-    return [{k: getattr(f, k) for k in ("name", "role", "member_index", "sha256", "size", "uri")}
-            for f in rows]
-
-
-def model_version_dict(s, model: Model, mv: ModelVersion, *, files: bool = True) -> dict:
-    """Everything ``nnp models show`` prints about a version."""
-    aliases = s.scalars(select(ModelAlias.alias).where(ModelAlias.version_id == mv.id)
-                        .order_by(ModelAlias.alias)).all()
-    latest = s.scalar(select(func.max(ModelVersion.version))
-                      .where(ModelVersion.model_id == model.id,
-                             ModelVersion.status != "retracted"))
-    if latest == mv.version:
-        aliases = ["latest", *aliases]
-    level = s.scalar(select(LevelOfTheory.name).where(LevelOfTheory.id == mv.level_id)) \
-        if mv.level_id else None
-    parent = None
-    if mv.parent_id:
-        row = s.execute(select(Model.name, ModelVersion.version)
-                        .join(ModelVersion, ModelVersion.model_id == Model.id)
-                        .where(ModelVersion.id == mv.parent_id)).first()
-        parent = f"{row[0]}:{row[1]}"
-    dv_ref = lookups.dataset_version_ref(s, mv.dataset_version_id)
-    if dv_ref is None or parent is None:
-        dv_ref, parent = _recorded_links(s, mv, dv_ref, parent)
-    out = {
-        "id": mv.id, "name": model.name, "version": mv.version,
-        "ref": f"{model.name}:{mv.version}", "description": model.description,
-        "architecture": mv.architecture, "config": mv.config, "elements": mv.elements,
-        "cutoff": mv.cutoff, "units": mv.units, "level": level,
-        "dataset_version": dv_ref, "parent": parent,
-        "frozen": mv.frozen, "metrics": mv.metrics, "n_members": mv.n_members,
-        "status": mv.status, "status_reason": mv.status_reason,
-        "verified": verified(mv.metrics), "run_id": mv.run_id,
-        "created_at": mv.created_at, "aliases": aliases,
-    }
-    if files:
-        out["files"] = _files(s, mv.id)
-        out["size"] = sum(f["size"] for f in out["files"])
-        out["content_hash"] = content_hash(out["files"])
-    return out
-
-
-def _recorded_links(s, mv: ModelVersion, dv_ref, parent):
-    """The dataset version and parent a version's own run recorded when this registry does not
-    hold them (an imported bundle): ref and hash, marked ``in_registry: False``."""
-    if mv.run_id is None:
-        return dv_ref, parent
-    edges = s.execute(select(RunEntity.entity_type, RunEntity.entity_id, RunEntity.ref,
-                             RunEntity.sha256)
-                      .where(RunEntity.run_id == mv.run_id, RunEntity.role == "input",
-                             RunEntity.entity_type.in_(("dataset_version", "model_version")))
-                      .order_by(RunEntity.id)).all()
-    for kind, entity_id, ref, sha in edges:
-        if kind == "dataset_version" and dv_ref is None and (ref or sha):
-            dv_ref = {"id": None, "ref": ref, "hash": sha, "in_registry": False}
-        elif kind == "model_version" and parent is None and entity_id is None and ref:
-            parent = ref
-    return dv_ref, parent
 
 
 def _check_json(value, what: str, kind=dict):
@@ -432,6 +360,7 @@ def retract_model(reg, ref: str, reason: str) -> dict:
         raise BadInput(f"retract needs an explicit version NAME:VERSION, not {ref!r}")
     with reg.session() as s:
         model, mv = lookups.model_version(s, r)
+        mv = s.get(ModelVersion, mv.id)  # the ORM object: its status changes below
         if mv.status == "retracted":
             raise Conflict(f"{model.name}:{mv.version} is already retracted "
                            f"({mv.status_reason})")
@@ -469,24 +398,6 @@ def _check_verification(results) -> tuple[dict, bool]:
     return record, all(c["passed"] for c in checks.values())
 
 
-def verified(metrics) -> bool | None:
-    """True / False: the latest verification passed / failed; None: never verified."""
-    rec = (metrics or {}).get(VERIFICATION) if isinstance(metrics, Mapping) else None
-    return None if not isinstance(rec, Mapping) else bool(rec.get("passed"))
-
-
-def verification_failures(record: Mapping) -> str:
-    """``forces vs −∇E 0.3 > 0.01 eV/Å; ...``: the failed checks of a record, in one line."""
-    parts = []
-    for name, c in (record.get("checks") or {}).items():
-        if c.get("passed"):
-            continue
-        value = "non-finite" if c.get("value") is None else f"{c['value']:.3g}"
-        parts.append(f"{c.get('label') or name} {value} > {c['threshold']:.3g} "
-                     f"{c.get('unit') or ''}".rstrip())
-    return "; ".join(parts) or "no check passed"
-
-
 def record_verification(reg, ref: str, results: Mapping, *, run=None) -> dict:
     """Store verification ``results`` (``{"checks": {name: {"value", "threshold", "passed",
     ...}}, ...}``, e.g. from ``pipelines.training.verify``) with the version ``ref``.
@@ -505,7 +416,7 @@ def record_verification(reg, ref: str, results: Mapping, *, run=None) -> dict:
         mv = s.scalar(select(ModelVersion).where(ModelVersion.id == mv.id)
                       .with_for_update().execution_options(populate_existing=True))
         exact = f"{model.name}:{mv.version}"
-        digest = content_hash(_files(s, mv.id))
+        digest = content_hash(version_files(s, mv.id))
         consumed = edge("model_version", mv.id, ref=exact, sha256=digest)
         failed = [k for k, c in record["checks"].items() if not c["passed"]]
         if run_id is None:
@@ -518,17 +429,11 @@ def record_verification(reg, ref: str, results: Mapping, *, run=None) -> dict:
                 raise NotFound(f"no run with id {run_id}")
             add_edges(s, run_id, inputs=[consumed])
         record.update(passed=passed, run_id=int(run_id), content_hash=digest,
-                      recorded_at=utcnow().isoformat())
+                      recorded_at=iso_utc(utcnow()))
         mv.metrics = {**(mv.metrics or {}), VERIFICATION: record}
         return {"ref": exact, **record}
 
 # -- reading --------------------------------------------------------------------------------
-
-def show_model(reg, ref: str) -> dict:
-    """A version: config, metrics, dataset version, parent, aliases, files, sizes, hashes."""
-    with reg.session() as s:
-        return model_version_dict(s, *lookups.model_version(s, ref))
-
 
 def list_models(reg) -> list[dict]:
     """Every model with its number of versions, ``latest`` version and aliases."""

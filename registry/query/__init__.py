@@ -1,7 +1,8 @@
 """Curation queries: OPTIMADE filters (or the :data:`Q` builder) compiled to SQL.
 
 ``structure_filter('elements HAS ALL "C","N" AND nsites <= 12')`` is a boolean SQLAlchemy
-clause over :class:`registry.store.schema.Structure`, e.g. ``select(Structure.id).where(clause)``.
+Core clause over the ``structures`` table (:mod:`registry.store.tables`), e.g.
+``select(structures.c.id).where(clause)``; ORM queries on ``Structure`` take it as well.
 ``Q.elements.has_all("C", "N") & (Q.nsites <= 12)`` builds the same filter in Python.
 :data:`FIELDS` lists the fields; ``_nnp_energy``-like fields need ``level=``.
 """

@@ -1,14 +1,16 @@
-"""``Registry.query`` / ``Registry.count``: run a filter against the store."""
+"""``Registry.query`` / ``Registry.count``: run a filter against the store.
+
+Core only (a connection, the tables of :mod:`registry.store.tables`): a cold ``nnp query``
+never imports the ORM.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC
-
 from sqlalchemy import and_, func, select
-from sqlalchemy.orm import aliased
 
 from ..store.refs import check_int
-from ..store.schema import Composition, Label, Structure
+from ..store.tables import compositions, labels, structures
+from ..times import utc
 from . import structure_filter  # the package entry point (parses lazily)
 from .ast import Cond
 from .compile import level_id, per_atom
@@ -27,9 +29,10 @@ def query_ids(reg, filter: str | Cond | None = None, *, level: str | None = None
               limit: int | None = None) -> list[int]:
     """Ids of the structures matching ``filter`` (OPTIMADE text or :data:`Q`), by id."""
     limit = _limit(limit)
-    with reg.session() as s:
-        q = (select(Structure.id).where(structure_filter(filter, level=level, session=s))
-             .order_by(Structure.id))
+    S = structures.c
+    with reg.connect() as s:
+        q = (select(S.id).where(structure_filter(filter, level=level, session=s))
+             .order_by(S.id))
         return list(s.scalars(q.limit(limit) if limit is not None else q))
 
 
@@ -38,26 +41,25 @@ def query(reg, filter: str | Cond | None = None, *, level: str | None = None,
     """Matching structures as dicts (:data:`ROW_COLUMNS`, plus the ok label's energy,
     energy per atom and max force at ``level`` when given), ordered by id."""
     limit = _limit(limit)
-    with reg.session() as s:
+    S, C = structures.c, compositions.c
+    with reg.connect() as s:
         where = structure_filter(filter, level=level, session=s)
-        cols = [Structure.id, Structure.hash, Composition.formula_hill, Structure.n_atoms,
-                Composition.nelements, Structure.nperiodic, Structure.source,
-                Structure.created_at]
-        q = select(*cols).join(Composition, Composition.id == Structure.composition_id)
+        cols = [S.id, S.hash, C.formula_hill, S.n_atoms, C.nelements, S.nperiodic, S.source,
+                S.created_at]
+        q = select(*cols).join(compositions, C.id == S.composition_id)
         if level is not None:
-            lab = aliased(Label)
-            lid = level_id(level, s)
+            lab_t = labels.alias()
+            lab, lid = lab_t.c, level_id(level, s)
             q = q.add_columns(lab.energy, per_atom(lab, lid), lab.max_force).outerjoin(
-                lab, and_(lab.structure_id == Structure.id, lab.level_id == lid,
-                          lab.status == "ok"))
-        q = q.where(where).order_by(Structure.id)
+                lab_t, and_(lab.structure_id == S.id, lab.level_id == lid,
+                            lab.status == "ok"))
+        q = q.where(where).order_by(S.id)
         if limit is not None:
             q = q.limit(limit)
         rows = []
         for r in s.execute(q):
             row = dict(zip(ROW_COLUMNS, r[:8], strict=True))
-            if row["created_at"].tzinfo is None:  # SQLite keeps UTC without a zone
-                row["created_at"] = row["created_at"].replace(tzinfo=UTC)
+            row["created_at"] = utc(row["created_at"])  # SQLite keeps UTC without a zone
             if level is not None:
                 row.update(zip(LEVEL_COLUMNS, r[8:], strict=True))
             rows.append(row)
@@ -66,6 +68,6 @@ def query(reg, filter: str | Cond | None = None, *, level: str | None = None,
 
 def count(reg, filter: str | Cond | None = None, *, level: str | None = None) -> int:
     """Number of structures matching ``filter``."""
-    with reg.session() as s:
-        return s.scalar(select(func.count()).select_from(Structure)
+    with reg.connect() as s:
+        return s.scalar(select(func.count()).select_from(structures)
                         .where(structure_filter(filter, level=level, session=s)))

@@ -1,4 +1,4 @@
-"""Filter expressions -> SQLAlchemy boolean clauses over :class:`~registry.store.schema.Structure`.
+"""Filter expressions -> SQLAlchemy Core boolean clauses over the ``structures`` table.
 
 Every value becomes a bound parameter. Conditions on the composition (elements, ``nsites``,
 ``nelements``, formulas) are evaluated over ``compositions``, one row per distinct formula:
@@ -38,7 +38,6 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import Grouping
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -47,32 +46,32 @@ from ..errors import BadInput
 from ..store.levels import canonical_name, level_row
 from ..store.lookups import dataset_version
 from ..store.refs import LATEST, int_range, parse_ref
-from ..store.schema import (
-    Composition,
-    CompositionElement,
-    Dataset,
-    DatasetAlias,
-    DatasetMember,
-    DatasetVersion,
-    Label,
-    LevelOfTheory,
-    ReferenceEnergy,
-    Structure,
+from ..store.tables import (
+    composition_elements,
+    compositions,
+    dataset_aliases,
+    dataset_members,
+    dataset_versions,
+    datasets,
+    labels,
+    levels_of_theory,
+    reference_energies,
+    structures,
 )
 from . import ast
 from .fields import FIELDS, RATIO_TOLERANCE, parse_time
 
-S = Structure
+S = structures.c  # Core columns: the query path never imports the ORM
 _OPS = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
         ">": operator.gt, ">=": operator.ge}
-C = Composition
+C = compositions.c
 COLUMNS = {"nperiodic_dimensions": S.nperiodic, "last_modified": S.created_at,
            "_nnp_source": S.source,
            # the source's own formula when it gave one, else the Hill formula
            "chemical_formula_descriptive": func.coalesce(
                S.info["chemical_formula_descriptive"].as_string(),
-               select(Composition.formula_hill).where(Composition.id == S.composition_id)
-               .correlate(S).scalar_subquery())}
+               select(C.formula_hill).where(C.id == S.composition_id)
+               .correlate(structures).scalar_subquery())}
 # fields of the composition: compared inside ``composition_id IN (SELECT id ...)``
 COMPOSITION = {
     "nelements": C.nelements, "nsites": C.n_atoms, "chemical_formula_reduced": C.formula_reduced,
@@ -199,7 +198,7 @@ def _instr(element, compiler, **kw):
 
 def _sub(*where):
     """``EXISTS (SELECT 1 ... WHERE ...)`` correlated to structures only."""
-    return exists().where(*where).correlate(S)
+    return exists().where(*where).correlate(structures)
 
 
 def _composition_only(node: ast.Cond) -> bool:
@@ -227,20 +226,20 @@ def _fuzzy(col, op: str, v: str):
 
 def _elements(zs, negate=False):
     """The composition has (one of) the elements ``zs`` (or, negated, one not in ``zs``)."""
-    ce = aliased(CompositionElement)
+    ce = composition_elements.alias().c
     z = ce.z.not_in(zs) if negate else (ce.z == zs[0] if len(zs) == 1 else ce.z.in_(zs))
-    return exists().where(z, ce.composition_id == C.id).correlate(C)
+    return exists().where(z, ce.composition_id == C.id).correlate(compositions)
 
 
 def _ratios(values, negate=False):
     """The composition has an element whose atom fraction is within the tolerance of one of
     ``values`` (negated: an element whose fraction is none of them). Compared as counts,
     ``|count - x·n| <= tol·n``, so no integer division happens in SQL."""
-    ce = aliased(CompositionElement)
+    ce = composition_elements.alias().c
     near = _wide(or_, [func.abs(ce.count - float(v) * C.n_atoms) <= RATIO_TOLERANCE * C.n_atoms
                        for v in values])
     return exists().where(ce.composition_id == C.id, not_(near) if negate else near) \
-        .correlate(C)
+        .correlate(compositions)
 
 
 def _dimension_types(values, negate=False):
@@ -404,16 +403,16 @@ class Compiler:
         elif f == "id":
             expr = S.id.isnot(None)
         elif f == "_nnp_levels":
-            lab = aliased(Label)
+            lab = labels.alias().c
             expr = _sub(lab.structure_id == S.id, lab.status == "ok")
         elif FIELDS[f].needs_level:
             lab, value = self._level_value(f)
             expr = _sub(*lab, value.isnot(None))
         elif f == "_nnp_dataset":
-            dm = aliased(DatasetMember)
+            dm = dataset_members.alias().c
             expr = _sub(dm.structure_id == S.id)
         else:  # _nnp_run
-            lab = aliased(Label)
+            lab = labels.alias().c
             expr = or_(S.run_id.isnot(None),
                        _sub(lab.structure_id == S.id, lab.run_id.isnot(None)))
         return expr if node.known else not_(expr)
@@ -442,7 +441,7 @@ class Compiler:
     # ------------------------------------------------------------------ sub-queries
     @staticmethod
     def _labelled(level_ids, negate=False):
-        lab = aliased(Label)
+        lab = labels.alias().c
         if negate:
             cond = lab.level_id.not_in(level_ids)
         else:
@@ -452,14 +451,14 @@ class Compiler:
 
     @staticmethod
     def _member(version_ids, negate=False):
-        dm = aliased(DatasetMember)
+        dm = dataset_members.alias().c
         cond = dm.version_id == version_ids[0] if len(version_ids) == 1 else \
             dm.version_id.in_(version_ids)
         return _sub(dm.structure_id == S.id, cond)
 
     @staticmethod
     def _made_by(run_ids, negate=False):
-        lab = aliased(Label)
+        lab = labels.alias().c
         run_ids = _in_range(S.run_id, run_ids)  # no run has an id beyond 64 bits
         if not run_ids:
             return false()
@@ -471,7 +470,7 @@ class Compiler:
         if self.level is None:
             raise BadInput(f"field {field} needs a level of theory: pass --level LEVEL "
                            "(Python: level=...)")
-        lab = aliased(Label)
+        lab = labels.alias().c
         lid = self._level_id(self.level)
         conds = (lab.structure_id == S.id, lab.level_id == lid, lab.status == "ok")
         if field == "_nnp_energy":
@@ -501,7 +500,8 @@ def _by_depth(parts) -> list:
 def level_id(name: str, session=None):
     """Id of the level ``name``; without a session, a scalar sub-query (NULL if unknown)."""
     if session is None:
-        return (select(LevelOfTheory.id).where(LevelOfTheory.name == canonical_name(name))
+        lot = levels_of_theory.c
+        return (select(lot.id).where(lot.name == canonical_name(name))
                 .scalar_subquery())
     return level_row(session, name).id
 
@@ -515,24 +515,25 @@ def dataset_version_id(ref_text: str, session=None):
     ref = parse_ref(ref_text)
     if session is not None:
         return dataset_version(session, ref)[0].id
-    named = Dataset.name == ref.name
+    ds, dv, da = datasets.c, dataset_versions.c, dataset_aliases.c
+    named = ds.name == ref.name
     if ref.version is not None:
-        return (select(DatasetVersion.id).join(Dataset, Dataset.id == DatasetVersion.dataset_id)
-                .where(named, DatasetVersion.version == ref.version).scalar_subquery())
-    alias = (select(DatasetAlias.version_id).join(Dataset, Dataset.id == DatasetAlias.dataset_id)
-             .where(named, DatasetAlias.alias == ref.alias).scalar_subquery())
+        return (select(dv.id).join(datasets, ds.id == dv.dataset_id)
+                .where(named, dv.version == ref.version).scalar_subquery())
+    alias = (select(da.version_id).join(datasets, ds.id == da.dataset_id)
+             .where(named, da.alias == ref.alias).scalar_subquery())
     if ref.alias != LATEST:
         return alias
-    newest = (select(DatasetVersion.id).join(Dataset, Dataset.id == DatasetVersion.dataset_id)
-              .where(named).order_by(DatasetVersion.version.desc()).limit(1).scalar_subquery())
+    newest = (select(dv.id).join(datasets, ds.id == dv.dataset_id)
+              .where(named).order_by(dv.version.desc()).limit(1).scalar_subquery())
     return func.coalesce(alias, newest)
 
 
 def _elements_present(zs):
     """How many of the atomic numbers ``zs`` the composition contains."""
-    ce = aliased(CompositionElement)
+    ce = composition_elements.alias().c
     return (select(func.count()).where(ce.z.in_(sorted(set(zs))), ce.composition_id == C.id)
-            .correlate(C).scalar_subquery())
+            .correlate(compositions).scalar_subquery())
 
 
 def per_atom(lab, lid):
@@ -540,20 +541,22 @@ def per_atom(lab, lid):
 
     A structure with an element lacking a reference energy then has no value (no match).
     """
-    ce, re_ = aliased(CompositionElement), aliased(ReferenceEnergy)
-    has_refs = exists().where(ReferenceEnergy.level_id == lid)
+    ce, re_t = composition_elements.alias().c, reference_energies.alias()
+    re_ = re_t.c
+    has_refs = exists().where(reference_energies.c.level_id == lid)
     # Both sub-queries walk the level's reference energies and probe (z, composition_id).
     count = (select(ce.count).where(ce.z == re_.z, ce.composition_id == S.composition_id)
-             .correlate(S, re_).scalar_subquery())
+             .correlate(structures, re_t).scalar_subquery())
     ref_sum = (select(func.sum(re_.energy * count)).where(re_.level_id == lid)
-               .correlate(S).scalar_subquery())
-    ce2, re2 = aliased(CompositionElement), aliased(ReferenceEnergy)
-    covered = (select(func.count()).select_from(re2)
+               .correlate(structures).scalar_subquery())
+    ce2, re2_t = composition_elements.alias().c, reference_energies.alias()
+    re2 = re2_t.c
+    covered = (select(func.count()).select_from(re2_t)
                .where(re2.level_id == lid,
                       exists().where(ce2.z == re2.z, ce2.composition_id == S.composition_id)
-                      .correlate(S, re2))
-               .correlate(S).scalar_subquery())
-    nelements = (select(C.nelements).where(C.id == S.composition_id).correlate(S)
+                      .correlate(structures, re2_t))
+               .correlate(structures).scalar_subquery())
+    nelements = (select(C.nelements).where(C.id == S.composition_id).correlate(structures)
                  .scalar_subquery())
     missing = covered < nelements
     n = cast(S.n_atoms, Float)

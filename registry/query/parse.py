@@ -1,7 +1,8 @@
 """OPTIMADE filter text -> :mod:`registry.query.ast` nodes.
 
-Parsing uses the ``optimade`` package's Lark grammar and parser; the tree is turned into our
-nodes by the transformer below (optimade's own MongoDB/Elastic transformers are not used).
+Parsing uses the ``optimade`` package's Lark grammar as a LALR(1) parser whose tables are kept on
+disk (:mod:`.grammar`); the tree is turned into our nodes by the transformer below (optimade's
+own MongoDB/Elastic transformers are not used).
 """
 
 from __future__ import annotations
@@ -11,12 +12,19 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from lark import Token
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
 from lark.visitors import Transformer_NonRecursive
 
 from ..errors import BadInput
 from . import ast
 from .fields import at, field_list
+from .grammar import parser
 
 _ESC = re.compile(r'\\(["\\])')
 
@@ -24,13 +32,6 @@ _ESC = re.compile(r'\\(["\\])')
 class _Prop(NamedTuple):
     name: str
     pos: tuple[int, int]
-
-
-@lru_cache(maxsize=1)
-def _parser():
-    from optimade.filterparser import LarkParser
-
-    return LarkParser(version=(1, 2, 0))
 
 
 def _int(tok) -> int:
@@ -157,7 +158,8 @@ def _no_property_value(v, prop: _Prop) -> None:
 
 def _syntax_error(text: str, exc: UnexpectedInput) -> BadInput:
     line, col = exc.line, exc.column
-    if isinstance(exc, UnexpectedEOF) or line is None or line < 0:
+    at_end = isinstance(exc, UnexpectedToken) and exc.token.type == "$END"
+    if isinstance(exc, UnexpectedEOF) or at_end or line is None or line < 0:
         lines = text.splitlines() or [""]
         line, col = len(lines), len(lines[-1]) + 1
         what = "unexpected end of filter"
@@ -166,7 +168,7 @@ def _syntax_error(text: str, exc: UnexpectedInput) -> BadInput:
     else:
         tok = getattr(exc, "token", None)
         what = f"unexpected {str(tok)!r}" if tok is not None and str(tok) else "unexpected input"
-    context = exc.get_context(text).rstrip("\n") if line == exc.line else ""
+    context = exc.get_context(text).rstrip("\n") if line == exc.line and not at_end else ""
     msg = f"filter syntax error at line {line}, column {col}: {what}"
     if context:
         msg += "\n" + context
@@ -200,8 +202,8 @@ def _check_text_size(text: str) -> None:
 def parse(text: str) -> ast.Cond:
     """Parse OPTIMADE filter text into a filter expression (``""`` matches everything).
 
-    Results are cached by text (the nodes are immutable): the Earley parser of the OPTIMADE
-    grammar takes milliseconds, a repeated filter then costs nothing to parse. Filters
+    Results are cached by text (the nodes are immutable): parsing takes a millisecond or so,
+    a repeated filter then costs nothing to parse. Filters
     beyond :data:`~registry.query.ast.MAX_DEPTH` or ``MAX_TERMS`` are refused (BadInput).
     """
     if not isinstance(text, str):
@@ -212,8 +214,8 @@ def parse(text: str) -> ast.Cond:
 @lru_cache(maxsize=1024)
 def _parse_cached(text: str) -> ast.Cond:
     _check_text_size(text)
-    try:  # the Lark object of optimade's LarkParser: its errors carry line and column
-        tree = _parser().lark.parse(text) if text.strip() else None
+    try:  # Lark's errors carry line and column
+        tree = parser().parse(text) if text.strip() else None
     except UnexpectedInput as exc:
         raise _syntax_error(text, exc) from None
     except RecursionError:  # last resort: the limits above should keep the parser shallow

@@ -269,7 +269,7 @@ def current_revision(engine: Engine) -> str | None:
 
 # The newest migration's revision id. Kept here so opening a registry need not import Alembic;
 # tests/test_migrations.py checks it equals Alembic's head.
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 
 
 def head_revision() -> str:
@@ -279,17 +279,84 @@ def head_revision() -> str:
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
-def require_schema(engine: Engine) -> None:
-    """Raise :class:`SchemaOutOfDate` unless the database is at the head revision."""
-    where = engine.url.render_as_string(hide_password=True)
+def _checked_revision(engine: Engine) -> str | None:
+    """:func:`current_revision`, a driver error becoming :class:`DatabaseUnavailable`."""
     try:
-        rev = current_revision(engine)
+        return current_revision(engine)
     except DBAPIError as exc:
+        where = engine.url.render_as_string(hide_password=True)
         msg = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise DatabaseUnavailable(f"cannot read the schema version of {where}: {msg}") from None
-    if rev != SCHEMA_REVISION:
-        state = "has no schema" if rev is None else f"is at revision {rev}"
-        raise SchemaOutOfDate(f"database {where} {state}; run `nnp db upgrade`")
+
+
+def require_schema(engine: Engine) -> None:
+    """Raise :class:`SchemaOutOfDate` unless the database is at the head revision."""
+    rev = _checked_revision(engine)
+    if rev == SCHEMA_REVISION:
+        return
+    where = engine.url.render_as_string(hide_password=True)
+    if rev is None and not is_new_database(engine):
+        raise SchemaOutOfDate(
+            f"database {where} has tables but no nnp-registry schema (no alembic_version "
+            f"table), so it was made by something else; refusing to create the registry's "
+            f"tables beside them: use a new database (or run `nnp db upgrade` to add them)")
+    state = "has no schema" if rev is None else f"is at revision {rev}"
+    raise SchemaOutOfDate(f"database {where} {state}; run `nnp db upgrade`")
+
+
+def is_new_database(engine: Engine) -> bool:
+    """Whether the database holds no tables (a SQLite file just created or empty, a PostgreSQL
+    database without tables in its default schema); an ``alembic_version`` table without a
+    revision (left by ``nnp db downgrade base``) counts as none."""
+    with engine.connect() as conn:
+        names = set(inspect(conn).get_table_names())
+        if names - {"alembic_version"}:
+            return False
+        return "alembic_version" not in names or conn.execute(
+            text("SELECT version_num FROM alembic_version")).first() is None
+
+
+# PostgreSQL advisory-lock key under which a new database's schema is created (a fixed
+# 63-bit number: the first bytes of sha256("nnp-registry schema init")).
+INIT_LOCK_KEY = 0x2C6A1E5B7F3D9041
+
+
+def ensure_schema(engine: Engine, url: str) -> bool:
+    """Require the head schema, creating it first when the database is new (True then).
+
+    Like MLflow's tracking store, a new database (:func:`is_new_database`) gets the schema at
+    the head revision on first use. Any other database must be at the head revision already:
+    an older one is refused with the message naming ``nnp db upgrade`` (never upgraded
+    silently), and one with tables but no ``alembic_version`` (another application's) is
+    refused. Processes creating the same new database at once take turns: on PostgreSQL under
+    an advisory lock, the database checked again once it is held; on SQLite the migration
+    is one ``BEGIN IMMEDIATE`` transaction (the database's write lock), inside which Alembic
+    reads the revision, so the second process finds the schema made and applies nothing.
+    """
+    if _checked_revision(engine) == SCHEMA_REVISION:  # the usual case: one query
+        return False
+    if not is_new_database(engine):
+        require_schema(engine)  # raises, unless another process just made the schema
+        return False
+    try:
+        if engine.dialect.name == "postgresql":
+            with engine.connect() as conn:
+                conn.execute(select(func.pg_advisory_lock(INIT_LOCK_KEY)))
+                try:
+                    if is_new_database(engine):
+                        upgrade(url)
+                finally:
+                    conn.execute(select(func.pg_advisory_unlock(INIT_LOCK_KEY)))
+                    conn.commit()
+        else:
+            upgrade(url)
+    except DBAPIError as exc:  # e.g. a role that may not create tables
+        where = engine.url.render_as_string(hide_password=True)
+        msg = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseUnavailable(f"cannot create the registry schema in the new database "
+                                  f"{where}: {msg}") from None
+    require_schema(engine)
+    return True
 
 
 def database_size(engine: Engine) -> int | None:

@@ -1,4 +1,9 @@
-"""Levels of theory: canonical names, content hashes, and their rows (created on first use)."""
+"""Levels of theory: canonical names, content hashes, and their rows (created on first use).
+
+Core only (:mod:`.tables`): rows are read as :class:`~sqlalchemy.engine.Row` (attributes like
+an ORM object, read-only), so the query path that resolves levels never imports the ORM. The
+functions taking a session ``s`` accept an ORM session or a Core connection alike.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,14 @@ import hashlib
 import json
 import re
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import BadInput, Conflict, NotFound
 from .provenance import current_user
 from .refs import check_int, check_text, int_range, shown
-from .schema import LevelOfTheory, ReferenceEnergy
+from .tables import levels_of_theory, reference_energies
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9()*+,\-_.'/ ]*$")
 
@@ -24,7 +30,7 @@ def canonical_name(name: str) -> str:
     canon = " ".join(name.strip().lower().split())
     if not canon or not _NAME.match(canon):
         raise BadInput(f"invalid level-of-theory name {shown(name)}")
-    return check_text(canon, "level-of-theory name", LevelOfTheory.name)
+    return check_text(canon, "level-of-theory name", levels_of_theory.c.name)
 
 
 def parse_name(name: str) -> tuple[str, str | None]:
@@ -65,7 +71,7 @@ def default_rank(method: str) -> int:
     return 20  # DFT and anything else
 
 
-def level_dict(lv: LevelOfTheory, refs: dict[int, float] | None = None) -> dict:
+def level_dict(lv: Row, refs: dict[int, float] | None = None) -> dict:
     out = {c: getattr(lv, c) for c in ("id", "name", "method", "basis", "program",
                                         "program_version", "keywords", "hash",
                                         "fidelity_rank", "description")}
@@ -75,21 +81,25 @@ def level_dict(lv: LevelOfTheory, refs: dict[int, float] | None = None) -> dict:
 
 
 def _known_levels(s) -> str:
-    names = s.scalars(select(LevelOfTheory.name).order_by(LevelOfTheory.name)).all()
+    names = s.scalars(select(levels_of_theory.c.name).order_by(levels_of_theory.c.name)).all()
     return ", ".join(names) or "(none)"
 
 
-def level_row(s, name: str) -> LevelOfTheory:
+def _by_name(s, canon: str) -> Row | None:
+    return s.execute(select(levels_of_theory).where(levels_of_theory.c.name == canon)).first()
+
+
+def level_row(s, name: str) -> Row:
     """The level called ``name`` (any case/spacing); NotFound lists the known levels."""
     canon = canonical_name(name)
-    lv = s.scalar(select(LevelOfTheory).where(LevelOfTheory.name == canon))
+    lv = _by_name(s, canon)
     if lv is None:
         raise NotFound(f"unknown level of theory {canon!r}; known levels: "
                        f"{_known_levels(s)}")
     return lv
 
 
-def level_rows(s, names) -> list[LevelOfTheory]:
+def level_rows(s, names) -> list[Row]:
     """The levels called ``names``, in that order (see :func:`level_row`)."""
     return [level_row(s, n) for n in names]
 
@@ -97,24 +107,23 @@ def level_rows(s, names) -> list[LevelOfTheory]:
 def level_ids(s, names=None) -> dict[str, int]:
     """{canonical name: id} of ``names`` (default: every level, by name)."""
     if names is None:
-        return dict(s.execute(select(LevelOfTheory.name, LevelOfTheory.id)
-                              .order_by(LevelOfTheory.name)).all())
+        return dict(s.execute(select(levels_of_theory.c.name, levels_of_theory.c.id)
+                              .order_by(levels_of_theory.c.name)).all())
     return {lv.name: lv.id for lv in (level_row(s, n) for n in names)}
 
 
 def ensure_level(reg, name: str, **fields) -> dict:
     """The level called ``name``, created on first use (method/basis parsed from it)."""
     canon = canonical_name(name)
-    with reg.session() as s:
-        lv = s.scalar(select(LevelOfTheory).where(LevelOfTheory.name == canon))
+    with reg.connect() as s:
+        lv = _by_name(s, canon)
         if lv is not None:
             return level_dict(lv)
     try:
         return add_level(reg, canon, **fields)
     except Conflict:  # created concurrently by another process
-        with reg.session() as s:
-            lv = s.scalar(select(LevelOfTheory).where(LevelOfTheory.name == canon))
-            return level_dict(lv)
+        with reg.connect() as s:
+            return level_dict(_by_name(s, canon))
 
 
 def add_level(reg, name: str, *, method=None, basis=None, program=None,
@@ -126,7 +135,7 @@ def add_level(reg, name: str, *, method=None, basis=None, program=None,
     """
     canon = canonical_name(name)
     p_method, p_basis = parse_name(canon)
-    L = LevelOfTheory
+    L = levels_of_theory.c
     method = check_text(method, "level method", L.method)
     basis = check_text(basis, "level basis", L.basis)
     method = (method or p_method).lower()
@@ -145,28 +154,26 @@ def add_level(reg, name: str, *, method=None, basis=None, program=None,
     # Every write records its user (runs.user): a user name that cannot be recorded is
     # refused here, before an ingest creates its levels and only then opens its run.
     current_user()
-    with reg.session() as s:
-        lv = s.scalar(select(LevelOfTheory).where(LevelOfTheory.name == canon))
+    with reg.connect() as s:
+        lv = _by_name(s, canon)
         if lv is None:
-            lv = LevelOfTheory(
-                name=canon, method=method, basis=basis, program=program,
-                program_version=program_version, keywords=keywords,
-                fidelity_rank=default_rank(method) if fidelity_rank is None
-                else fidelity_rank,
-                description=description,
-                hash=level_hash(method, basis, program, program_version, keywords),
-            )
-            s.add(lv)
             try:
-                s.flush()
+                s.execute(insert(levels_of_theory).values(
+                    name=canon, method=method, basis=basis, program=program,
+                    program_version=program_version, keywords=keywords,
+                    fidelity_rank=default_rank(method) if fidelity_rank is None
+                    else fidelity_rank,
+                    description=description,
+                    hash=level_hash(method, basis, program, program_version, keywords)))
             except IntegrityError:
                 raise Conflict(f"level {canon!r} (or an identical one) exists") from None
-            return level_dict(lv)
+            return level_dict(_by_name(s, canon))
         if (method, basis) != (lv.method, lv.basis):
             raise Conflict(f"level {canon!r} exists with method/basis "
                            f"{lv.method}/{lv.basis}")
         new = dict(program=program, program_version=program_version, keywords=keywords,
                    description=description)
+        changes = {}
         for key, value in new.items():
             old = getattr(lv, key)
             if value is None or value == old:
@@ -174,12 +181,14 @@ def add_level(reg, name: str, *, method=None, basis=None, program=None,
             if old is not None:
                 raise Conflict(f"level {canon!r} already has {key}={old!r}; refusing to "
                                f"change it to {value!r}")
-            setattr(lv, key, value)
+            changes[key] = value
         if fidelity_rank is not None:
-            lv.fidelity_rank = fidelity_rank
-        lv.hash = level_hash(lv.method, lv.basis, lv.program, lv.program_version,
-                             lv.keywords)
-        return level_dict(lv)
+            changes["fidelity_rank"] = fidelity_rank
+        now = {**lv._asdict(), **changes}
+        changes["hash"] = level_hash(now["method"], now["basis"], now["program"],
+                                     now["program_version"], now["keywords"])
+        s.execute(update(levels_of_theory).where(levels_of_theory.c.id == lv.id).values(**changes))
+        return level_dict(_by_name(s, canon))
 
 
 def _check_keywords(keywords) -> dict | None:
@@ -198,16 +207,16 @@ def _check_keywords(keywords) -> dict | None:
 def get_level(reg, name: str) -> dict:
     """The level ``name`` with its reference energies; NotFound lists the known ones."""
     canon = canonical_name(name)
-    with reg.session() as s:
+    re_ = reference_energies.c
+    with reg.connect() as s:
         lv = level_row(s, canon)
-        refs = dict(s.execute(select(ReferenceEnergy.z, ReferenceEnergy.energy)
-                              .where(ReferenceEnergy.level_id == lv.id)).all())
+        refs = dict(s.execute(select(re_.z, re_.energy).where(re_.level_id == lv.id)).all())
         return level_dict(lv, refs)
 
 
 def list_levels(reg) -> list[dict]:
     """Every level, by fidelity rank then name."""
-    with reg.session() as s:
-        rows = s.scalars(select(LevelOfTheory).order_by(LevelOfTheory.fidelity_rank,
-                                                        LevelOfTheory.name)).all()
+    with reg.connect() as s:
+        rows = s.execute(select(levels_of_theory).order_by(levels_of_theory.c.fidelity_rank,
+                                                        levels_of_theory.c.name)).all()
         return [level_dict(lv) for lv in rows]

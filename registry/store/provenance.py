@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ..errors import BadInput
-from .schema import ModelAlias, Run
+from .tables import model_aliases, runs
 
 
 @lru_cache(maxsize=1)
@@ -72,7 +72,7 @@ def current_user() -> str:
             user, where = getpass.getuser(), "the login name (set NNP_USER)"
         except (KeyError, OSError):
             return "unknown"
-    limit = min(Run.user.type.length, ModelAlias.updated_by.type.length)
+    limit = min(runs.c.user.type.length, model_aliases.c.updated_by.type.length)
     if len(user) > limit:
         raise BadInput(f"{where} is longer than {limit} characters ({len(user)}); "
                        "use a shorter name")

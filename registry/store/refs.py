@@ -14,12 +14,12 @@ from typing import NamedTuple
 from sqlalchemy import BigInteger, SmallInteger
 
 from ..errors import BadInput
-from .schema import Model, ModelAlias, ModelVersion
+from .tables import model_aliases, model_versions, models
 
 INT64_MAX = 2**63 - 1
 # Limits from the columns the names are stored in (datasets share the models' lengths).
-NAME_MAX = Model.name.type.length
-ALIAS_MAX = ModelAlias.alias.type.length
+NAME_MAX = models.c.name.type.length
+ALIAS_MAX = model_aliases.c.alias.type.length
 NAME_RE = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._\-+/]{{0,{NAME_MAX - 1}}}$")
 ALIAS_RE = re.compile(rf"^[a-z][a-z0-9_\-]{{0,{ALIAS_MAX - 1}}}$")
 LATEST = "latest"
@@ -126,7 +126,7 @@ def parse_ref(ref: str) -> Ref:
         return Ref(check_name(name), None, check_alias(alias))
     if ":" in ref:
         name, _, ver = ref.rpartition(":")
-        top = int_range(ModelVersion.version)[1]  # dataset versions: the same INTEGER
+        top = int_range(model_versions.c.version)[1]  # dataset versions: the same INTEGER
         if not _DIGITS.match(ver) or not 1 <= int(ver) <= top:
             raise BadInput(f"invalid version {shown(ver)} in {shown(ref)}: expected a "
                            f"positive integer up to {top}")

@@ -141,6 +141,31 @@ def runs_consuming(reg, entity_type: str, entity_id: int) -> list[dict]:
     return [{"id": i, "kind": k, "status": run_state(st, env)} for i, k, st, env in rows]
 
 
+def find_outputs(reg, entity_type: str, *, ref: str | None = None,
+                 entity_id: int | None = None, run_kind: str | None = None,
+                 limit: int = 100) -> list[dict]:
+    """Output edges of type ``entity_type`` recorded by ``ok`` runs (of ``run_kind``), newest
+    run first, optionally only those with this ``ref`` / ``entity_id``: each
+    ``{"run_id", "entity_type", "entity_id", "ref", "sha256", "meta"}``. Analyses find their
+    stored results (artifacts named by a key in ``ref``) this way."""
+    limit = check_int(limit, "limit")
+    q = (select(RunEntity.run_id, RunEntity.entity_type, RunEntity.entity_id, RunEntity.ref,
+                RunEntity.sha256, RunEntity.meta)
+         .join(Run, Run.id == RunEntity.run_id)
+         .where(RunEntity.role == "output", RunEntity.entity_type == entity_type,
+                Run.status == "ok")
+         .order_by(RunEntity.run_id.desc(), RunEntity.id).limit(limit))
+    if ref is not None:
+        q = q.where(RunEntity.ref == ref)
+    if entity_id is not None:
+        q = q.where(RunEntity.entity_id == entity_id)
+    if run_kind is not None:
+        q = q.where(Run.kind == run_kind)
+    with reg.session() as s:
+        return [{"run_id": r[0], "entity_type": r[1], "entity_id": r[2], "ref": r[3],
+                 "sha256": r[4], "meta": r[5]} for r in s.execute(q)]
+
+
 def list_runs(reg, *, kind: str | None = None, status: str | None = None,
               limit: int = 50) -> list[dict]:
     """Newest runs first. A ``running`` run whose process is gone from this host is shown

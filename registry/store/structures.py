@@ -1,44 +1,14 @@
-"""Stored structures read back: counts (stats) and FrameBatch chunks (export)."""
+"""Stored structures read back as FrameBatch chunks (export, training data)."""
 
 from __future__ import annotations
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from ..chem.arrays import unpack, unpack_numbers
-from ..chem.elements import SYMBOLS
 from ..chem.frames import FrameBatch, LabelColumns
-from .engine import database_size
 from .levels import level_ids as lookup_level_ids
-from .schema import CompositionElement, Label, LevelOfTheory, Structure
-
-
-def stats(reg) -> dict:
-    """Counts of structures and labels per level, elements present, URL and size."""
-
-    with reg.session() as s:
-        n_struct = s.scalar(select(func.count()).select_from(Structure))
-        per_level = s.execute(
-            select(LevelOfTheory.name, Label.status, func.count())
-            .join(Label, Label.level_id == LevelOfTheory.id)
-            .group_by(LevelOfTheory.name, Label.status)).all()
-        ce = CompositionElement
-        elems = s.execute(select(ce.z, func.count()).select_from(Structure)
-                          .join(ce, ce.composition_id == Structure.composition_id)
-                          .group_by(ce.z).order_by(ce.z)).all()
-        levels = {}
-        for name, status, n in per_level:
-            levels.setdefault(name, {})[status] = n
-        for name in s.scalars(select(LevelOfTheory.name)):
-            levels.setdefault(name, {})
-    return {
-        "database": reg.engine.url.render_as_string(hide_password=True),
-        "dialect": reg.dialect,
-        "size_bytes": database_size(reg.engine),
-        "structures": n_struct,
-        "labels": {k: {"ok": v.get("ok", 0), **v} for k, v in sorted(levels.items())},
-        "elements": {SYMBOLS[z]: n for z, n in elems},
-    }
+from .schema import Label, Structure
 
 
 def iter_frames(reg, levels=None, structure_ids=None, *, labelled_only: bool = False,

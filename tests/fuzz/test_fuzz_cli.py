@@ -13,9 +13,9 @@ numbers, empty strings, unicode, SQL-looking text, missing and unknown options) 
   consistent (dataset sizes, compositions, no run left running) and ``--json`` output is JSON.
 
 Left out (:data:`EXCLUDED`): ``nnp demo`` (runs the whole demo), ``nnp train``,
-``nnp evaluate``, ``nnp md`` and ``nnp models verify`` (start Dask workers, train or run
-models), and ``--yes`` on ``nnp db downgrade`` (which drops data by design; without it the
-command must refuse).
+``nnp evaluate``, ``nnp md``, ``nnp models verify`` and ``nnp diversity`` (start Dask
+workers, train or run models, run t-SNE), and ``--yes`` on ``nnp db downgrade`` (which drops
+data by design; without it the command must refuse).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from .support import (
 
 EXCLUDED = {("demo",): "runs the whole demo", ("train",): "starts Dask workers and trains",
             ("evaluate",): "runs a model", ("md",): "runs molecular dynamics with a model",
+            ("diversity",): "starts Dask workers and runs t-SNE",
             ("models", "verify"): "runs a model (and exits 1 when a check fails)"}
 NEVER = {("db", "downgrade"): {"--yes"}}  # destructive by design: must refuse without it
 # Values kept out until a known bug is fixed (test_fuzz_findings.py reproduces each):

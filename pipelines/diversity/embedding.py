@@ -1,0 +1,96 @@
+"""t-SNE maps with openTSNE: a full fit, and new points embedded into a stored map.
+
+:func:`fit_map` is ``openTSNE.TSNE(perplexity, random_state=seed, n_jobs).fit(X)`` with every
+other setting at openTSNE's defaults (PCA initialisation, approximate neighbours and the
+FFT-accelerated gradient for large sets). :func:`extend_map` places new points into an existing
+map with openTSNE's ``TSNEEmbedding.transform`` (the reference points stay where they are, up
+to the centring openTSNE applies), so AL iterations are comparable on one map.
+
+A stored map keeps its coordinates and feature vectors, not openTSNE's objects (nothing is
+pickled). ``transform`` needs only the affinities of the *new* points to the reference ones,
+so :class:`ReferenceAffinities` gives openTSNE exactly that: the new points' exact nearest
+reference neighbours (:mod:`.neighbors`) turned into point-wise affinities by openTSNE's own
+``joint_probabilities_nn``, without rebuilding the reference set's neighbour graph.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from registry.errors import BadInput
+
+from .neighbors import nearest
+
+CALLBACK_EVERY = 50  # iterations between progress reports
+
+
+def check_perplexity(perplexity: float, n: int, what: str) -> None:
+    """:class:`BadInput` unless ``n`` points suffice for ``perplexity`` (openTSNE needs more
+    than 3 × perplexity)."""
+    if n <= 3 * perplexity:
+        raise BadInput(f"{what}: {n} environments are too few for perplexity {perplexity:g} "
+                       f"(openTSNE needs more than 3 × perplexity = {3 * perplexity:g}); "
+                       f"lower --perplexity or analyse more data")
+
+
+def fit_map(features: np.ndarray, perplexity: float, seed: int, *, n_jobs: int = 1,
+            on_iteration=None) -> np.ndarray:
+    """(n, 2) t-SNE coordinates of ``features``. ``on_iteration(done, total)`` is called every
+    50 iterations (it makes openTSNE evaluate the KL divergence then, so it costs a little)."""
+    from openTSNE import TSNE
+
+    kw = {}
+    if on_iteration is not None:
+        calls = [0]
+
+        def callback(iteration, error, embedding):
+            calls[0] += 1
+            total = tsne.early_exaggeration_iter + tsne.n_iter
+            on_iteration(min(calls[0] * CALLBACK_EVERY, total), total)
+
+        kw = {"callbacks": callback, "callbacks_every_iters": CALLBACK_EVERY}
+    tsne = TSNE(perplexity=perplexity, random_state=seed, n_jobs=n_jobs, **kw)
+    return np.asarray(tsne.fit(np.asarray(features, dtype=np.float32)), dtype=np.float64)
+
+
+def reference_affinities(reference: np.ndarray, n_jobs: int = 1):
+    """An ``openTSNE.affinity.Affinities`` that knows only how new points relate to
+    ``reference`` (see the module docstring)."""
+    import scipy.sparse
+    from openTSNE.affinity import Affinities, joint_probabilities_nn
+
+    class ReferenceAffinities(Affinities):
+        def __init__(self):
+            super().__init__()
+            self.reference = np.asarray(reference, dtype=np.float32)
+            n = len(self.reference)
+            self.P = scipy.sparse.csr_matrix((n, n))  # the fit's P is not needed to add points
+
+        @property
+        def n_samples(self):
+            return len(self.reference)
+
+        def to_new(self, data, perplexity=5, return_distances=False, k_neighbors="auto"):
+            k = min(self.n_samples, int(3 * perplexity)) if k_neighbors == "auto" \
+                else int(k_neighbors)
+            neighbors, distances = nearest(data, self.reference, k)
+            P = joint_probabilities_nn(neighbors, distances, [min(perplexity, k / 3)],
+                                       symmetrize=False, normalization="point-wise",
+                                       n_reference_samples=self.n_samples, n_jobs=n_jobs)
+            return (P, neighbors, distances) if return_distances else P
+
+    return ReferenceAffinities()
+
+
+def extend_map(coords: np.ndarray, reference: np.ndarray, new: np.ndarray, seed: int, *,
+               n_jobs: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(reference coordinates, new coordinates): ``new`` feature vectors placed into the map
+    ``coords`` of ``reference`` by openTSNE's ``transform`` (its default settings). The
+    reference coordinates come back shifted by the centring ``transform`` applies."""
+    from openTSNE import TSNEEmbedding
+
+    emb = TSNEEmbedding(np.asarray(coords, dtype=np.float64), reference_affinities(reference,
+                                                                                   n_jobs),
+                        random_state=seed, n_jobs=n_jobs)
+    placed = emb.transform(np.asarray(new, dtype=np.float32))
+    return np.asarray(emb, dtype=np.float64), np.asarray(placed, dtype=np.float64)
