@@ -198,6 +198,8 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/nnp-al-science"))
     ap.add_argument("--png", type=Path, default=ROOT / "docs/img/al-science.png")
     ap.add_argument("--pools", default="redundant,balanced")
+    ap.add_argument("--tag", default="", help="Prefix of the campaign names (a new setting "
+                                              "in the same workdir).")
     args = ap.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -210,7 +212,7 @@ def main() -> None:
 
     url = f"sqlite:///{work / 'registry.db'}"
     upgrade(url)
-    results_path = work / "results.json"
+    results_path = work / f"results{'-' + args.tag.strip('-') if args.tag else ''}.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     with Registry(url) as reg, \
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
@@ -222,7 +224,8 @@ def main() -> None:
                     key = f"{name}-{sel}-{r}"
                     if key in results:
                         continue
-                    results[key] = campaign(reg, client, key, files[name]["dataset"],
+                    results[key] = campaign(reg, client, args.tag + key,
+                                            files[name]["dataset"],
                                             files[name]["pool"], sel, args, seed=r)
                     results_path.write_text(json.dumps(results, indent=1))
                     last = results[key][-1]
@@ -231,7 +234,8 @@ def main() -> None:
                           f"{last['energy_mev_per_atom']:.2f} meV/atom "
                           f"({last['campaign_seconds']:.0f} s)", flush=True)
     summary = summarize(results)
-    (work / "summary.json").write_text(json.dumps(summary, indent=1))
+    (work / results_path.name.replace("results", "summary")).write_text(
+        json.dumps(summary, indent=1))
     plot(summary, args.png)
     for name, s in summary.items():
         print(f"\n{name} pool, {s['repeats']} repeats (mean ± sd):")
