@@ -275,6 +275,8 @@ def _batch_of(parts: list[dict], level, opts, path: str) -> FrameBatch:
 
 def _split_absent(part: dict) -> list[dict]:
     """Split a group's conformers by which optional quantities they have (all-NaN = absent)."""
+    if not any(np.isnan(part[q].sum()) for q in _DEFAULT if q in part):
+        return [part]  # no NaN anywhere (a sum is NaN if any term is): the usual case
     has = {q: ~np.isnan(part[q].reshape(len(part[q]), -1)).all(axis=1)
            for q in _DEFAULT if q in part}
     if all(h.all() for h in has.values()):
