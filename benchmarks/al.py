@@ -10,8 +10,9 @@
    TorchANI models (each a full ANI: AEV + one network), evaluated one after another on the
    same batch, the way a committee of independently loaded models is run. Both: the same
    weights, float32, one torch thread, no gradient (energies); and again with forces
-   (autograd of the energies, the MD case). Frames/s = frames / seconds per call (the best
-   of ``--repeat``, the two taking turns); ratio = ours / peer.
+   (autograd of the energies, the MD case). Frames/s = frames / CPU seconds per call (the
+   median of ``--repeat``, the two taking turns; CPU time, so other jobs on a shared machine
+   do not enter); ratio = ours / peer.
 2. ``--campaign``: a two-iteration campaign (tiny aluminium, EMT, 2 members, in-process Dask)
    on a temporary SQLite registry; per iteration, the wall time of its phases and the share
    spent on the campaign's own bookkeeping (reads and writes of its state tables, in the
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -43,17 +45,18 @@ def frames(n: int):
 
 
 def timed(fns: dict, repeat: int) -> dict:
-    """Seconds per call of each function: the best of ``repeat`` runs, the functions taking
-    turns, so a busy machine slows both alike and the best run is the least disturbed."""
+    """CPU seconds per call of each function (this process, one torch thread: insensitive to
+    other jobs on a shared machine): the median of ``repeat`` runs, the functions taking
+    turns."""
     for fn in fns.values():
         fn()  # warm-up (allocations, neighbour-list sizes)
     out: dict = {k: [] for k in fns}
     for _ in range(repeat):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             fn()
-            out[k].append(time.perf_counter() - t0)
-    return {k: min(v) for k, v in out.items()}
+            out[k].append(time.process_time() - t0)
+    return {k: statistics.median(v) for k, v in out.items()}
 
 
 def committee_throughput(k: int, n: int, repeat: int) -> list[dict]:

@@ -176,14 +176,14 @@ def _judge(p1: _Pass1) -> tuple[_Plan, np.ndarray, dict[str, np.ndarray]]:
     p1.hashes = [digests]  # one copy, not two
     n = len(digests)
     by_hash = np.argsort(digests, kind="stable")  # ties stay in file order
-    ordered = digests[by_hash]
-    starts = np.ones(n, dtype=bool)
-    starts[1:] = ordered[1:] != ordered[:-1]
-    del ordered
+    starts = np.ones(n, dtype=bool)  # first of a run of equal hashes, in hash order
+    for lo in range(1, n, 1 << 20):  # in slices: no second copy of every digest
+        hi = min(lo + (1 << 20), n)
+        starts[lo:hi] = digests[by_hash[lo:hi]] != digests[by_hash[lo - 1:hi - 1]]
     first = np.zeros(n, dtype=bool)
     first[by_hash[starts]] = True
-    run = np.cumsum(starts) - 1
-    repeated = np.sort(by_hash[np.bincount(run)[run] > 1])  # in file order
+    runs = np.diff(np.append(np.flatnonzero(starts), n))
+    repeated = np.sort(by_hash[np.repeat(runs > 1, runs)])  # in file order
     levels = sorted({lv for per in p1.present for lv in per})
     suspects = {}
     for level in levels:
