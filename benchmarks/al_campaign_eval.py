@@ -32,7 +32,8 @@ def test_set(reg, system: str) -> str:
                   else systems.organic_test_set())
         level = systems.SYSTEMS[system][0]
         reg.ingest(frames, level, source=f"{system} test set")
-        reg.create_dataset_version(name, levels=[level], split="0,0,1", group_by="none")
+        reg.create_dataset_version(name, levels=[level], split="0,0,1", group_by="none",
+                                   filter=f'_nnp_source = "{system} test set"')
     return f"{name}@latest"
 
 

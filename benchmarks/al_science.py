@@ -43,8 +43,9 @@ POOLS = {"redundant": ["bulk 300 K"] * 16 + ["bulk 1500 K", "(111) 900 K", "(100
                                              "melt 2500 K"],
          "balanced": [c for c in ("bulk 300 K", "bulk 1500 K", "(111) 900 K",
                                   "(100) 900 K", "melt 2500 K") for _ in range(4)]}
+# Forces weigh as much as energies: the check is about force errors.
 CONFIG = {"hidden": [32, 16], "radial_shifts": 8, "angular_shifts": 4, "angular_sections": 4,
-          "batch_size": 8, "lr": 3e-3}
+          "batch_size": 8, "lr": 3e-3, "forces_weight": 1.0}
 N_START = 8
 
 
@@ -75,17 +76,19 @@ def setup(reg, client, repeat: int, work: Path) -> dict:
                               for k, cond in enumerate(TEST_CONDITIONS)])
         reg.ingest([f for part in test for f in part], "emt", source="al test")
         reg.create_dataset_version("al-test", levels=["emt"], split="0,0,1",
-                                   group_by="none")
+                                   group_by="none", filter='_nnp_source = "al test"')
+    dataset = f"start-{repeat}"  # the same starting data for both pools
+    if not any(d["name"] == dataset for d in reg.list_datasets()):
+        source = f"al science start {repeat}"
+        reg.ingest(emt_trajectory("bulk 300 K", 500 + repeat, frames=N_START), "emt",
+                   source=source)
+        reg.create_dataset_version(dataset, levels=["emt"], split="0.75,0.25,0",
+                                   group_by="none", seed=repeat,
+                                   filter=f'_nnp_source = "{source}"')
     for name in POOLS:
         path = work / f"pool-{name}-{repeat}.extxyz"
-        dataset = f"start-{name}-{repeat}"
         if not path.exists():
             ase.io.write(path, pool(client, name, 10 + repeat), format="extxyz")
-        if not any(d["name"] == dataset for d in reg.list_datasets()):
-            start = emt_trajectory("bulk 300 K", 500 + repeat, frames=N_START)
-            reg.ingest(start, "emt", source=f"al science start {repeat}")
-            reg.create_dataset_version(dataset, levels=["emt"], split="0.75,0.25,0",
-                                       group_by="none", seed=repeat)
         out[name] = {"pool": path, "dataset": dataset}
     return out
 

@@ -194,9 +194,11 @@ def prepare_example(reg, system: str, dataset: str, seeds_path, *, n: int | None
     else:
         frames, seeds = organic_start(n or 6, seed, spec), organic_seeds()
     lab.ensure_level(reg)
-    summary = reg.ingest(frames, lab.level["name"], source=f"al example {system}")
+    source = f"al example {system} {seed}"
+    summary = reg.ingest(frames, lab.level["name"], source=source)
     version = reg.create_dataset_version(
         dataset, levels=[lab.level["name"]], split="0.8,0.1,0.1", group_by="none", seed=seed,
+        filter=f'_nnp_source = "{source}"',
         note=f"active-learning example {system}: starting data")
     ase.io.write(seeds_path, seeds, format="extxyz")
     return {"system": system, "labeler": spec, "dataset": version["ref"],
