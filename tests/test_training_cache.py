@@ -100,6 +100,63 @@ def test_periodic_cells_with_self_images(registry, cache):
     _compare_batches(plan)
 
 
+def test_periodic_batches_match_single_frames(registry, cache):
+    """Several frames of one cell in a batch: each gets its own energy and forces, the ones
+    the calculator (its own neighbour list, one frame) gives. torchani's all-pairs periodic
+    neighbour list covers only a batch's first frame; training, evaluation and the cache
+    must not depend on it."""
+    import torch
+    from ase import Atoms
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    from pipelines.training.aev_cache import features_for
+    from pipelines.training.archs import new_member
+    from pipelines.training.calculator import NNPCalculator
+    from pipelines.training.evaluate import predict_members
+    from pipelines.training.loop import energies_ev
+
+    frames = []
+    for k in range(7):
+        a = bulk("Al", "fcc", a=4.05, cubic=True).repeat((2, 2, 2))
+        a.rattle(0.15, seed=k)
+        a.positions[k] += a.cell[0] * 1.2  # one atom outside the box, as MD leaves them
+        a.calc = EMT()
+        a.info["energy"] = a.get_potential_energy()
+        a.arrays["forces"] = a.get_forces()
+        a.calc = None
+        frames.append(a)
+    plan = _plan(registry, frames)
+    cfg, data = plan["config"], plan["data"]
+    (group,) = data.groups
+    model = new_member(cfg, 0, "cpu", torch.float64)
+    calc = NNPCalculator(cfg, [model.state_dict()])
+    want_e, want_f = {}, {}
+    for i, row in enumerate(group.index):
+        n = int(group.n_atoms[i])
+        at = Atoms(numbers=group.numbers[i][:n], positions=group.positions[i][:n],
+                   cell=group.cell, pbc=group.pbc)
+        at.calc = calc
+        # the calculator adds the reference energies; batches predict the residual
+        want_e[row] = at.get_potential_energy() - data.energy_ref[row]
+        want_f[row] = at.get_forces()
+    assert len({round(e, 6) for e in want_e.values()}) == len(frames)
+    feats, _ = features_for(data, model, cfg, "cpu", torch.float64, True)
+    for features in (feats, None):
+        for b in data.batches(None, 4, dtype=torch.float64, forces=True, features=features):
+            assert len(b.index) > 1 or features is None
+            e, f = (t.detach().numpy() for t in energies_ev(model, b, True))
+            for i, row in enumerate(b.index):
+                assert e[i] == pytest.approx(want_e[row], abs=1e-4)
+                np.testing.assert_allclose(f[i][:32], want_f[row], rtol=1e-5, atol=1e-4)
+    e, f = predict_members(new_member(cfg, 0, "cpu", torch.float32), data, ["train", "val",
+                           "test"], "cpu", torch.float32, True, 4, n_members=1)
+    off = data.atom_offsets()
+    for row in group.index:
+        assert e[0, row] == pytest.approx(want_e[row], abs=1e-3)
+        np.testing.assert_allclose(f[0, off[row]:off[row + 1]], want_f[row], rtol=1e-4, atol=1e-3)
+
+
 def test_energy_only_and_over_budget_fall_back(registry, cache, caplog, tmp_path):
     import torch
 

@@ -27,6 +27,8 @@ import numpy as np
 from registry.chem.elements import SYMBOLS, symbol_to_z
 from registry.errors import BadInput
 
+from ..training.periodic import per_frame
+
 ANI1X_SPECIES = (1, 6, 7, 8)
 BATCH = 128  # structures per AEV call
 CHUNK_STRUCTURES = 2000  # at most this many structures per task
@@ -153,7 +155,7 @@ def extract(data, extractor, rows: np.ndarray, atoms: np.ndarray) -> dict:
                 numbers = g.numbers[pos, :width]
                 species = torch.as_tensor(np.where(numbers > 0, extractor.index[numbers], -1))
                 coords = torch.as_tensor(g.positions[pos, :width], dtype=torch.float32)
-                aev = extractor.aev(species, coords, cell, pbc)
+                aev = per_frame(extractor.aev, species, coords, cell, pbc, dim=0)
                 sel = mine[(req_p[mine] >= pos[0]) & (req_p[mine] <= pos[-1])]
                 b = np.searchsorted(pos, req_p[sel])
                 zs = numbers[b, atoms[sel]]

@@ -33,7 +33,7 @@ RUN_KIND = "diversity"
 MAP = "diversity_map"
 NUMBERS = "diversity_numbers"
 PNG = "diversity_png"
-FORMAT = 1
+FORMAT = 2  # 2: AEVs of periodic frames computed one frame at a time
 _META = "nnp_diversity_map"
 _ARRAYS = {"coords": np.float32, "features": np.float32, "structure_id": np.int64,
            "atom": np.int32, "member": np.uint8, "iteration": np.int32, "split": np.int8,

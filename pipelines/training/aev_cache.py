@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FORMAT = 1
+FORMAT = 2  # 2: periodic frames built one per chunk (caches of format 1 are wrong)
 _NETS = "potentials.nnp.neural_networks."
 _CHUNK_CUBE = 24_000  # frames per chunk x width³: bounds the angular triples held at once
 _BLOCK_FLOATS = 1 << 22  # floats of one vmapped Jacobian block (3 m, frames, width, D)
@@ -389,7 +389,8 @@ def _tensors(layout, g, dtype, device, lo, hi, width):
 
 def _chunks(g):
     width = int(g.n_atoms.max())
-    step = int(np.clip(_CHUNK_CUBE // width ** 3, 1, 512))
+    # one frame per chunk when periodic: torchani's periodic pairs cover the first frame only
+    step = 1 if g.cell is not None else int(np.clip(_CHUNK_CUBE // width ** 3, 1, 512))
     return width, [(lo, min(lo + step, len(g.n_atoms))) for lo in range(0, len(g.n_atoms), step)]
 
 

@@ -137,6 +137,7 @@ def predict_members(model, data: TrainingData, splits, device, dtype, forces: bo
     import torch
 
     from .ani import HARTREE_EV
+    from .periodic import model_energies
 
     k = n_members
     off = data.atom_offsets()
@@ -146,8 +147,8 @@ def predict_members(model, data: TrainingData, splits, device, dtype, forces: bo
         for b in data.batches(split, batch_size, device=device, dtype=dtype):
             coords = b.coordinates.detach().requires_grad_(forces)
             with torch.set_grad_enabled(forces):
-                e = model((b.species, coords), b.cell, b.pbc,
-                          ensemble_values=True).energies * HARTREE_EV
+                e = model_energies(model, b.species, coords, b.cell, b.pbc,
+                                   ensemble_values=True) * HARTREE_EV
             e_out[:, b.index] = e.detach().double().cpu().numpy()
             if forces:
                 for m in range(k):

@@ -28,6 +28,7 @@ from .ani import AUTO_FORCES_WEIGHT, HARTREE_EV
 from .archs import new_member
 from .data import SPLITS, TrainingData
 from .metrics import split_metrics
+from .periodic import model_energies
 
 
 def torch_dtype(name: str):
@@ -66,7 +67,7 @@ def energies_ev(model, batch, forces: bool, create_graph: bool = False):
     coords = batch.coordinates
     if forces:
         coords = coords.detach().requires_grad_(True)
-    e = model((batch.species, coords), batch.cell, batch.pbc).energies * HARTREE_EV
+    e = model_energies(model, batch.species, coords, batch.cell, batch.pbc) * HARTREE_EV
     if not forces:
         return e, None
     (grad,) = torch.autograd.grad(e.sum(), coords, create_graph=create_graph)
