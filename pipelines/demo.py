@@ -8,7 +8,12 @@
 6. A small torchani ANI ensemble trained on it (one Dask task per member), registered as
    one model version with its metrics and parity plot, aliased ``production``, pulled back
    (hash-verified) and checked against EMT, its lineage printed and drawn.
-7. A short Langevin MD of one molecule with ``NNPCalculator.from_registry(MODEL@production)``
+7. A two-iteration active-learning campaign from that dataset version
+   (:func:`pipelines.active_learning.demo.run_demo_campaign`: committee MD of three seed
+   molecules, the most uncertain frames labelled with EMT, the dataset extended, retrained).
+8. A t-SNE map of the campaign's H and C environments coloured by AL iteration, with the
+   diversity numbers of every version (:func:`pipelines.diversity.diversity`).
+9. A short Langevin MD of one molecule with ``NNPCalculator.from_registry(MODEL@production)``
    (the ensemble mean; each frame's energy_std recorded), itself an ``md`` run in provenance.
 """
 
@@ -20,6 +25,7 @@ from pathlib import Path
 MOLECULES = ("H2O", "NH3", "CH4", "CH3OH", "C2H6", "C2H4", "HCN", "H2CO", "CH3CN", "HCOOH")
 LOW, HIGH = "emt", "gfn2-xtb"
 DATASET, MODEL = "demo-emt", "demo-ani"
+SOURCE, CAMPAIGN = "nnp demo", "demo-al"
 MD_MOLECULE = "CH3OH"
 # A small network: the demo trains on two cores in well under a minute.
 MODEL_CONFIG = {"hidden": [32, 16], "radial_shifts": 8, "angular_shifts": 4,
@@ -36,6 +42,11 @@ class DemoConfig:
     members: int = 2
     md_steps: int = 300
     md_temperature_k: float = 300.0
+    al_iterations: int = 2
+    al_per_iteration: int = 12
+    al_epochs: int = 40
+    diversity_sample: int = 2000
+    diversity_perplexity: float = 30.0
     out_dir: Path = field(default_factory=lambda: Path(".nnp/demo"))
 
 
@@ -82,6 +93,9 @@ def run_demo(cfg: DemoConfig, console) -> dict:
         result["dataset"] = _dataset(reg, console, cfg.seed)
         # the members train on the same workers (no second cluster to start)
         result["model"] = _model(reg, result["dataset"]["ref"], cfg, console, client)
+        result["active_learning"] = _active_learning(reg, result["dataset"]["ref"], cfg,
+                                                     console, client)
+        result["diversity"] = _diversity(reg, result["active_learning"], cfg, console, client)
     result["md"] = _md(reg, cfg, console)
     _lineage(reg, result["model"], cfg, console)
     reg.close()
@@ -89,8 +103,10 @@ def run_demo(cfg: DemoConfig, console) -> dict:
 
 
 def _dataset(reg, console, seed: int) -> dict:
+    # only the demo's own MD frames: the campaign's EMT labels join later versions
     version = reg.create_dataset_version(
         DATASET, levels=[LOW], split="0.8,0.1,0.1", group_by="none", seed=seed,
+        filter=f'_nnp_source = "{SOURCE}"',
         note="nnp demo: EMT MD frames of small molecules")
     info = reg.show_dataset(f"{DATASET}:{version['version']}")
     console.print(f"dataset version [bold]{DATASET}:{version['version']}[/] "
@@ -153,6 +169,44 @@ def _model(reg, dataset_ref: str, cfg: DemoConfig, console, client) -> dict:
             "run_id": trained["run_id"], "parity_png": str(parity)}
 
 
+def _active_learning(reg, dataset_ref: str, cfg: DemoConfig, console, client) -> dict:
+    from .active_learning.demo import run_demo_campaign
+
+    console.rule("[bold]active learning")
+    report = run_demo_campaign(reg, dataset_ref, name=CAMPAIGN, labeler=LOW,
+                               out_dir=cfg.out_dir, client=client, console=console,
+                               iterations=cfg.al_iterations, ensemble=cfg.members,
+                               epochs=min(cfg.epochs, cfg.al_epochs),
+                               per_iteration=cfg.al_per_iteration, seed=cfg.seed)
+    return report
+
+
+def _diversity(reg, report: dict, cfg: DemoConfig, console, client) -> dict:
+    """The campaign's versions on one t-SNE map per element, coloured by AL iteration (0:
+    the starting data; k: the labels iteration k - 1 added)."""
+    from .diversity import diversity
+
+    refs = [it["new_dataset_version"] for it in report["iterations"]
+            if it["new_dataset_version"]]
+    png = cfg.out_dir / "diversity.png"
+    out = diversity(reg, refs, elements=["H", "C"], sample=cfg.diversity_sample,
+                    color_by="iteration", perplexity=cfg.diversity_perplexity,
+                    seed=cfg.seed, output=png, client=client)
+    for symbol, n in out["elements"].items():
+        console.print(f"diversity {symbol}: {n['n_environments']} environments, effective "
+                      f"{n['effective_environments']:.3g}, mean nearest-neighbour distance "
+                      f"{n['mean_nn_distance']:.3g} ({n['map']['mode']} map)",
+                      highlight=False)
+    console.print(f"t-SNE map of {', '.join(refs)} coloured by AL iteration: {png}",
+                  highlight=False)
+    return {"refs": refs, "png": str(png), "run_id": out["run_id"],
+            "elements": {s: {**{k: n[k] for k in ("n_environments", "coverage",
+                                                  "mean_nn_distance",
+                                                  "effective_environments")},
+                             "iterations": [i["iteration"] for i in n["per_iteration"]]}
+                         for s, n in out["elements"].items()}}
+
+
 def _md(reg, cfg: DemoConfig, console) -> dict:
     import ase.io
     from ase.build import molecule
@@ -213,7 +267,7 @@ def _ingest(reg, frames, level, console):
 
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"ingest {level}", total=len(frames))
-        summary = reg.ingest(frames, level, source="nnp demo",
+        summary = reg.ingest(frames, level, source=SOURCE,
                              on_progress=lambda d, t: progress.update(task, completed=d,
                                                                       total=t))
     console.print(f"ingest [bold]{level}[/]: {summary.structures_new} new structures, "

@@ -163,6 +163,19 @@ def test_campaign_two_iterations_and_status(registry, client, cache, tmp_path, n
     assert set(doc) == STATUS_KEYS and doc["state"] == "finished"
     assert [set(it) for it in doc["iterations"]] == [ITERATION_KEYS] * 2
     assert png.read_bytes().startswith(b"\x89PNG")
+    # diversity numbers per iteration: none until computed, then stored and shown
+    assert [it["diversity"] for it in doc["iterations"]] == [[], []]
+    from pipelines.active_learning.report import status
+
+    shown = status(registry, "al-t", compute_diversity=True, client=client)
+    for it in shown["iterations"]:
+        (div,) = it["diversity"]
+        mat = registry.materialize(it["new_dataset_version"])
+        n_al = sum(int((b["numbers"] == 13).sum()) for b in mat.buckets)
+        assert div["features"] == "aev" and div["elements"]["Al"]["n_environments"] == n_al
+    capsys.readouterr()
+    assert nnp("al", "status", "al-t") == 0
+    assert "iteration 1 diversity (aev" in capsys.readouterr().out
     # a finished campaign is not resumed; nothing is written
     before = al_rows(registry)
     assert nnp("al", "resume", "al-t") == 2

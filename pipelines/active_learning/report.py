@@ -1,33 +1,31 @@
 """``nnp al status``: the campaign's report (JSON) and its plot (PNG).
 
-Diversity numbers (e.g. a t-SNE spread of each iteration's dataset version) come from a
-provider registered with :func:`set_diversity_provider`: ``fn(reg, dataset_version_ref) ->
-dict | None``, called for each iteration's new dataset version; without one, ``diversity``
-is null.
+Each iteration carries the diversity numbers stored for the dataset version it made (by
+``nnp diversity``, ``nnp al status --diversity`` or ``nnp demo``; docs/diversity.md): a
+list, one entry per feature source and reference, empty when none were computed.
 """
 
 from __future__ import annotations
 
 from io import BytesIO
 
-_diversity = {"provider": None}
 
-
-def set_diversity_provider(fn) -> None:
-    """Register ``fn(reg, dataset_version_ref) -> dict | None`` (None to remove it)."""
-    _diversity["provider"] = fn
-
-
-def status(reg, name: str) -> dict:
-    """:func:`registry.active_learning.status.campaign_status` plus diversity numbers."""
+def status(reg, name: str, *, compute_diversity: bool = False, client=None) -> dict:
+    """:func:`registry.active_learning.status.campaign_status` plus, per iteration, the
+    stored diversity numbers of its new dataset version; ``compute_diversity`` first computes
+    (AEV features, every element; stored) those that are missing."""
     from registry.active_learning.status import campaign_status
 
+    from ..diversity.store import stored_numbers
+
     out = campaign_status(reg, name)
-    fn = _diversity["provider"]
-    if fn is not None:
-        for it in out["iterations"]:
-            ref = it["new_dataset_version"] or it["dataset_version"]
-            it["diversity"] = fn(reg, ref) if ref else None
+    for it in out["iterations"]:
+        ref = it["new_dataset_version"]
+        if ref and compute_diversity:
+            from ..diversity import diversity_numbers
+
+            diversity_numbers(reg, ref, client=client)
+        it["diversity"] = stored_numbers(reg, ref) if ref else []
     return out
 
 

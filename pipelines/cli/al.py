@@ -137,10 +137,22 @@ def _summary(report: dict, as_json: bool) -> None:
                       str(it["n_failed"]), "-" if frac is None else f"{frac:.1%}",
                       it["new_dataset_version"] or "-", "-" if f is None else f"{f:.4g}")
     console.print(table)
+    for it in report["iterations"]:
+        for div in it.get("diversity") or []:
+            nums = "; ".join(f"{s} {n['n_environments']} environments, effective "
+                             f"{_num(n['effective_environments'])}, coverage "
+                             f"{_num(n['coverage'])}"
+                             for s, n in sorted(div["elements"].items()))
+            console.print(f"iteration {it['iteration']} diversity ({div['features']}, "
+                          f"reference {div['reference']}): {nums}", highlight=False)
     console.print(f"labels: {report['labels_total']} ok, {report['labels_failed']} failed"
                   f"{'; stopped: ' + report['stop_reason'] if report['stop_reason'] else ''}"
                   f"{'; error: ' + report['error'] if report['error'] else ''}",
                   highlight=False)
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.3g}"
 
 
 @al_app.command("start")
@@ -228,15 +240,19 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     png: Path = typer.Option(None, "--png", help="Write the campaign's plot (ρ per "
                                                  "iteration, labels, errors) to this PNG."),
+    diversity: bool = typer.Option(False, "--diversity", help="Compute (and store) the "
+                                   "diversity numbers of iterations that lack them (ANI "
+                                   "AEVs, every element; a local Dask cluster or "
+                                   "NNP_DASK_SCHEDULER)."),
 ):
-    """A campaign's state, iterations, labels and stop reason."""
+    """A campaign's state, iterations, labels, stop reason and diversity numbers."""
     from pipelines.active_learning.report import status as campaign_status
     from registry.errors import BadInput
 
     if png is not None and not png.parent.is_dir():
         raise BadInput(f"--png {str(png)!r}: no such directory {str(png.parent)!r}")
     with open_registry() as reg:
-        report = campaign_status(reg, name)
+        report = campaign_status(reg, name, compute_diversity=diversity)
         if png is not None:
             from pipelines.active_learning.report import status_png
 

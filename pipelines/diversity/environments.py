@@ -7,10 +7,12 @@ structure at the same row. A structure held by several of the versions analysed 
 rows (its environments do not change), marked as a member of each (``member``); its label for
 colouring by dataset is the first of the versions given that holds it.
 
-Iteration: until active-learning iterations are recorded in their own tables, the iteration of
-a structure in version ``v`` of dataset ``D`` is the first version ``k ≤ v`` of ``D`` that
-holds it (:func:`structure_iterations`: ``D:1`` is iteration 1, the structures ``D:2`` adds
-are iteration 2, ...). This is the one place to change when they are.
+Iteration (:func:`structure_iterations`): in a version an active-learning campaign made, a
+structure labelled by the campaign's iteration ``k`` is iteration ``k + 1`` and the campaign's
+starting data are iteration 0, from the campaign's tables (so ``k`` also numbers the version
+of the campaign's dataset that added it). In any other version ``v`` of a dataset ``D``, it
+is the first version ``k ≤ v`` of ``D`` that holds it (``D:1`` is iteration 1, the structures
+``D:2`` adds are iteration 2, ...).
 """
 
 from __future__ import annotations
@@ -88,7 +90,13 @@ def _cat(parts: list, dtype) -> np.ndarray:
 
 def structure_iterations(reg, info: dict, structure_ids: np.ndarray) -> np.ndarray:
     """(len(structure_ids),) iteration of each structure of version ``info`` (module doc)."""
+    from registry.active_learning.iterations import labelled_in_iterations
     from registry.query import Q
+
+    labelled = labelled_in_iterations(reg, int(info["id"]))
+    if labelled is not None:
+        return np.asarray([labelled[i] + 1 if i in labelled else 0
+                           for i in structure_ids.tolist()], dtype=np.int32)
 
     out = np.full(len(structure_ids), int(info["version"]), dtype=np.int32)
     for k in range(int(info["version"]) - 1, 0, -1):  # last write wins: the first version

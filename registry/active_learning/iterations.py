@@ -106,3 +106,24 @@ def count_iterations(reg, campaign_id: int) -> int:
     with reg.session() as s:
         return int(s.scalar(select(func.count()).select_from(ALIteration)
                             .where(ALIteration.campaign_id == campaign_id)))
+
+
+def labelled_in_iterations(reg, dataset_version_id: int) -> dict[int, int] | None:
+    """``{structure_id: AL iteration that labelled it}`` for a dataset version an active-
+    learning iteration made (its ``new_dataset_version``), over that iteration and the
+    campaign's earlier ones; None when no campaign made the version."""
+    from ..store.schema import ALCandidate
+
+    with reg.session() as s:
+        made = s.execute(select(ALIteration.campaign_id, ALIteration.iteration)
+                         .where(ALIteration.new_dataset_version_id == dataset_version_id)
+                         .order_by(ALIteration.iteration)).first()
+        if made is None:
+            return None
+        rows = s.execute(
+            select(ALCandidate.structure_id, func.min(ALIteration.iteration))
+            .join(ALIteration, ALIteration.id == ALCandidate.iteration_id)
+            .where(ALIteration.campaign_id == made[0], ALIteration.iteration <= made[1],
+                   ALCandidate.label_status == "ok", ALCandidate.structure_id.is_not(None))
+            .group_by(ALCandidate.structure_id)).all()
+    return {int(sid): int(k) for sid, k in rows}
