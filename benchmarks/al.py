@@ -6,10 +6,11 @@
    periodic 32-atom aluminium cells (EMT MD at 900 K, one cell), each member's energy.
    Ours: one torchani model whose ``Ensemble`` holds the K members
    (``pipelines.training.ani.load_ensemble``, as ``NNPCalculator`` builds it): the AEV is
-   computed once and the K networks run on it, all frames in one batch. Peer: K separate
-   TorchANI models (each a full ANI: AEV + one network), evaluated one after another on the
-   same batch, the way a committee of independently loaded models is run. Both: the same
-   weights, float32, one torch thread, no gradient (energies); and again with forces
+   computed once and the K networks run on it. Peer: K separate TorchANI models (each a full
+   ANI: AEV + one network), evaluated one after another, the way a committee of
+   independently loaded models is run. Both go frame by frame
+   (``pipelines.training.periodic``: torchani's periodic neighbour list serves one frame).
+   Both: the same weights, float32, one torch thread, no gradient (energies); and again with forces
    (autograd of the energies, the MD case). Frames/s = frames / CPU seconds per call (the
    median of ``--repeat``, the two taking turns; CPU time, so other jobs on a shared machine
    do not enter); ratio = ours / peer.
@@ -63,6 +64,7 @@ def committee_throughput(k: int, n: int, repeat: int) -> list[dict]:
     import torch
 
     from pipelines.training.ani import check_config, load_ensemble, new_member
+    from pipelines.training.periodic import model_energies
 
     torch.set_num_threads(1)
     cfg = check_config(dict(CONFIG))
@@ -75,15 +77,16 @@ def committee_throughput(k: int, n: int, repeat: int) -> list[dict]:
     coords = torch.as_tensor(np.stack([f.positions for f in fr]), dtype=torch.float32)
     cell = torch.as_tensor(np.asarray(fr[0].cell), dtype=torch.float32)
     pbc = torch.ones(3, dtype=torch.bool)
-    e_ours = ours((species, coords), cell, pbc, ensemble_values=True).energies.detach()
-    e_peer = torch.stack([p((species, coords), cell, pbc).energies.detach() for p in peers])
+    e_ours = model_energies(ours, species, coords, cell, pbc, ensemble_values=True).detach()
+    e_peer = torch.stack([model_energies(p, species, coords, cell, pbc).detach()
+                          for p in peers])
     assert torch.allclose(e_ours, e_peer, atol=1e-4), "the two ways disagree"
     rows = []
     for forces in (False, True):
         def run_ours(forces=forces):
             x = coords.clone().requires_grad_(forces)
             with torch.set_grad_enabled(forces):
-                e = ours((species, x), cell, pbc, ensemble_values=True).energies
+                e = model_energies(ours, species, x, cell, pbc, ensemble_values=True)
                 if forces:
                     torch.autograd.grad(e.mean(0).sum(), x)
 
@@ -91,7 +94,7 @@ def committee_throughput(k: int, n: int, repeat: int) -> list[dict]:
             for p in peers:
                 x = coords.clone().requires_grad_(forces)
                 with torch.set_grad_enabled(forces):
-                    e = p((species, x), cell, pbc).energies
+                    e = model_energies(p, species, x, cell, pbc)
                     if forces:
                         torch.autograd.grad(e.sum(), x)
 
