@@ -1,7 +1,8 @@
 """t-SNE diversity maps: our pipeline against openTSNE called directly, and scikit-learn.
 
     nice -n 10 python benchmarks/tsne.py [--sizes 10000,50000,100000] [--new 5000]
-                                         [--sklearn-max 10000] [--perplexity 30] [--out F]
+                                         [--sklearn-max 10000] [--perplexity 30] [--idle S]
+                                         [--out F]
 
 Data (built here, nothing downloaded): rattled molecules of H, C, N and O from ASE's G2 set
 (4 to 26 atoms), EMT energies, ingested into a temporary SQLite registry. For each size n,
@@ -19,10 +20,14 @@ Direct: the same structures' arrays (already in memory), ANI-1x AEVs from torcha
 ``AEVComputer.like_1x`` in batches of 128 in this process, then
 ``openTSNE.TSNE(perplexity, n_jobs=1, random_state=0).fit``. scikit-learn:
 ``sklearn.manifold.TSNE(perplexity, init="pca", n_jobs=1, random_state=0)`` (Barnes-Hut) on the
-same features, up to ``--sklearn-max`` environments.
+same features, up to ``--sklearn-max`` environments, after every size's openTSNE runs (a slow
+Barnes-Hut fit does not hold back the larger sizes; ``--out`` is rewritten after each step).
 
 Ratio = direct seconds / ours (≥ 0.9: the registry adds little), in wall time and in CPU time
-(this process plus the Dask worker's, which a loaded machine disturbs much less).
+(this process plus the Dask worker's, which a loaded machine disturbs much less). That CPU
+includes the cluster's own background work for as long as the call lasts; ``--idle S`` first
+measures it on the idle cluster for S seconds (``cluster_idle_cpu_per_s``, and
+``ours_idle_cpu_s``: that rate times ours' full-fit wall time).
 
 Incremental: ours again on [version n, version n + new] places the new environments into the
 stored map with openTSNE's ``transform`` (end to end, and the transform phase alone), against
@@ -176,6 +181,8 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=5000)
     ap.add_argument("--sklearn-max", type=int, default=10000)
     ap.add_argument("--perplexity", type=float, default=30.0)
+    ap.add_argument("--idle", type=float, default=0.0,
+                    help="first measure the idle cluster's CPU for this many seconds")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -213,8 +220,16 @@ def main() -> None:
     warmed = time.perf_counter() - t
     print(f"cluster: started in {started:.1f} s, first task (imports) {warmed:.1f} s (not "
           f"timed below)", flush=True)
+    if args.idle:
+        # the cluster's own background work (scheduler in this process, worker heartbeats and
+        # monitors) is counted in ours' CPU for as long as a call lasts
+        cpu, t = time.process_time() + worker_cpu(client), time.perf_counter()
+        time.sleep(args.idle)
+        cpu = time.process_time() + worker_cpu(client) - cpu
+        idle = cpu / (time.perf_counter() - t)
+        print(f"idle cluster: {idle:.3f} CPU s per s over {args.idle:.0f} s", flush=True)
 
-    results = []
+    results, sk_features = [], {}
     for n in sizes:
         a = reg.create_dataset_version(f"h{n}", levels=[LEVEL], filter=f"id <= {cuts[n]}")
         b = reg.create_dataset_version(f"h{n}", levels=[LEVEL],
@@ -222,6 +237,8 @@ def main() -> None:
         mat_a, mat_b = reg.materialize(a["ref"], cache=False), reg.materialize(b["ref"],
                                                                                cache=False)
         row = {"n": n}
+        if args.idle:
+            row["cluster_idle_cpu_per_s"] = idle
         # -- direct
         cpu = time.process_time()
         x, _, secs, atoms = direct_features(mat_a)
@@ -266,19 +283,24 @@ def main() -> None:
         row["direct_transform_cpu_s"] = time.process_time() - c
         row["direct_transform_over_fit_cpu"] = row["direct_transform_cpu_s"] / row["direct_cpu_s"]
         row["direct_transform_over_fit"] = row["direct_transform_s"] / row["direct_tsne_s"]
-        # -- scikit-learn
+        if args.idle:  # the idle cluster's CPU over the fit call, at the rate measured above
+            row["ours_idle_cpu_s"] = idle * total
+        results.append(row)
         if n <= args.sklearn_max:
+            sk_features[n] = x
+        report(row, results, args.out)
+    client.close()
+    cluster.close()
+    # scikit-learn last, so that a slow Barnes-Hut fit does not hold back the larger sizes
+    for row in results:
+        if row["n"] in sk_features:
             from sklearn.manifold import TSNE as SkTSNE
 
             t = time.perf_counter()
             SkTSNE(perplexity=args.perplexity, init="pca", n_jobs=1,
-                   random_state=0).fit_transform(x)
+                   random_state=0).fit_transform(sk_features.pop(row["n"]))
             row["sklearn_tsne_s"] = time.perf_counter() - t
-        results.append(row)
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                          for k, v in row.items()}), flush=True)
-    client.close()
-    cluster.close()
+            report(row, results, args.out)
 
     print("\n| environments | AEV env/s ours | AEV env/s direct | t-SNE ours (s) | "
           "openTSNE direct (s) | sklearn (s) | end to end ours (s) | direct (s) | ratio | "
@@ -300,8 +322,15 @@ def main() -> None:
               f"| {r['extend_over_fit_cpu']:.3f} | {r['direct_transform_s']:.1f} "
               f"| {r['direct_transform_over_fit']:.3f} "
               f"| {r['direct_transform_over_fit_cpu']:.3f} |")
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+def report(row: dict, results: list, out: str | None) -> None:
+    """Print the row and rewrite ``out`` with every row so far (a long run leaves what
+    finished)."""
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
+          flush=True)
+    if out:
+        Path(out).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

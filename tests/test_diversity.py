@@ -79,6 +79,23 @@ def test_metrics_on_known_sets():
     assert np.allclose(dist, np.sort(full, axis=1)[:, :3])
 
 
+@pytest.mark.parametrize("k", [1, 2, 4])
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_nearest_over_several_blocks(monkeypatch, k, exclude_self):
+    """Every selection path (argmin passes for k <= 2, a partition above), blocks of a few
+    query rows, against a float64 brute force."""
+    from pipelines.diversity import neighbors
+
+    monkeypatch.setattr(neighbors, "_BLOCK_BYTES", 4 * 200 * 3)  # 3 query rows per block
+    x = np.random.default_rng(3).normal(size=(200, 6))
+    idx, dist = neighbors.nearest(x[:11], x, k, exclude_self=exclude_self)
+    full = np.linalg.norm(x[:11, None] - x[None], axis=2)
+    if exclude_self:
+        np.fill_diagonal(full[:, :11], np.inf)
+    assert (idx == np.argsort(full, axis=1)[:, :k]).all()
+    assert np.allclose(dist, np.sort(full, axis=1)[:, :k])
+
+
 def test_transform_places_new_points_and_keeps_the_map():
     from pipelines.diversity.embedding import extend_map, fit_map
 
