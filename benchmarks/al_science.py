@@ -1,7 +1,7 @@
 """Science check: query-by-committee vs random selection from the same candidate pool.
 
     python benchmarks/al_science.py [--repeats 5] [--iterations 9] [--per-iteration 10]
-        [--ensemble 4] [--workdir DIR] [--png docs/img/al-science.png]
+        [--ensemble 4] [--workdir DIR] [--png docs/img/al-science.png] [--report-only]
 
 Aluminium with EMT (docs/active-learning.md#science-check). Every campaign is the real loop
 (``pipelines.active_learning.campaign.start`` with ``sampler="pool"``): committee trained
@@ -21,7 +21,9 @@ at 300 and 900 K, the (111) slab at 600 K, the (100) slab at 900 K and the melt 
 per component). Each repeat draws its own pools, starting data and training seed.
 
 Results go to ``WORKDIR/results.json`` as each campaign finishes (a rerun skips finished
-ones), the plot to ``--png``; the summary table (mean ± sd over repeats) is printed.
+ones), the plot to ``--png``; the summary table (mean ± sample sd over the repeats where
+both strategies finished) is printed. ``--report-only`` makes table and plot from the results
+so far without running anything.
 """
 
 from __future__ import annotations
@@ -141,8 +143,11 @@ def labels_to_reach(curve: list[tuple[int, float]], target: float) -> float | No
 def summarize(results: dict) -> dict:
     out = {}
     for name in POOLS:
-        runs = {sel: [results[k] for k in sorted(results)
-                      if k.startswith(f"{name}-{sel}-")] for sel in ("qbc", "random")}
+        # Only repeats with both strategies finished (a partial run compares like with like).
+        done = sorted({int(k.rsplit("-", 1)[1]) for k in results if k.startswith(f"{name}-")})
+        done = [r for r in done if all(f"{name}-{sel}-{r}" in results
+                                       for sel in ("qbc", "random"))]
+        runs = {sel: [results[f"{name}-{sel}-{r}"] for r in done] for sel in ("qbc", "random")}
         if not runs["qbc"] or not runs["random"]:
             continue
         n = min(len(r) for rs in runs.values() for r in rs)
@@ -155,10 +160,20 @@ def summarize(results: dict) -> dict:
         target = float(f_random[-1])
         reach = labels_to_reach(list(zip(labels, f_qbc, strict=True)), target)
         out[name] = {"labels": labels, "repeats": min(len(rs) for rs in runs.values()),
-                     "curves": {sel: {q: {"mean": v.mean(0).tolist(), "sd": v.std(0).tolist()}
+                     # sd: sample standard deviation over repeats
+                     "curves": {sel: {q: {"mean": v.mean(0).tolist(),
+                                          "sd": v.std(0, ddof=min(1, len(v) - 1)).tolist()}
                                       for q, v in c.items()} for sel, c in curves.items()},
                      "target_forces_mev_per_a": target, "qbc_labels_to_target": reach,
-                     "label_ratio": None if not reach else labels[-1] / reach}
+                     "label_ratio": None if not reach else labels[-1] / reach,
+                     "label_ratio_per_repeat": [
+                         None if not (x := labels_to_reach(list(zip(labels, q, strict=True)),
+                                                           float(r[-1]))) else labels[-1] / x
+                         for q, r in zip(curves["qbc"]["forces_mev_per_a"],
+                                         curves["random"]["forces_mev_per_a"], strict=True)],
+                     "seconds_per_iteration": {
+                         sel: float(np.mean([sum(row["seconds"].values()) for r in rs
+                                             for row in r])) for sel, rs in runs.items()}}
     return out
 
 
@@ -203,6 +218,9 @@ def main() -> None:
     ap.add_argument("--pools", default="redundant,balanced")
     ap.add_argument("--tag", default="", help="Prefix of the campaign names (a new setting "
                                               "in the same workdir).")
+    ap.add_argument("--report-only", action="store_true",
+                    help="Only the table and plot from WORKDIR's results so far (a partial "
+                         "run: the curves are cut to the shortest, repeats to the finished).")
     args = ap.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -217,6 +235,9 @@ def main() -> None:
     upgrade(url)
     results_path = work / f"results{'-' + args.tag.strip('-') if args.tag else ''}.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if args.report_only:
+        report(results, results_path, args.png)
+        return
     with Registry(url) as reg, \
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                          dashboard_address=None) as cluster, Client(cluster) as client:
@@ -236,10 +257,14 @@ def main() -> None:
                           f"{last['forces_mev_per_a']:.1f} meV/Å, E MAE "
                           f"{last['energy_mev_per_atom']:.2f} meV/atom "
                           f"({last['campaign_seconds']:.0f} s)", flush=True)
+    report(results, results_path, args.png)
+
+
+def report(results: dict, results_path: Path, png: Path) -> None:
     summary = summarize(results)
-    (work / results_path.name.replace("results", "summary")).write_text(
+    (results_path.parent / results_path.name.replace("results", "summary")).write_text(
         json.dumps(summary, indent=1))
-    plot(summary, args.png)
+    plot(summary, png)
     for name, s in summary.items():
         print(f"\n{name} pool, {s['repeats']} repeats (mean ± sd):")
         print("| labels | QBC F MAE (meV/Å) | random F MAE | QBC E MAE (meV/atom) | random E MAE |")
@@ -257,8 +282,11 @@ def main() -> None:
         print(f"target (random's force MAE at {s['labels'][-1]} labels): "
               f"{s['target_forces_mev_per_a']:.1f} meV/Å; QBC reaches it at "
               f"{'-' if reach is None else format(reach, '.0f')} labels: ratio "
-              f"{'-' if ratio is None else format(ratio, '.2f')}")
-    print(f"plot: {args.png}")
+              f"{'-' if ratio is None else format(ratio, '.2f')} (per repeat: "
+              + ", ".join("-" if x is None else f"{x:.2f}" for x in s["label_ratio_per_repeat"])
+              + "); wall s per iteration: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in s["seconds_per_iteration"].items()))
+    print(f"plot: {png}")
 
 
 if __name__ == "__main__":
