@@ -37,12 +37,23 @@ def counts(reg) -> tuple[int, int]:
                 s.scalar(select(func.count()).select_from(Label)))
 
 
+def emt_labelled(atoms, forces: bool = True):
+    """``atoms`` with ASE's EMT energy in ``info`` (and forces in ``arrays``), no calculator."""
+    from ase.calculators.emt import EMT
+
+    atoms.calc = EMT()
+    atoms.info["energy"] = atoms.get_potential_energy()
+    if forces:
+        atoms.arrays["forces"] = atoms.get_forces()
+    atoms.calc = None
+    return atoms
+
+
 def emt_frames(n_per_molecule: int = 12, seed: int = 0, forces: bool = True,
                scale: float = 0.06):
     """Rattled H2O, CH4 and NH3 labelled with ASE's EMT (energy, and forces unless told
     not): tiny training data that needs no download."""
     from ase.build import molecule
-    from ase.calculators.emt import EMT
 
     rng = np.random.default_rng(seed)
     out = []
@@ -50,11 +61,6 @@ def emt_frames(n_per_molecule: int = 12, seed: int = 0, forces: bool = True,
         for _ in range(n_per_molecule):
             a = molecule(name)
             a.positions += rng.normal(scale=scale, size=a.positions.shape)
-            a.calc = EMT()
-            a.info["energy"] = a.get_potential_energy()
-            if forces:
-                a.arrays["forces"] = a.get_forces()
-            a.calc = None
-            out.append(a)
+            out.append(emt_labelled(a, forces))
     return out
 

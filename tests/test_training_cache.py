@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 import pytest
-from helpers import emt_frames
+from helpers import emt_frames, emt_labelled
 
 os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
@@ -82,16 +82,6 @@ def test_cached_training_matches_autograd(registry, cache, caplog):
         assert again["state_dict"][key].numpy().tobytes() == w.numpy().tobytes(), key
 
 
-def _emt_labelled(a):
-    from ase.calculators.emt import EMT
-
-    a.calc = EMT()
-    a.info["energy"] = a.get_potential_energy()
-    a.arrays["forces"] = a.get_forces()
-    a.calc = None
-    return a
-
-
 def test_periodic_cells_with_self_images(registry, cache):
     from ase.build import bulk
 
@@ -99,7 +89,7 @@ def test_periodic_cells_with_self_images(registry, cache):
     for k in range(6):
         a = bulk("Cu", "fcc", a=3.6, cubic=True) if k % 2 else bulk("Cu", "fcc", a=3.58)
         a.rattle(0.05, seed=k)  # 1- and 4-atom cells: every atom sees its own images
-        frames.append(_emt_labelled(a))
+        frames.append(emt_labelled(a))
     plan = _plan(registry, frames)
     assert plan["data"].periodic
     _compare_batches(plan)
@@ -125,7 +115,7 @@ def test_periodic_batches_match_single_frames(registry, cache):
         a = bulk("Al", "fcc", a=4.05, cubic=True).repeat((2, 2, 2))
         a.rattle(0.15, seed=k)
         a.positions[k] += a.cell[0] * 1.2  # one atom outside the box, as MD leaves them
-        frames.append(_emt_labelled(a))
+        frames.append(emt_labelled(a))
     plan = _plan(registry, frames)
     cfg, data = plan["config"], plan["data"]
     (group,) = data.groups

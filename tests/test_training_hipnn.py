@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 import test_training as tt
-from helpers import counts, emt_frames
+from helpers import counts, emt_frames, emt_labelled
 from test_training import LEVEL, SMALL, n_models
 
 train_cli = tt.train_cli
@@ -200,23 +200,15 @@ def test_calculator_of_a_pulled_hipnn_model(registry, client, cache):
 # ---------------------------------------------------------------------------- periodic data
 def test_periodic_training_and_partly_periodic_refusal(registry, client, cache):
     from ase.build import bulk, fcc111
-    from ase.calculators.emt import EMT
 
     from pipelines.training.calculator import NNPCalculator
     from registry.errors import BadInput
-
-    def labelled(a):
-        a.calc = EMT()
-        a.info["energy"] = a.get_potential_energy()
-        a.arrays["forces"] = a.get_forces()
-        a.calc = None
-        return a
 
     frames = []
     for k in range(12):  # two cells: batches share one, as for ANI
         a = bulk("Cu", "fcc", a=3.6, cubic=True) if k % 2 else bulk("Cu", "fcc", a=3.58)
         a.rattle(0.05, seed=k)
-        frames.append(labelled(a))
+        frames.append(emt_labelled(a))
     registry.ingest(frames, LEVEL)
     registry.create_dataset_version("mols", levels=[LEVEL], split="0.7,0.15,0.15",
                                     group_by="none")
@@ -235,7 +227,7 @@ def test_periodic_training_and_partly_periodic_refusal(registry, client, cache):
     with pytest.raises(BadInput, match="periodic in all three directions"):
         slab.calc = calc
         slab.get_potential_energy()
-    registry.ingest([labelled(slab)], LEVEL)
+    registry.ingest([emt_labelled(slab)], LEVEL)
     registry.create_dataset_version("slab", levels=[LEVEL], split="1,0,0", group_by="none")
     before = (n_models(registry), len(registry.list_runs(kind="train")))
     from pipelines.training.ensemble import train as run
