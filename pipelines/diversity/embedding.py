@@ -3,8 +3,9 @@
 :func:`fit_map` is ``openTSNE.TSNE(perplexity, random_state=seed, n_jobs).fit(X)`` with every
 other setting at openTSNE's defaults (PCA initialisation, approximate neighbours and the
 FFT-accelerated gradient for large sets). :func:`extend_map` places new points into an existing
-map with openTSNE's ``TSNEEmbedding.transform`` (the reference points stay where they are, up
-to the centring openTSNE applies), so AL iterations are comparable on one map.
+map with openTSNE's ``TSNEEmbedding.transform`` (100 iterations; the reference points stay
+where they are, up to the centring openTSNE applies), so AL iterations are comparable on one
+map.
 
 A stored map keeps its coordinates and feature vectors, not openTSNE's objects (nothing is
 pickled). ``transform`` needs only the affinities of the *new* points to the reference ones,
@@ -22,6 +23,9 @@ from registry.errors import BadInput
 from .neighbors import nearest
 
 CALLBACK_EVERY = 50  # iterations between progress reports
+# openTSNE's transform runs 250 iterations; 100 kept the new points' neighbourhoods as well
+# and take 40 % of the time (docs/decisions/0012-transform-iterations.md)
+TRANSFORM_ITERATIONS = 100
 
 
 def check_perplexity(perplexity: float, n: int, what: str) -> None:
@@ -85,12 +89,13 @@ def reference_affinities(reference: np.ndarray, n_jobs: int = 1):
 def extend_map(coords: np.ndarray, reference: np.ndarray, new: np.ndarray, seed: int, *,
                n_jobs: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(reference coordinates, new coordinates): ``new`` feature vectors placed into the map
-    ``coords`` of ``reference`` by openTSNE's ``transform`` (its default settings). The
+    ``coords`` of ``reference`` by openTSNE's ``transform`` (its defaults but
+    :data:`TRANSFORM_ITERATIONS` iterations). The
     reference coordinates come back shifted by the centring ``transform`` applies."""
     from openTSNE import TSNEEmbedding
 
     emb = TSNEEmbedding(np.asarray(coords, dtype=np.float64), reference_affinities(reference,
                                                                                    n_jobs),
                         random_state=seed, n_jobs=n_jobs)
-    placed = emb.transform(np.asarray(new, dtype=np.float32))
+    placed = emb.transform(np.asarray(new, dtype=np.float32), n_iter=TRANSFORM_ITERATIONS)
     return np.asarray(emb, dtype=np.float64), np.asarray(placed, dtype=np.float64)
