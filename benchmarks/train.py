@@ -49,15 +49,15 @@ LEVEL = "emt"
 MOLECULES = ("H2O", "NH3", "CH4", "CH3OH", "C2H6", "CH3CH2OH", "C6H6")
 
 
-def emt_frames(n: int, seed: int = 0) -> list:
-    """``n`` rattled molecules, cycling through MOLECULES, with EMT energy and forces."""
+def emt_frames(n: int, seed: int = 0, molecules=MOLECULES) -> list:
+    """``n`` rattled molecules, cycling through ``molecules``, with EMT energy and forces."""
     from ase.build import molecule
     from ase.calculators.emt import EMT
 
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        a = molecule(MOLECULES[i % len(MOLECULES)])
+        a = molecule(molecules[i % len(molecules)])
         a.positions += rng.normal(scale=0.06, size=a.positions.shape)
         a.calc = EMT()
         a.info["energy"] = a.get_potential_energy()

@@ -29,6 +29,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+from train import emt_frames  # noqa: E402
+
 os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
 LEVEL = "emt"
@@ -38,23 +41,6 @@ MOLECULES = ("H2O", "NH3", "CH4", "CH3OH", "C2H6")
 CASES = (("ani", "ani", {}), ("ani-autograd", "ani", {"aev_cache": False}),
          ("hipnn", "hipnn", {}))
 MODES = (("energy", 0.0), ("energy+forces", 0.1))
-
-
-def frames(n: int, seed: int = 0) -> list:
-    from ase.build import molecule
-    from ase.calculators.emt import EMT
-
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        a = molecule(MOLECULES[i % len(MOLECULES)])
-        a.positions += rng.normal(scale=0.06, size=a.positions.shape)
-        a.calc = EMT()
-        a.info["energy"] = a.get_potential_energy()
-        a.arrays["forces"] = a.get_forces()
-        a.calc = None
-        out.append(a)
-    return out
 
 
 def plans(work: Path, n: int, epochs: int, device: str) -> dict:
@@ -69,7 +55,7 @@ def plans(work: Path, n: int, epochs: int, device: str) -> dict:
     upgrade(url)
     out = {}
     with Registry(url) as reg:
-        reg.ingest(frames(n), LEVEL)
+        reg.ingest(emt_frames(n, molecules=MOLECULES), LEVEL)
         reg.set_reference_energies(LEVEL, {"H": -0.5, "C": -1.5, "N": -2.0, "O": -2.5})
         reg.create_dataset_version("bench", levels=[LEVEL], split="0.8,0.1,0.1",
                                    group_by="none")
