@@ -37,6 +37,20 @@ def counts(reg) -> tuple[int, int]:
                 s.scalar(select(func.count()).select_from(Label)))
 
 
+def finite_difference_forces(atoms, calc, h: float = 1e-4) -> np.ndarray:
+    """−dE/dx of ``calc`` at ``atoms`` by central differences of step ``h`` Å."""
+    out = np.zeros((len(atoms), 3))
+    for i in range(len(atoms)):
+        for j in range(3):
+            b = atoms.copy()
+            b.calc = calc
+            b.positions[i, j] += h
+            ep = b.get_potential_energy()
+            b.positions[i, j] -= 2 * h
+            out[i, j] = -(ep - b.get_potential_energy()) / (2 * h)
+    return out
+
+
 def emt_labelled(atoms, forces: bool = True):
     """``atoms`` with ASE's EMT energy in ``info`` (and forces in ``arrays``), no calculator."""
     from ase.calculators.emt import EMT

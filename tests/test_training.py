@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 import pytest
-from helpers import counts, emt_frames
+from helpers import counts, emt_frames, finite_difference_forces
 
 os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
@@ -144,16 +144,7 @@ def test_calculator_energies_forces_and_ensemble_spread(registry, client, cache)
     assert len(calc.results["energies"]) == 2
     np.testing.assert_allclose(e, calc.results["energies"].mean())
     # forces are -dE/dx (central differences)
-    h, num = 1e-4, np.zeros_like(f)
-    for i in range(len(atoms)):
-        for j in range(3):
-            b = atoms.copy()
-            b.calc = calc
-            b.positions[i, j] += h
-            ep = b.get_potential_energy()
-            b.positions[i, j] -= 2 * h
-            num[i, j] = -(ep - b.get_potential_energy()) / (2 * h)
-    np.testing.assert_allclose(f, num, atol=1e-5)
+    np.testing.assert_allclose(f, finite_difference_forces(atoms, calc, 1e-4), atol=1e-5)
     # translation and rotation invariance
     moved = atoms.copy()
     moved.positions += [1.7, -3.2, 0.4]

@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 import test_training as tt
-from helpers import counts, emt_frames, emt_labelled
+from helpers import counts, emt_frames, emt_labelled, finite_difference_forces
 from test_training import LEVEL, SMALL, n_models
 
 train_cli = tt.train_cli
@@ -43,19 +43,6 @@ def train(reg, client, **kw):
 def blobs(reg, ref) -> list[bytes]:
     p = reg.pull_model(ref)
     return [p.blobs[f] for f in p.weight_files()]
-
-
-def finite_difference_forces(atoms, calc, h: float = 1e-4) -> np.ndarray:
-    out = np.zeros((len(atoms), 3))
-    for i in range(len(atoms)):
-        for j in range(3):
-            b = atoms.copy()
-            b.calc = calc
-            b.positions[i, j] += h
-            ep = b.get_potential_energy()
-            b.positions[i, j] -= 2 * h
-            out[i, j] = -(ep - b.get_potential_energy()) / (2 * h)
-    return out
 
 
 # ---------------------------------------------------------------------------- CLI

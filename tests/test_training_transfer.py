@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import test_training as tt
-from helpers import counts, emt_frames
+from helpers import counts, emt_frames, finite_difference_forces
 from test_training import LEVEL, SMALL, make_dataset, n_models
 
 # the CLI fixture of tests/test_training.py (client and cache come from conftest.py)
@@ -282,16 +282,7 @@ def test_delta_model_adds_its_base_level_at_inference(registry, client, cache):
     assert e == pytest.approx(calc.results["delta_energy"] + ref.get_potential_energy(),
                               abs=1e-10)
     # forces are -dE/dx of the total (correction + base)
-    h, num = 1e-5, np.zeros_like(f)
-    for i in range(len(atoms)):
-        for j in range(3):
-            b = atoms.copy()
-            b.calc = calc
-            b.positions[i, j] += h
-            ep = b.get_potential_energy()
-            b.positions[i, j] -= 2 * h
-            num[i, j] = -(ep - b.get_potential_energy()) / (2 * h)
-    np.testing.assert_allclose(f, num, atol=1e-5)
+    np.testing.assert_allclose(f, finite_difference_forces(atoms, calc, 1e-5), atol=1e-5)
     # scored on the HIGH version as totals (EMT added) = scored on the Δ version as the
     # correction: the base cancels
     tot = evaluate(registry, "delta", "d-high", split="all", device="cpu")
