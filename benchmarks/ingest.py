@@ -397,6 +397,16 @@ def release(backend: str, pg_url: str, url: str) -> None:
         os.unlink(url.removeprefix("sqlite:///"))
 
 
+def cli_ingest(be: str, pg_url: str, tmp: str, argv: list[str]):
+    """``nnp ingest ARGV`` into a fresh database of backend ``be``: (wall s, peak RSS bytes,
+    CPU s, summary), the database dropped afterwards."""
+    url = fresh(be, pg_url, tmp)
+    try:
+        return measured_cli(url, ["ingest", *argv])
+    finally:
+        release(be, pg_url, url)
+
+
 def files_benchmark(args) -> int:
     from registry.io.readers import ReadOptions, read_file
 
@@ -421,14 +431,10 @@ def files_benchmark(args) -> int:
                 finally:
                     release(be, args.pg_url, url)
                 rates.setdefault(f"{be} in memory", []).append(n / dt)
-                url = fresh(be, args.pg_url, tmp)
-                try:
-                    wall, rss, cli_cpu, summary = measured_cli(
-                        url, ["ingest", h5, "--level", LEVEL_A, "--batch-size",
-                              str(args.batch_size)])
-                    assert summary["structures_new"] == summary["labels_new"] == n, summary
-                finally:
-                    release(be, args.pg_url, url)
+                wall, rss, cli_cpu, summary = cli_ingest(
+                    be, args.pg_url, tmp,
+                    [h5, "--level", LEVEL_A, "--batch-size", str(args.batch_size)])
+                assert summary["structures_new"] == summary["labels_new"] == n, summary
                 rates.setdefault(f"{be} nnp ingest", []).append(n / wall)
                 print(f"  {be:<10} in memory {n / dt:>8,.0f} /s ({dt:5.2f} s, {cpu:5.2f} s "
                       f"CPU)   nnp ingest {n / wall:>8,.0f} /s ({wall:5.2f} s, {cli_cpu:5.2f} s"
@@ -462,14 +468,10 @@ def files_benchmark(args) -> int:
             ase_s, ase_cpu = float(out[1]), float(out[2])
             print(f"  ase.io.read alone          {ase_s:7.2f} s; {ase_cpu:.2f} s CPU", flush=True)
             for be in backends:
-                url = fresh(be, args.pg_url, tmp)
-                try:
-                    wall, rss, cli_cpu, summary = measured_cli(
-                        url, ["ingest", xyz, "--level", "b3lyp", "--batch-size",
-                              str(args.batch_size)])
-                    assert summary["structures_new"] == args.xyz_n, summary
-                finally:
-                    release(be, args.pg_url, url)
+                wall, rss, cli_cpu, summary = cli_ingest(
+                    be, args.pg_url, tmp,
+                    [xyz, "--level", "b3lyp", "--batch-size", str(args.batch_size)])
+                assert summary["structures_new"] == args.xyz_n, summary
                 print(f"  nnp ingest ({be:<10})    {wall:7.2f} s  = {wall / ase_s:.2f} of "
                       f"ase.io.read (target < 1); {cli_cpu:.2f} s CPU = {cli_cpu / ase_cpu:.2f}"
                       f" of its CPU, peak RSS {rss / 2**20:,.0f} MiB", flush=True)
@@ -482,14 +484,9 @@ def files_benchmark(args) -> int:
                 write_ani_h5(h5, size // 100, seed=1)
                 for be, bs in [(be, int(x)) for be in backends
                                for x in args.rss_batch.split(",")]:
-                    url = fresh(be, args.pg_url, tmp)
-                    try:
-                        wall, rss, _, summary = measured_cli(url, ["ingest", h5, "--level",
-                                                                   LEVEL_A, "--batch-size",
-                                                                   str(bs)])
-                        assert summary["structures_new"] == size, summary
-                    finally:
-                        release(be, args.pg_url, url)
+                    wall, rss, _, summary = cli_ingest(
+                        be, args.pg_url, tmp, [h5, "--level", LEVEL_A, "--batch-size", str(bs)])
+                    assert summary["structures_new"] == size, summary
                     print(f"  {be:<10} {size:>9,} structures, --batch-size {bs:>6,}: "
                           f"{rss / 2**20:7,.0f} MiB  ({wall:6.1f} s, "
                           f"{os.path.getsize(h5) / 2**20:,.0f} MiB file)", flush=True)
