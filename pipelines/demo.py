@@ -173,12 +173,11 @@ def _active_learning(reg, dataset_ref: str, cfg: DemoConfig, console, client) ->
     from .active_learning.demo import run_demo_campaign
 
     console.rule("[bold]active learning")
-    report = run_demo_campaign(reg, dataset_ref, name=CAMPAIGN, labeler=LOW,
-                               out_dir=cfg.out_dir, client=client, console=console,
-                               iterations=cfg.al_iterations, ensemble=cfg.members,
-                               epochs=min(cfg.epochs, cfg.al_epochs),
-                               per_iteration=cfg.al_per_iteration, seed=cfg.seed)
-    return report
+    return run_demo_campaign(reg, dataset_ref, name=CAMPAIGN, labeler=LOW,
+                             out_dir=cfg.out_dir, client=client, console=console,
+                             iterations=cfg.al_iterations, ensemble=cfg.members,
+                             epochs=min(cfg.epochs, cfg.al_epochs),
+                             per_iteration=cfg.al_per_iteration, seed=cfg.seed)
 
 
 def _diversity(reg, report: dict, cfg: DemoConfig, console, client) -> dict:
