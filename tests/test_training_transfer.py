@@ -4,6 +4,8 @@ cluster (threads: each task still opens its own registry connection)."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import test_training as tt
@@ -51,8 +53,14 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(registry, client, c
         [(0, 2), (0, 4), (0, 6), (1, 2), (1, 4), (1, 6)]
     assert all(e["meta"]["done"] == (e["meta"]["epoch"] == 6) for e in ck)
 
+    # both members reach epoch 3 (their epoch-2 checkpoints written) before either dies: on
+    # a loaded machine one member's failure could otherwise end the run before the other
+    # member wrote its checkpoint
+    both_at_3 = threading.Barrier(2, timeout=120)
+
     def kill(seed, epoch):
         if epoch == 3:
+            both_at_3.wait()
             raise RuntimeError("simulated kill")
 
     monkeypatch.setattr(loop, "_epoch_hook", kill)
