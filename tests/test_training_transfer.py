@@ -280,6 +280,7 @@ def test_delta_model_adds_its_base_level_at_inference(registry, client, cache):
     cfg = registry.show_model(out["model"])["config"]
     assert cfg["delta"] is True and cfg["base_level"] == LEVEL
     assert cfg["target"] == f"{SHIFTED}-{LEVEL}"
+    assert cfg["repulsion"] is False  # "auto": the base level holds the repulsion
     calc = NNPCalculator.from_registry("delta", registry, dtype="float64")
     atoms = emt_frames(1, seed=9)[0]  # a rattled H2O
     atoms.calc = calc
@@ -332,6 +333,30 @@ def test_gfn2_xtb_as_a_base_level(registry, client, cache):
                               abs=1e-8)
     assert calc.results["base_energy"] == pytest.approx(x.get_potential_energy(), abs=1e-10)
     assert np.isfinite(atoms.get_forces()).all()
+
+
+def test_repulsion_auto_is_off_for_delta_versions_only(registry):
+    """``repulsion: auto`` (the default) adds torchani's xTB repulsion to plain models and
+    leaves it out of Δ models; an explicit value is kept; anything else is refused."""
+    from pipelines.training.ani import new_member
+    from pipelines.training.ensemble import prepare
+    from registry.errors import BadInput
+
+    make_delta(registry, n=4)
+
+    def stored(ref, **config):
+        return prepare(registry, ref, ensemble=1, device="cpu", config=config)["config"]
+
+    def has_term(cfg):
+        return any("repulsion" in n for n, _ in new_member(cfg, 0).named_modules())
+
+    plain, delta = stored("d-high"), stored("d")
+    assert plain["repulsion"] is True and has_term(plain)
+    assert delta["repulsion"] is False and not has_term(delta)
+    assert stored("d", repulsion=True)["repulsion"] is True
+    assert stored("d-high", repulsion=False)["repulsion"] is False
+    with pytest.raises(BadInput, match="repulsion must be true or false or auto"):
+        stored("d", repulsion="maybe")
 
 
 def test_delta_and_transfer_combine(registry, client, cache):

@@ -39,7 +39,9 @@ MODEL_DEFAULTS: dict = {
     "hidden_per_element": {},   # {"H": [96, 64]} overrides "hidden" per element
     "activation": "gelu",       # torchani activation: gelu | celu (TightCELU)
     "bias": True,
-    "repulsion": True,          # add torchani's xTB repulsion term (no trained weights)
+    "repulsion": "auto",        # torchani's xTB repulsion term (no trained weights): true,
+                                # false, or auto (true, but false on a Δ version: see
+                                # :func:`uses_repulsion`)
     "elements": None,           # default: the elements of the dataset version
 }
 TRAINING_DEFAULTS: dict = {
@@ -128,8 +130,9 @@ def check_config(user: dict) -> dict:
         v, f"hidden_per_element[{k!r}]") for k, v in cfg["hidden_per_element"].items()}
     check_number(cfg, "aev_cache_max_mb", float)
     for key in ("bias", "repulsion", "aev_cache"):
-        if not isinstance(cfg[key], bool):
-            raise BadInput(f"{key} must be true or false, got {cfg[key]!r}")
+        if not isinstance(cfg[key], bool) and not (key == "repulsion" and cfg[key] == "auto"):
+            raise BadInput(f"{key} must be true or false{' or auto' * (key == 'repulsion')}, "
+                           f"got {cfg[key]!r}")
     _check_activation(cfg["activation"])
     if cfg["elements"] is not None:
         if not isinstance(cfg["elements"], list) or not cfg["elements"]:
@@ -234,9 +237,18 @@ def build_ani(config: dict, ensemble_size: int = 1, neighborlist: str = "all_pai
     asm.set_neighborlist(neighborlist)
     shifts = config.get("self_energies_ev") or {}
     asm.set_self_energies({s: float(shifts.get(s, 0.0)) / HARTREE_EV for s in symbols})
-    if config["repulsion"]:
+    if uses_repulsion(config):
         asm.add_potential(RepulsionXTB, name="repulsion_xtb", cutoff=config["radial_cutoff"])
     return asm.assemble(ensemble_size)
+
+
+def uses_repulsion(config: dict) -> bool:
+    """Whether the model adds the xTB repulsion term. ``auto``: yes, except for a Δ model,
+    whose base level (GFN2-xTB, EMT...) already holds the short-range repulsion: there the
+    term would be a second copy that the networks must learn to cancel (on the multi-fidelity
+    check it doubled the Δ models' test error, docs/training.md)."""
+    value = config.get("repulsion", "auto")
+    return (not config.get("delta")) if value == "auto" else bool(value)
 
 
 def new_member(config: dict, seed: int, device: str = "cpu", dtype=None):

@@ -132,6 +132,10 @@ def prepare(reg, dataset_ref: str, *, arch: str = "ani", ensemble: int = 4,
               "levels": data.levels, "target": data.target,
               "delta": bool(delta), "base_level": delta["low"] if delta else None,
               "dataset": info["ref"], "dataset_hash": info["hash"]}
+    if "repulsion" in stored:  # ANI: the stored config says what "auto" became
+        from .ani import uses_repulsion
+
+        stored["repulsion"] = uses_repulsion(stored)
     transfer = None
     if pulled is not None:
         transfer = transfer_plan(pulled, stored, freeze or [])
