@@ -359,6 +359,37 @@ def test_repulsion_auto_is_off_for_delta_versions_only(registry):
         stored("d", repulsion="maybe")
 
 
+def test_output_init_zero_starts_from_the_fitted_shifts(registry, client, cache):
+    """``output_init: zero``: a new member's output layers are zero, so it predicts the fitted
+    per-element shifts alone; training moves them; other values are refused."""
+    import torch
+
+    from pipelines.training.ani import check_config, new_member
+    from registry.errors import BadInput
+
+    make_delta(registry, n=6)
+    cfg = {**check_config({**FAST, "elements": ["H", "C", "N", "O"], "output_init": "zero",
+                           "repulsion": False}),
+           "self_energies_ev": {"H": -0.5, "C": -1.0, "N": -2.0, "O": -3.0}}
+    member = new_member(cfg, 0, dtype=torch.float64)
+    finals = {n: p for n, p in member.named_parameters() if ".final_layer." in n}
+    assert finals and all((p == 0).all() for p in finals.values())
+    species = torch.tensor([[8, 1, 1]])
+    xyz = torch.tensor([[[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]]],
+                       dtype=torch.float64)
+    energy = member((species, xyz)).energies.item() * 27.211386245988  # Hartree -> eV
+    assert energy == pytest.approx(-3.0 - 2 * 0.5, abs=1e-6)  # shifts stored in Hartree
+    random = new_member({**cfg, "output_init": "random"}, 0)
+    assert any((p != 0).any() for n, p in random.named_parameters() if ".final_layer." in n)
+    out = train(registry, client, dataset="d-high", name="z", epochs=3,
+                config={**FAST, "output_init": "zero"})
+    assert registry.show_model(out["model"])["config"]["output_init"] == "zero"
+    trained = state_dicts(registry, out["model"])[0]
+    assert any(v.abs().sum() > 0 for k, v in trained.items() if ".final_layer." in k)
+    with pytest.raises(BadInput, match="output_init 'ones'"):
+        check_config({"output_init": "ones"})
+
+
 def test_delta_and_transfer_combine(registry, client, cache):
     """Pretrain on one Δ version, fine-tune on another with the same base level."""
     make_delta(registry, name="pre", n=8, seed=1)

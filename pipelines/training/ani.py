@@ -64,12 +64,18 @@ CACHE_DEFAULTS: dict = {
     "aev_cache": True,          # train from AEVs and Jacobians cached per dataset version
     "aev_cache_max_mb": 2048,   # memory budget of that cache; above it: autograd (logged)
 }
-KNOWN_KEYS = {**MODEL_DEFAULTS, **TRAINING_DEFAULTS, **CACHE_DEFAULTS}
+# How a member's weights start (not an architecture key: a transfer child starts from its
+# parent's weights whatever this says)
+INIT_DEFAULTS: dict = {
+    "output_init": "random",    # random (torchani's) | zero: see :func:`new_member`
+}
+KNOWN_KEYS = {**MODEL_DEFAULTS, **TRAINING_DEFAULTS, **CACHE_DEFAULTS, **INIT_DEFAULTS}
 AUTO_FORCES_WEIGHT = 0.1
 
 _CUTOFF_FNS = ("smooth", "cosine")
 _DTYPES = ("float32", "float64")
 _ACTIVATIONS = ("gelu", "celu")
+_OUTPUT_INITS = ("random", "zero")
 _BUILD_LOCK = threading.Lock()
 
 
@@ -134,6 +140,8 @@ def check_config(user: dict) -> dict:
             raise BadInput(f"{key} must be true or false{' or auto' * (key == 'repulsion')}, "
                            f"got {cfg[key]!r}")
     _check_activation(cfg["activation"])
+    if cfg["output_init"] not in _OUTPUT_INITS:
+        raise BadInput(f"output_init {cfg['output_init']!r}: expected one of {_OUTPUT_INITS}")
     if cfg["elements"] is not None:
         if not isinstance(cfg["elements"], list) or not cfg["elements"]:
             raise BadInput("elements must be a non-empty list of element symbols")
@@ -254,12 +262,23 @@ def uses_repulsion(config: dict) -> bool:
 def new_member(config: dict, seed: int, device: str = "cpu", dtype=None):
     """A freshly initialised member, its weights drawn from ``seed`` alone: construction
     runs under a lock with the global generator forked, so members built concurrently in
-    one process (threaded Dask workers) stay reproducible."""
+    one process (threaded Dask workers) stay reproducible.
+
+    ``output_init: zero`` sets every element network's output layer to zero, so the new
+    member predicts exactly the fitted per-element shifts (plus the repulsion) and its
+    networks learn only the residual; with a few dozen energies (a Δ correction of
+    ~1 kcal/mol) random output layers add more error than the data can train away
+    (docs/training.md, multi-fidelity check)."""
     import torch
 
     with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_ani(config)
+    if config.get("output_init") == "zero":
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if ".final_layer." in name:
+                    p.zero_()
     return model.to(device=device, dtype=dtype or torch.float32)
 
 
