@@ -96,9 +96,13 @@ def test_nearest_over_several_blocks(monkeypatch, k, exclude_self):
     assert np.allclose(dist, np.sort(full, axis=1)[:, :k])
 
 
-def test_transform_places_new_points_and_keeps_the_map():
+@pytest.mark.parametrize("gradient", ["bh", "fft"])
+def test_transform_places_new_points_and_keeps_the_map(monkeypatch, gradient):
+    from pipelines.diversity import embedding
     from pipelines.diversity.embedding import extend_map, fit_map
 
+    # both gradients: Barnes-Hut below FFT_FROM map points, FFT from there
+    monkeypatch.setattr(embedding, "FFT_FROM", 10 ** 9 if gradient == "bh" else 1)
     rng = np.random.default_rng(2)
     x = np.concatenate([rng.normal(size=(60, 6)) + 12 * k for k in range(3)])
     coords = fit_map(x, 5, 0)

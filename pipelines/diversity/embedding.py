@@ -26,6 +26,10 @@ CALLBACK_EVERY = 50  # iterations between progress reports
 # openTSNE's transform runs 250 iterations; 100 kept the new points' neighbourhoods as well
 # and take 40 % of the time (docs/decisions/0012-transform-iterations.md)
 TRANSFORM_ITERATIONS = 100
+# openTSNE picks the transform's gradient by the count of *new* points (Barnes-Hut below
+# 10,000); against a large map the FFT-interpolated one is faster at a small cost in
+# neighbourhoods kept (docs/decisions/0013-transform-gradient.md)
+FFT_FROM = 50_000
 
 
 def check_perplexity(perplexity: float, n: int, what: str) -> None:
@@ -90,12 +94,14 @@ def extend_map(coords: np.ndarray, reference: np.ndarray, new: np.ndarray, seed:
                n_jobs: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(reference coordinates, new coordinates): ``new`` feature vectors placed into the map
     ``coords`` of ``reference`` by openTSNE's ``transform`` (its defaults but
-    :data:`TRANSFORM_ITERATIONS` iterations). The
+    :data:`TRANSFORM_ITERATIONS` iterations; the FFT-interpolated gradient for maps of
+    :data:`FFT_FROM` points or more, Barnes-Hut below). The
     reference coordinates come back shifted by the centring ``transform`` applies."""
     from openTSNE import TSNEEmbedding
 
     emb = TSNEEmbedding(np.asarray(coords, dtype=np.float64), reference_affinities(reference,
                                                                                    n_jobs),
-                        random_state=seed, n_jobs=n_jobs)
+                        random_state=seed, n_jobs=n_jobs,
+                        negative_gradient_method="fft" if len(coords) >= FFT_FROM else "bh")
     placed = emb.transform(np.asarray(new, dtype=np.float32), n_iter=TRANSFORM_ITERATIONS)
     return np.asarray(emb, dtype=np.float64), np.asarray(placed, dtype=np.float64)
