@@ -26,10 +26,10 @@ CALLBACK_EVERY = 50  # iterations between progress reports
 # openTSNE's transform runs 250 iterations; 100 kept the new points' neighbourhoods as well
 # and take 40 % of the time (docs/decisions/0012-transform-iterations.md)
 TRANSFORM_ITERATIONS = 100
-# openTSNE picks the transform's gradient by the count of *new* points (Barnes-Hut below
-# 10,000); against a large map the FFT-interpolated one is faster at a small cost in
-# neighbourhoods kept (docs/decisions/0013-transform-gradient.md)
-FFT_FROM = 50_000
+# openTSNE's own rule for a fit (the FFT-interpolated gradient from 10,000 points, Barnes-Hut
+# below), applied to the map's size: its transform applies it to the count of *new* points,
+# and Barnes-Hut against a large map costs 1.7-2.6x more (docs/decisions/0013-transform-gradient.md)
+FFT_FROM = 10_000
 
 
 def check_perplexity(perplexity: float, n: int, what: str) -> None:
