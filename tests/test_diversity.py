@@ -71,6 +71,10 @@ def test_metrics_on_known_sets():
     assert metrics.coverage(blobs, blobs[:100], r, rng) == pytest.approx(0.5)
     assert metrics.novel_fraction(blobs[100:], blobs[:100], r, rng) == pytest.approx(1.0)
     assert metrics.mean_nn_distance(blobs, rng) < r
+    # a set is its own reference: covered entirely, found without a search
+    assert metrics.coverage(blobs, blobs, r, rng) == 1.0
+    assert metrics.set_numbers(blobs, None, r, rng)["coverage"] == 1.0
+    assert metrics.set_numbers(blobs[:0], None, r, rng)["coverage"] is None
     x = rng.normal(size=(60, 5))
     idx, dist = nearest(x[:7], x, 3, exclude_self=True)
     full = np.linalg.norm(x[:7, None] - x[None], axis=2)
@@ -94,6 +98,24 @@ def test_nearest_over_several_blocks(monkeypatch, k, exclude_self):
         np.fill_diagonal(full[:, :11], np.inf)
     assert (idx == np.argsort(full, axis=1)[:, :k]).all()
     assert np.allclose(dist, np.sort(full, axis=1)[:, :k])
+
+
+def test_fit_runs_in_locality_order_and_answers_in_the_callers_order():
+    from pipelines.diversity.embedding import fit_map, locality_order
+
+    rng = np.random.default_rng(4)
+    label = np.arange(150) % 3  # three clusters, interleaved row by row
+    x = rng.normal(size=(150, 6)) + 12 * label[:, None]
+    order = locality_order(x)
+    assert sorted(order.tolist()) == list(range(150))
+    # neighbours in feature space become neighbours in memory (149 cluster changes before)
+    assert (np.diff(label[order]) != 0).sum() <= 15
+    assert (locality_order(x) == order).all()  # no randomness
+    coords = fit_map(x, 5, 0)
+    d = np.linalg.norm(coords[:, None] - coords[None], axis=2)
+    np.fill_diagonal(d, np.inf)
+    assert (label[d.argmin(axis=1)] == label).all()  # row i's point is row i's
+    assert locality_order(np.ones((5, 3))).tolist() == list(range(5))
 
 
 @pytest.mark.parametrize("gradient", ["bh", "fft"])

@@ -31,7 +31,8 @@ def element_numbers(env: Environments, z: int, rows: np.ndarray, feats: np.ndarr
         # a set met again (one version, the last iteration...) is not computed again
         tag = np.packbits(mask).tobytes() + len(mask).to_bytes(8, "little")
         if tag not in done:
-            done[tag] = metrics.set_numbers(feats[mask], ref, radius, rng)
+            own = reference is None and bool(mask.all())  # the reference is this very set
+            done[tag] = metrics.set_numbers(feats[mask], None if own else ref, radius, rng)
         return done[tag]
 
     of_z = env.z == z

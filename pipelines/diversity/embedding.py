@@ -2,7 +2,10 @@
 
 :func:`fit_map` is ``openTSNE.TSNE(perplexity, random_state=seed, n_jobs).fit(X)`` with every
 other setting at openTSNE's defaults (PCA initialisation, approximate neighbours and the
-FFT-accelerated gradient for large sets). :func:`extend_map` places new points into an existing
+FFT-accelerated gradient for large sets), fitted with the points in :func:`locality_order`
+and returned in the caller's order: openTSNE's time depends on how the points lie in memory
+(neighbour lists, interpolation boxes), not only on how many there are
+(docs/decisions/0014-fit-point-order.md). :func:`extend_map` places new points into an existing
 map with openTSNE's ``TSNEEmbedding.transform`` (100 iterations; the reference points stay
 where they are, up to the centring openTSNE applies), so AL iterations are comparable on one
 map.
@@ -41,6 +44,30 @@ def check_perplexity(perplexity: float, n: int, what: str) -> None:
                        f"lower --perplexity or analyse more data")
 
 
+def locality_order(x: np.ndarray, bits: int = 10) -> np.ndarray:
+    """A permutation of the rows of ``x`` that puts points close on its two leading principal
+    axes (openTSNE's initial map) next to each other: their Z-order (Morton) code on a
+    ``2**bits`` grid. The axes come from every k-th row (at most ~2,000), so no randomness."""
+    x = np.asarray(x)
+    n = len(x)
+    if n < 3 or x.ndim != 2 or x.shape[1] == 0:
+        return np.arange(n)
+    step = max(1, n // 2000)
+    probe = np.asarray(x[::step], dtype=np.float64)
+    centre = probe.mean(axis=0)
+    _, _, vt = np.linalg.svd(probe - centre, full_matrices=False)
+    proj = (x @ vt[:2].T.astype(x.dtype, copy=False)).astype(np.float64)
+    lo, span = proj.min(axis=0), np.ptp(proj, axis=0)
+    span[span <= 0] = 1.0
+    cells = ((proj - lo) / span * (2**bits - 1)).astype(np.uint64)
+    code = np.zeros(n, dtype=np.uint64)
+    for b in range(bits):  # the first axis's bit is the more significant of each pair
+        for d in range(cells.shape[1]):
+            shift = np.uint64(2 * b + cells.shape[1] - 1 - d)
+            code |= ((cells[:, d] >> np.uint64(b)) & np.uint64(1)) << shift
+    return np.argsort(code, kind="stable")
+
+
 def fit_map(features: np.ndarray, perplexity: float, seed: int, *, n_jobs: int = 1,
             on_iteration=None) -> np.ndarray:
     """(n, 2) t-SNE coordinates of ``features``. ``on_iteration(done, total)`` is called every
@@ -58,7 +85,11 @@ def fit_map(features: np.ndarray, perplexity: float, seed: int, *, n_jobs: int =
 
         kw = {"callbacks": callback, "callbacks_every_iters": CALLBACK_EVERY}
     tsne = TSNE(perplexity=perplexity, random_state=seed, n_jobs=n_jobs, **kw)
-    return np.asarray(tsne.fit(np.asarray(features, dtype=np.float32)), dtype=np.float64)
+    x = np.asarray(features, dtype=np.float32)
+    order = locality_order(x)
+    coords = np.empty((len(x), 2), dtype=np.float64)
+    coords[order] = np.asarray(tsne.fit(np.ascontiguousarray(x[order])), dtype=np.float64)
+    return coords
 
 
 def reference_affinities(reference: np.ndarray, n_jobs: int = 1):

@@ -93,12 +93,16 @@ def effective_environments(analysed: np.ndarray, radius: float,
     return float(np.exp(-(lam * np.log(lam)).sum()))
 
 
-def set_numbers(analysed: np.ndarray, reference: np.ndarray, radius: float,
+def set_numbers(analysed: np.ndarray, reference: np.ndarray | None, radius: float,
                 rng: np.random.Generator) -> dict:
     """``coverage`` (of ``reference``), ``mean_nn_distance`` and ``effective_environments``
-    of ``analysed``, and ``n_sampled`` (its number of vectors)."""
+    of ``analysed``, and ``n_sampled`` (its number of vectors). ``reference`` None: the
+    analysed set is its own reference, which it covers entirely (every environment is its
+    own nearest, at distance 0), so no search is made."""
+    own = None if not len(analysed) else 1.0
     return {"n_sampled": int(len(analysed)),
-            "coverage": coverage(reference, analysed, radius, rng),
+            "coverage": own if reference is None else coverage(reference, analysed, radius,
+                                                                 rng),
             "mean_nn_distance": mean_nn_distance(analysed, rng),
             "effective_environments": effective_environments(analysed, radius, rng)}
 
