@@ -47,12 +47,12 @@ def check_perplexity(perplexity: float, n: int, what: str) -> None:
 def locality_order(x: np.ndarray, bits: int = 10) -> np.ndarray:
     """A permutation of the rows of ``x`` that puts points close on its two leading principal
     axes (openTSNE's initial map) next to each other: their Z-order (Morton) code on a
-    ``2**bits`` grid. The axes come from every k-th row (at most ~2,000), so no randomness."""
+    ``2**bits`` grid. The axes come from every k-th row (at most 2,000), so no randomness."""
     x = np.asarray(x)
     n = len(x)
     if n < 3 or x.ndim != 2 or x.shape[1] == 0:
         return np.arange(n)
-    step = max(1, n // 2000)
+    step = -(-n // 2000)  # ceil: at most 2,000 rows
     probe = np.asarray(x[::step], dtype=np.float64)
     centre = probe.mean(axis=0)
     _, _, vt = np.linalg.svd(probe - centre, full_matrices=False)

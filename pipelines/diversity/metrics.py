@@ -99,10 +99,11 @@ def set_numbers(analysed: np.ndarray, reference: np.ndarray | None, radius: floa
     of ``analysed``, and ``n_sampled`` (its number of vectors). ``reference`` None: the
     analysed set is its own reference, which it covers entirely (every environment is its
     own nearest, at distance 0), so no search is made."""
-    own = None if not len(analysed) else 1.0
-    return {"n_sampled": int(len(analysed)),
-            "coverage": own if reference is None else coverage(reference, analysed, radius,
-                                                                 rng),
+    if reference is None:
+        covered = 1.0 if len(analysed) else None
+    else:
+        covered = coverage(reference, analysed, radius, rng)
+    return {"n_sampled": int(len(analysed)), "coverage": covered,
             "mean_nn_distance": mean_nn_distance(analysed, rng),
             "effective_environments": effective_environments(analysed, radius, rng)}
 
