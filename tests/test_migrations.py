@@ -54,7 +54,7 @@ def _insert_label(conn, structure_id: int, level_id: int, supersedes: int | None
 
     conn.execute(insert(Label).values(structure_id=structure_id, level_id=level_id, hash="0" * 64,
                                       energy=1.0, status=status, supersedes_id=supersedes,
-                                      created_at=datetime.now(UTC)))
+                                      composition_id=0, created_at=datetime.now(UTC)))
 
 
 def test_label_references_are_enforced(registry):

@@ -87,7 +87,8 @@ def _ensure(conn, comps: Compositions) -> np.ndarray:
                 "r": [comps.reduced[i] for i in missing],
                 "a": [comps.anonymous[i] for i in missing],
                 "n": comps.counts[missing].sum(axis=1).tolist(),
-                "e": (comps.counts[missing] > 0).sum(axis=1).tolist()}
+                "e": (comps.counts[missing] > 0).sum(axis=1).tolist(),
+                "s": _element_sets(conn, comps.zs, comps.counts[missing], pg)}
         if pg:  # formulas another transaction created first are skipped here
             created = {h: cid for cid, h in conn.execute(_PG_INSERT, cols).all()}
         else:  # under BEGIN IMMEDIATE nothing else can have created them
@@ -164,13 +165,57 @@ _PG_LOOK_UP = text("SELECT formula_hill, id FROM compositions "
                    "WHERE formula_hill = ANY(CAST(:h AS text[]))")
 _SQLITE_LOOK_UP = text("SELECT formula_hill, id FROM compositions "
                        "WHERE formula_hill IN (SELECT value FROM json_each(:h))")
-_COLS = "formula_hill, formula_reduced, formula_anonymous, n_atoms, nelements"
+_COLS = "formula_hill, formula_reduced, formula_anonymous, n_atoms, nelements, element_set_id"
 _PG_INSERT = text(
     f"INSERT INTO compositions ({_COLS}) SELECT * FROM unnest(CAST(:h AS text[]), "
-    "CAST(:r AS text[]), CAST(:a AS text[]), CAST(:n AS int4[]), CAST(:e AS int2[])) "
-    "ORDER BY 1 ON CONFLICT (formula_hill) DO NOTHING RETURNING id, formula_hill")
-_SQLITE_INSERT = (f"INSERT INTO compositions ({_COLS}) VALUES (?, ?, ?, ?, ?) "
+    "CAST(:r AS text[]), CAST(:a AS text[]), CAST(:n AS int4[]), CAST(:e AS int2[]), "
+    "CAST(:s AS int8[])) ORDER BY 1 ON CONFLICT (formula_hill) DO NOTHING "
+    "RETURNING id, formula_hill")
+_SQLITE_INSERT = (f"INSERT INTO compositions ({_COLS}) VALUES (?, ?, ?, ?, ?, ?) "
                   "ON CONFLICT (formula_hill) DO NOTHING")
+_PG_SETS = text(
+    "INSERT INTO element_sets (mask_lo, mask_hi, nelements) SELECT * FROM "
+    "unnest(CAST(:lo AS int8[]), CAST(:hi AS int8[]), CAST(:n AS int2[])) ORDER BY 1, 2 "
+    "ON CONFLICT (mask_lo, mask_hi) DO NOTHING")
+_PG_SETS_LOOK_UP = text(
+    "SELECT s.mask_lo, s.mask_hi, s.id FROM element_sets s JOIN unnest(CAST(:lo AS int8[]), "
+    "CAST(:hi AS int8[])) AS m(lo, hi) ON s.mask_lo = m.lo AND s.mask_hi = m.hi")
+_SQLITE_SETS = ("INSERT INTO element_sets (mask_lo, mask_hi, nelements) VALUES (?, ?, ?) "
+                "ON CONFLICT (mask_lo, mask_hi) DO NOTHING")
+_SQLITE_SETS_LOOK_UP = text(
+    "SELECT mask_lo, mask_hi, id FROM element_sets WHERE (mask_lo, mask_hi) IN "
+    "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:m))")
+
+
+def element_masks(zs, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) bit masks of the elements present in each row of ``counts`` (columns: atomic
+    numbers ``zs``): bit z-1 of lo for Z 1-63, bit z-64 of hi for Z 64-126."""
+    zs = np.asarray(zs, dtype=np.int64)
+    present = np.asarray(counts) > 0
+    bits = np.where(zs < 64, np.left_shift(1, np.maximum(zs - 1, 0)),
+                    np.left_shift(1, np.maximum(zs - 64, 0))).astype(np.int64)
+    lo = (present[:, zs < 64] * bits[zs < 64]).sum(axis=1, dtype=np.int64)
+    hi = (present[:, zs >= 64] * bits[zs >= 64]).sum(axis=1, dtype=np.int64)
+    return lo, hi
+
+
+def _element_sets(conn, zs, counts: np.ndarray, pg: bool) -> list[int]:
+    """Ids of the element sets of the compositions ``counts`` (rows), created if missing
+    (in mask order, like compositions in formula order, so concurrent ingests never wait on
+    each other in a cycle)."""
+    lo, hi = element_masks(zs, counts)
+    keys = sorted(set(zip(lo.tolist(), hi.tolist(), strict=True)))
+    n = {k: int(c) for k, c in zip(zip(lo.tolist(), hi.tolist(), strict=True),
+                                   (np.asarray(counts) > 0).sum(axis=1).tolist(), strict=True)}
+    klo, khi = [k[0] for k in keys], [k[1] for k in keys]
+    if pg:
+        conn.execute(_PG_SETS, {"lo": klo, "hi": khi, "n": [n[k] for k in keys]})
+        found = conn.execute(_PG_SETS_LOOK_UP, {"lo": klo, "hi": khi}).all()
+    else:
+        conn.exec_driver_sql(_SQLITE_SETS, [(a, b, n[(a, b)]) for a, b in keys])
+        found = conn.execute(_SQLITE_SETS_LOOK_UP, {"m": json.dumps(keys)}).all()
+    ids = {(a, b): i for a, b, i in found}
+    return [ids[k] for k in zip(lo.tolist(), hi.tolist(), strict=True)]
 _PG_ELEMENTS = text("INSERT INTO composition_elements (z, composition_id, count) SELECT * FROM "
                     "unnest(CAST(:z AS int2[]), CAST(:c AS int8[]), CAST(:k AS int4[]))")
 _SQLITE_ELEMENTS = "INSERT INTO composition_elements (z, composition_id, count) VALUES (?, ?, ?)"
@@ -182,4 +227,5 @@ def _look_up(conn, hills: list[str], pg: bool) -> dict[str, int]:
     return dict(conn.execute(_SQLITE_LOOK_UP, {"h": json.dumps(hills)}).all())
 
 
-__all__ = ["Compositions", "PendingCompositions", "merge_compositions", "plan_compositions"]
+__all__ = ["Compositions", "PendingCompositions", "element_masks", "merge_compositions",
+           "plan_compositions"]

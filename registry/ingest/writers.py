@@ -84,8 +84,8 @@ def _structure_cols(pb: PreparedBatch, idx: np.ndarray, ids: np.ndarray, now):
 
 _S_COLS = ("hash, hash_version, n_atoms, numbers, positions, cell, pbc, nperiodic, charge, "
            "multiplicity, composition_id, source, info, run_id, created_at")
-_L_COLS = ("structure_id, level_id, hash, energy, forces, dipole, charges, stress, max_force, "
-           "status, source_unit, run_id, created_at")
+_L_COLS = ("structure_id, level_id, composition_id, hash, energy, forces, dipole, charges, "
+           "stress, max_force, status, source_unit, run_id, created_at")
 
 
 def _by_hash(pb: PreparedBatch, idx: np.ndarray) -> np.ndarray:
@@ -174,7 +174,9 @@ def write_sqlite(conn, pb: PreparedBatch, level_ids: dict[str, int], run_id: int
         if m:
             names = ("hash", "energy", "forces", "dipole", "charges", "stress", "max_force")
             _sqlite_insert(raw, "labels", {"level_id": level_id, "run_id": run_id}, [
-                ("structure_id", sids[keep].tolist()), *zip(names, cols, strict=True),
+                ("structure_id", sids[keep].tolist()),
+                ("composition_id", pb.composition_id[lr.index[keep]].tolist()),
+                *zip(names, cols, strict=True),
                 ("status", [lr.status] * m), ("source_unit", [lr.source_unit] * m),
                 ("created_at", [stamp] * m)])
         out.labels_new += m
@@ -188,15 +190,15 @@ CREATE TEMP TABLE IF NOT EXISTS nnp_stage_s (
   cell bytea, pbc int2, nperiodic int2, charge int2, multiplicity int2, composition_id int8,
   source text, info json) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS nnp_stage_l (
-  sidx int4, level_id int8, hash text, energy float8, forces bytea, dipole bytea,
-  charges bytea, stress bytea, max_force float8, status text, source_unit text)
+  sidx int4, level_id int8, composition_id int8, hash text, energy float8, forces bytea,
+  dipole bytea, charges bytea, stress bytea, max_force float8, status text, source_unit text)
   ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS nnp_map (idx int4 PRIMARY KEY, id int8, run_id int8)
   ON COMMIT DELETE ROWS;
 """
 _S_TYPES = ["int4", "text", "int2", "int4", "bytea", "bytea", "bytea", "int2", "int2", "int2",
             "int2", "int8", "text", "json"]
-_L_TYPES = ["int4", "int8", "text", "float8", "bytea", "bytea", "bytea", "bytea", "float8",
+_L_TYPES = ["int4", "int8", "int8", "text", "float8", "bytea", "bytea", "bytea", "bytea", "float8",
             "text", "text"]
 
 
@@ -232,13 +234,15 @@ def _write_postgres_merge(cur, pb: PreparedBatch, level_ids: dict[str, int], run
             for lr in pb.labels:
                 lid = level_ids[lr.level]
                 for k, idx in enumerate(lr.index.tolist()):
-                    cp.write_row((idx, lid, lr.hashes[k], lr.energy[k], lr.forces[k],
+                    cp.write_row((idx, lid, int(pb.composition_id[idx]), lr.hashes[k],
+                                  lr.energy[k], lr.forces[k],
                                   lr.dipole[k], lr.charges[k], lr.stress[k],
                                   lr.max_force[k], lr.status, lr.source_unit))
         cur.execute(
             f"""INSERT INTO labels ({_L_COLS})
-                SELECT m.id, l.level_id, l.hash, l.energy, l.forces, l.dipole, l.charges,
-                       l.stress, l.max_force, l.status, l.source_unit, %(run)s, %(now)s
+                SELECT m.id, l.level_id, l.composition_id, l.hash, l.energy, l.forces,
+                       l.dipole, l.charges, l.stress, l.max_force, l.status, l.source_unit,
+                       %(run)s, %(now)s
                 FROM nnp_stage_l l JOIN nnp_map m ON m.idx = l.sidx
                 ORDER BY l.level_id, m.id
                 ON CONFLICT (structure_id, level_id) WHERE status = 'ok' DO NOTHING""",
@@ -340,7 +344,7 @@ def _write_postgres_copy(cur, pb: PreparedBatch, level_ids: dict[str, int], run_
         else:  # no stored labels for these structures: all are new
             keep = np.arange(len(lr.index))
         if len(keep):
-            picks.append((lr, lid, keep, ids[lr.index]))
+            picks.append((lr, lid, keep, ids[lr.index], pb.composition_id[lr.index]))
         out.labels_new += len(keep)
     if picks:
         pgcopy.copy_into(cur, "labels", pgcopy.labels_stream(picks, run_id, now))

@@ -53,6 +53,7 @@ from ..store.tables import (
     dataset_members,
     dataset_versions,
     datasets,
+    element_sets,
     labels,
     levels_of_theory,
     reference_energies,
@@ -224,11 +225,32 @@ def _fuzzy(col, op: str, v: str):
     return func.substr(col, func.length(col) - len(v) + 1) == v
 
 
-def _elements(zs, negate=False):
-    """The composition has (one of) the elements ``zs`` (or, negated, one not in ``zs``)."""
-    ce = composition_elements.alias().c
-    z = ce.z.not_in(zs) if negate else (ce.z == zs[0] if len(zs) == 1 else ce.z.in_(zs))
-    return exists().where(z, ce.composition_id == C.id).correlate(compositions)
+_LO_BITS = (1 << 63) - 1  # bits of mask_lo (Z 1-63; the sign bit is never set)
+_HI_BITS = (1 << 55) - 1  # bits of mask_hi (Z 64-118)
+
+
+def _masks(zs) -> tuple[int, int]:
+    """The element-set bit masks (``element_sets.mask_lo``, ``mask_hi``) of atomic numbers."""
+    zs = set(zs)
+    return (sum(1 << (z - 1) for z in zs if z < 64), sum(1 << (z - 64) for z in zs if z >= 64))
+
+
+def _elements(mode: str, zs):
+    """The composition's elements include one of (mode "" / ANY), all of (ALL) or only
+    (ONLY) the atomic numbers ``zs``: a bitwise test on the element sets, whose compositions
+    the index ``(element_set_id, n_atoms)`` then yields."""
+    E = element_sets.c
+    lo, hi = _masks(zs)
+    if mode == "ALL":
+        cond = and_(*[m_col.bitwise_and(m) == m for m_col, m in ((E.mask_lo, lo),
+                                                                  (E.mask_hi, hi)) if m])
+    elif mode == "ONLY":
+        cond = and_(E.mask_lo.bitwise_and(_LO_BITS ^ lo) == 0,
+                    E.mask_hi.bitwise_and(_HI_BITS ^ hi) == 0)
+    else:
+        cond = or_(*[m_col.bitwise_and(m) != 0 for m_col, m in ((E.mask_lo, lo),
+                                                                 (E.mask_hi, hi)) if m])
+    return C.element_set_id.in_(select(E.id).where(cond).correlate(None))
 
 
 def _ratios(values, negate=False):
@@ -293,10 +315,7 @@ class Compiler:
         if isinstance(node, ast.Has) and node.field == "elements_ratios":
             return self._set(node.mode, list(node.values), _ratios)
         if isinstance(node, ast.Has):
-            zs = [symbol_to_z(v) for v in node.values]
-            if node.mode == "ONLY":  # every element present is listed: count the listed ones
-                return C.nelements == _elements_present(zs)
-            return self._set(node.mode, zs, _elements)
+            return _elements(node.mode, [symbol_to_z(v) for v in node.values])
         if isinstance(node, ast.Known):
             expr = C.nelements > 0 if node.field in _LISTS else \
                 COMPOSITION[node.field].isnot(None)
@@ -308,7 +327,7 @@ class Compiler:
     @staticmethod
     def _composition_in(field: str, values: list):
         if field == "elements":
-            return _elements([symbol_to_z(v) for v in values])
+            return _elements("ANY", [symbol_to_z(v) for v in values])
         return _one_of(COMPOSITION[field], values)
 
     # ------------------------------------------------------------- boolean structure
@@ -323,8 +342,17 @@ class Compiler:
                                negated=True)
         parts = []
         if comp:
-            parts.append((max(map(_depth, comp)), _in_compositions(
-                self._composition(comp[0] if len(comp) == 1 else ast.And(tuple(comp))))))
+            cond = self._composition(comp[0] if len(comp) == 1 else ast.And(tuple(comp)))
+            level = next((i for i in rest if _level_has(i)), None)
+            if level is None:
+                parts.append((max(map(_depth, comp)), _in_compositions(cond)))
+            else:  # the level and the composition meet in labels
+                rest = [i for i in rest if i is not level]
+                ids = [self._level_id(v) for v in level.values]
+                if level.mode == "ALL" and len(ids) > 1:
+                    parts.append((0, self._set("ALL", ids[1:], self._labelled)))
+                    ids = ids[:1]
+                parts.append((max(map(_depth, comp)), _labelled_in(ids, cond)))
         parts += [(_depth(i), self(i)) for i in rest]
         parts += [(0, not_(self._one_of(f, is_text, vs)))
                   for (f, is_text), vs in groups.items()]
@@ -486,6 +514,23 @@ class Compiler:
         return dataset_version_id(ref_text, self.session)
 
 
+def _level_has(node) -> bool:
+    """Whether ``node`` requires an ok label at one of its (or all its) levels."""
+    return isinstance(node, ast.Has) and node.field == "_nnp_levels" and node.mode != "ONLY"
+
+
+def _labelled_in(level_ids, cond):
+    """Structures with an ok label at one of ``level_ids`` whose composition satisfies
+    ``cond`` (a condition on ``compositions``), found through the index ``(level_id,
+    composition_id, structure_id)`` of labels: only the labels of the matching compositions
+    at those levels are read, never the other structures of those compositions."""
+    lab = labels.alias().c
+    level = lab.level_id == level_ids[0] if len(level_ids) == 1 else lab.level_id.in_(level_ids)
+    return S.id.in_(select(lab.structure_id).where(
+        level, lab.status == "ok",
+        lab.composition_id.in_(select(C.id).where(cond).correlate(None))).correlate(None))
+
+
 def _deepest_first(items) -> list:
     return sorted(items, key=_depth, reverse=True)
 
@@ -527,13 +572,6 @@ def dataset_version_id(ref_text: str, session=None):
     newest = (select(dv.id).join(datasets, ds.id == dv.dataset_id)
               .where(named).order_by(dv.version.desc()).limit(1).scalar_subquery())
     return func.coalesce(alias, newest)
-
-
-def _elements_present(zs):
-    """How many of the atomic numbers ``zs`` the composition contains."""
-    ce = composition_elements.alias().c
-    return (select(func.count()).where(ce.z.in_(sorted(set(zs))), ce.composition_id == C.id)
-            .correlate(compositions).scalar_subquery())
 
 
 def per_atom(lab, lid):

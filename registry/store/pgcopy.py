@@ -175,28 +175,31 @@ def _float_column(name: str, values: list, fixed: list, var: list) -> None:
 
 
 def labels_stream(picks, run_id: int, now: datetime):
-    """Label rows from ``picks``: (LabelRows, level_id, kept positions, structure ids)."""
-    sid = np.concatenate([sids[keep] for _, _, keep, sids in picks])
-    lid = np.concatenate([np.full(len(keep), level) for _, level, keep, _ in picks])
+    """Label rows from ``picks``: (LabelRows, level_id, kept positions, structure ids,
+    composition ids)."""
+    sid = np.concatenate([sids[keep] for _, _, keep, sids, _ in picks])
+    cid = np.concatenate([cids[keep] for _, _, keep, _, cids in picks])
+    lid = np.concatenate([np.full(len(keep), level) for _, level, keep, _, _ in picks])
     o = np.lexsort((sid, lid))  # the key order (level_id, structure_id)
     ordered = len(o) < 2 or bool((np.diff(o) == 1).all())  # as the picks come, usually
     order = o.tolist()
 
     def gather(attr):
         flat = []
-        for lr, _, keep, _ in picks:
+        for lr, _, keep, _, _ in picks:
             col = getattr(lr, attr)
             flat.extend(col if len(keep) == len(col) else take(col, keep.tolist()))
         return flat if ordered else take(flat, order)
 
     def per_label(attr):  # one value for all picks: a constant column
-        values = {getattr(lr, attr) for lr, _, _, _ in picks}
+        values = {getattr(lr, attr) for lr, *_ in picks}
         if len(values) == 1 and None not in values:
             return values.pop()
-        flat = [s for lr, _, keep, _ in picks for s in [getattr(lr, attr)] * len(keep)]
+        flat = [s for lr, _, keep, *_ in picks for s in [getattr(lr, attr)] * len(keep)]
         return flat if ordered else take(flat, order)
 
     fixed = [("structure_id", ">i8", sid[o]), ("level_id", ">i8", lid[o]),
+             ("composition_id", ">i8", cid[o]),
              ("run_id", ">i8", run_id), ("created_at", ">i8", timestamp(now))]
     var = [("hash", gather("hashes")), ("status", per_label("status")),
            ("source_unit", per_label("source_unit"))]

@@ -87,6 +87,17 @@ class Composition(Base):
     formula_anonymous: Mapped[str]
     n_atoms: Mapped[int]
     nelements: Mapped[int]
+    element_set_id: Mapped[int]
+
+
+class ElementSet(Base):
+    """A distinct set of elements, as bit masks of atomic numbers (Z 1-63, Z 64-126)."""
+
+    __table__ = tables.element_sets
+    id: Mapped[int]
+    mask_lo: Mapped[int]
+    mask_hi: Mapped[int]
+    nelements: Mapped[int]
 
 
 class CompositionElement(Base):
@@ -164,6 +175,7 @@ class Label(Base):
     source_unit: Mapped[str | None]
     supersedes_id: Mapped[int | None]
     run_id: Mapped[int | None]
+    composition_id: Mapped[int]
     created_at: Mapped[datetime]
 
 

@@ -123,6 +123,26 @@ compositions = Table(
     _col("formula_anonymous", Formula),
     _col("n_atoms", Integer),
     _col("nelements", SmallInteger),
+    # The composition's set of elements (migration 0008; no foreign key, as for
+    # structures.composition_id). The index serves element filters: matching element sets
+    # are found in the small element_sets table, then their compositions (of a size range)
+    # by range scans, without visiting the compositions of other element sets.
+    _col("element_set_id", BigID),
+    Index(None, "element_set_id", "n_atoms"),
+)
+
+# A distinct set of elements (a chemical system such as C-H-N-O), one row per set. The set
+# is a bit mask of atomic numbers in two halves: bit z-1 of ``mask_lo`` for Z 1-63, bit z-64
+# of ``mask_hi`` for Z 64-126, so HAS / HAS ALL / HAS ANY / HAS ONLY are bitwise tests on a
+# table with as many rows as a registry has chemical systems. Append-only, created like
+# compositions (by the first ingest that needs one).
+element_sets = Table(
+    "element_sets", metadata,
+    _id(),
+    _col("mask_lo", BigInteger),
+    _col("mask_hi", BigInteger),
+    _col("nelements", SmallInteger),
+    UniqueConstraint("mask_lo", "mask_hi"),
 )
 
 # Element counts of a composition, keyed ``(z, composition_id)`` (the element filters'
@@ -220,6 +240,11 @@ labels = Table(
     # being append-only (migrations 0002 and 0004, schema.PG_SET_CHECKED_FKS;
     # dataset_members likewise).
     _col("run_id", BigID, null=True),
+    # The structure's composition, copied at write time (a structure's composition never
+    # changes; migration 0008). With the index below, a filter that combines a level with
+    # composition conditions meets both in ``labels`` alone, without visiting every
+    # structure of the matching compositions.
+    _col("composition_id", BigID),
     _created(),
     # At most one ok label per (structure, level); level first, so it also answers
     # "structures with an ok label at level L" (the _nnp_levels filters). Partial: WHERE
@@ -229,6 +254,8 @@ labels = Table(
     # create the schema (Alembic does; its comparison in tests/test_migrations.py passes).
     Index("uq_labels_ok", "level_id", "structure_id", unique=True),
     Index(None, "structure_id"),
+    # Partial like uq_labels_ok (WHERE status = 'ok', created by migration 0008).
+    Index("ix_labels_ok_level_composition", "level_id", "composition_id", "structure_id"),
 )
 
 datasets = Table(
