@@ -11,9 +11,9 @@ from sqlalchemy import and_, func, select
 from ..store.refs import check_int
 from ..store.tables import compositions, labels, structures
 from ..times import utc
-from . import structure_filter  # the package entry point (parses lazily)
+from . import as_filter, structure_filter  # the package entry points (parse lazily)
 from .ast import Cond
-from .compile import level_id, per_atom
+from .compile import Compiler, level_id, per_atom
 
 ROW_COLUMNS = ("id", "hash", "formula", "nsites", "nelements", "nperiodic", "source",
                "created_at")
@@ -31,8 +31,13 @@ def query_ids(reg, filter: str | Cond | None = None, *, level: str | None = None
     limit = _limit(limit)
     S = structures.c
     with reg.connect() as s:
-        q = (select(S.id).where(structure_filter(filter, level=level, session=s))
-             .order_by(S.id))
+        comp = Compiler(level=level, session=s)
+        where = comp.root(as_filter(filter))
+        if comp.id_select is not None:  # answered from an index of labels alone
+            ids = comp.id_select.subquery()
+            q = select(ids.c.id).order_by(ids.c.id)
+        else:
+            q = select(S.id).where(where).order_by(S.id)
         return list(s.scalars(q.limit(limit) if limit is not None else q))
 
 
@@ -69,5 +74,8 @@ def query(reg, filter: str | Cond | None = None, *, level: str | None = None,
 def count(reg, filter: str | Cond | None = None, *, level: str | None = None) -> int:
     """Number of structures matching ``filter``."""
     with reg.connect() as s:
-        return s.scalar(select(func.count()).select_from(structures)
-                        .where(structure_filter(filter, level=level, session=s)))
+        comp = Compiler(level=level, session=s)
+        where = comp.root(as_filter(filter))
+        if comp.id_select is not None:  # answered from an index of labels alone
+            return s.scalar(select(func.count()).select_from(comp.id_select.subquery()))
+        return s.scalar(select(func.count()).select_from(structures).where(where))

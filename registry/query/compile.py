@@ -285,12 +285,19 @@ class Compiler:
 
         self.level = canonical_name(level) if level else None
         self.session = session
+        # Set by root() when the whole filter is one level + composition meeting: the
+        # matching structure ids as a select on labels alone (see :func:`_labelled_in`).
+        self.id_select = None
+        self._meeting = None
 
     def root(self, node: ast.Cond):
         """Compile a whole filter (see the module docstring); BadInput beyond the sizes of
         :mod:`.ast`. NOTs are pushed onto the conditions first: each nested ``NOT (...)``
         would cost SQLite's parser stack more than the AND/OR levels it can merge with."""
-        return self(ast.pushed_in(ast.check_size(node)))
+        clause = self(ast.pushed_in(ast.check_size(node)))
+        if self._meeting is not None and clause is self._meeting[0]:
+            self.id_select = self._meeting[1]
+        return clause
 
     def __call__(self, node: ast.Cond):
         if not isinstance(node, ast.And | ast.Or) and _composition_only(node):
@@ -352,7 +359,11 @@ class Compiler:
                 if level.mode == "ALL" and len(ids) > 1:
                     parts.append((0, self._set("ALL", ids[1:], self._labelled)))
                     ids = ids[:1]
-                parts.append((max(map(_depth, comp)), _labelled_in(ids, cond)))
+                meeting, ids_select = _labelled_in(ids, cond)
+                if not rest and not groups and len(parts) == 0:
+                    self._meeting = (meeting, ids_select)
+                    return meeting
+                parts.append((max(map(_depth, comp)), meeting))
         parts += [(_depth(i), self(i)) for i in rest]
         parts += [(0, not_(self._one_of(f, is_text, vs)))
                   for (f, is_text), vs in groups.items()]
@@ -520,15 +531,21 @@ def _level_has(node) -> bool:
 
 
 def _labelled_in(level_ids, cond):
-    """Structures with an ok label at one of ``level_ids`` whose composition satisfies
-    ``cond`` (a condition on ``compositions``), found through the index ``(level_id,
-    composition_id, structure_id)`` of labels: only the labels of the matching compositions
-    at those levels are read, never the other structures of those compositions."""
+    """(clause, id select): structures with an ok label at one of ``level_ids`` whose
+    composition satisfies ``cond`` (a condition on ``compositions``), found through the
+    index ``(level_id, composition_id, structure_id)`` of labels: only the labels of the
+    matching compositions at those levels are read, never the other structures of those
+    compositions. The id select names each structure once (a structure has at most one ok
+    label per level) and only existing ones (labels reference structures), so a count or
+    id list can be answered from it without visiting ``structures``."""
     lab = labels.alias().c
     level = lab.level_id == level_ids[0] if len(level_ids) == 1 else lab.level_id.in_(level_ids)
-    return S.id.in_(select(lab.structure_id).where(
+    ids = select(lab.structure_id.label("id")).where(
         level, lab.status == "ok",
-        lab.composition_id.in_(select(C.id).where(cond).correlate(None))).correlate(None))
+        lab.composition_id.in_(select(C.id).where(cond).correlate(None))).correlate(None)
+    if len(level_ids) > 1:
+        ids = ids.distinct()
+    return S.id.in_(ids), ids
 
 
 def _deepest_first(items) -> list:
