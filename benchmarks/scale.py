@@ -98,7 +98,7 @@ def ingest_rate(reg, seed: int) -> float:
     t0 = time.perf_counter()
     out = reg.ingest_batch(batch, batch_size=25_000)
     secs = time.perf_counter() - t0
-    assert out["structures_new"] == CHUNK, out
+    assert out.structures_new == CHUNK, out
     return CHUNK / secs
 
 

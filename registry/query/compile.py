@@ -247,9 +247,11 @@ def _elements(mode: str, zs):
     elif mode == "ONLY":
         cond = and_(E.mask_lo.bitwise_and(_LO_BITS ^ lo) == 0,
                     E.mask_hi.bitwise_and(_HI_BITS ^ hi) == 0)
-    else:
-        cond = or_(*[m_col.bitwise_and(m) != 0 for m_col, m in ((E.mask_lo, lo),
-                                                                 (E.mask_hi, hi)) if m])
+    else:  # one test per element: the planner estimates "(mask & bit) = bit" as selective,
+        # where "mask & bits <> 0" would look like nearly every row and win a full scan
+        cond = _wide(or_, [E.mask_lo.bitwise_and(1 << (z - 1)) == 1 << (z - 1) if z < 64 else
+                           E.mask_hi.bitwise_and(1 << (z - 64)) == 1 << (z - 64)
+                           for z in sorted(set(zs))])
     return C.element_set_id.in_(select(E.id).where(cond).correlate(None))
 
 
@@ -410,7 +412,7 @@ class Compiler:
             return _compare(S.hash if isinstance(v, str) else S.id, node.op, v)
         if FIELDS[f].needs_level:
             lab, value = self._level_value(f)
-            return _sub(*lab, op(value, v))  # NULL compares as not true
+            return _labels_where(*lab, op(value, v))  # NULL compares as not true
         if f == "_nnp_dataset":
             member = self._member([self._version_id(v)])
             return member if node.op == "=" else not_(member)
@@ -446,7 +448,7 @@ class Compiler:
             expr = _sub(lab.structure_id == S.id, lab.status == "ok")
         elif FIELDS[f].needs_level:
             lab, value = self._level_value(f)
-            expr = _sub(*lab, value.isnot(None))
+            expr = _labels_where(*lab, value.isnot(None))
         elif f == "_nnp_dataset":
             dm = dataset_members.alias().c
             expr = _sub(dm.structure_id == S.id)
@@ -505,13 +507,14 @@ class Compiler:
                                                 lab.run_id.in_(run_ids)))
 
     def _level_value(self, field: str):
-        """(conditions selecting the ok label at ``self.level``, value expression)."""
+        """(conditions selecting the ok labels at ``self.level``, value expression); both
+        name only the label (and its composition), not the structure."""
         if self.level is None:
             raise BadInput(f"field {field} needs a level of theory: pass --level LEVEL "
                            "(Python: level=...)")
         lab = labels.alias().c
         lid = self._level_id(self.level)
-        conds = (lab.structure_id == S.id, lab.level_id == lid, lab.status == "ok")
+        conds = (lab.level_id == lid, lab.status == "ok")
         if field == "_nnp_energy":
             return conds, lab.energy
         if field == "_nnp_max_force":
@@ -546,6 +549,14 @@ def _labelled_in(level_ids, cond):
     if len(level_ids) > 1:
         ids = ids.distinct()
     return S.id.in_(ids), ids
+
+
+def _labels_where(*conds):
+    """Structures with a label satisfying ``conds`` (on that label alone): ``id IN (SELECT
+    structure_id ...)``, which the planner drives from the labels of the level, where an
+    ``EXISTS`` computing the value per structure made it read every structure."""
+    lab = conds[0].left.table.c  # the labels alias the conditions name
+    return S.id.in_(select(lab.structure_id).where(*conds).correlate(None))
 
 
 def _deepest_first(items) -> list:
@@ -592,29 +603,33 @@ def dataset_version_id(ref_text: str, session=None):
 
 
 def per_atom(lab, lid):
-    """Energy per atom; minus Σ n_Z·E_ref(Z) when the level has reference energies.
+    """Energy per atom of the label ``lab`` (a labels alias's columns); minus Σ n_Z·E_ref(Z)
+    when the level has reference energies. Computed from the label's composition alone.
 
     A structure with an element lacking a reference energy then has no value (no match).
     """
+    lab_t = lab.structure_id.table
     ce, re_t = composition_elements.alias().c, reference_energies.alias()
     re_ = re_t.c
     has_refs = exists().where(reference_energies.c.level_id == lid)
     # Both sub-queries walk the level's reference energies and probe (z, composition_id).
-    count = (select(ce.count).where(ce.z == re_.z, ce.composition_id == S.composition_id)
-             .correlate(structures, re_t).scalar_subquery())
+    count = (select(ce.count).where(ce.z == re_.z, ce.composition_id == lab.composition_id)
+             .correlate(lab_t, re_t).scalar_subquery())
     ref_sum = (select(func.sum(re_.energy * count)).where(re_.level_id == lid)
-               .correlate(structures).scalar_subquery())
+               .correlate(lab_t).scalar_subquery())
     ce2, re2_t = composition_elements.alias().c, reference_energies.alias()
     re2 = re2_t.c
     covered = (select(func.count()).select_from(re2_t)
                .where(re2.level_id == lid,
-                      exists().where(ce2.z == re2.z, ce2.composition_id == S.composition_id)
-                      .correlate(structures, re2_t))
-               .correlate(structures).scalar_subquery())
-    nelements = (select(C.nelements).where(C.id == S.composition_id).correlate(structures)
-                 .scalar_subquery())
+                      exists().where(ce2.z == re2.z, ce2.composition_id == lab.composition_id)
+                      .correlate(lab_t, re2_t))
+               .correlate(lab_t).scalar_subquery())
+    c_t = compositions.alias()
+    comp = select(c_t.c.nelements, c_t.c.n_atoms).where(c_t.c.id == lab.composition_id) \
+        .correlate(lab_t)
+    nelements = comp.with_only_columns(c_t.c.nelements).scalar_subquery()
+    n = cast(comp.with_only_columns(c_t.c.n_atoms).scalar_subquery(), Float)
     missing = covered < nelements
-    n = cast(S.n_atoms, Float)
     return case((~has_refs, lab.energy / n), (missing, null()), else_=(lab.energy - ref_sum) / n)
 
 
