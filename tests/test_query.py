@@ -259,7 +259,8 @@ def test_explain_uses_indexes(data):
     may scan) → their compositions of the size range → labels at the level of those
     compositions → structures by id."""
     reg = data["reg"]
-    f = f'elements HAS ALL "C","N" AND nsites <= 12 AND _nnp_levels HAS "{HIGH}"'
+    f = f'elements HAS ALL "C","H" AND nsites <= 12 AND _nnp_levels HAS "{HIGH}"'
+    assert reg.count(f) == 1  # CH4
     with reg.session() as s:
         q = select(Structure.id).where(structure_filter(f, session=s))
         sql = str(q.compile(reg.engine, compile_kwargs={"literal_binds": True}))
@@ -271,8 +272,9 @@ def test_explain_uses_indexes(data):
             plan = "\n".join(str(r[-1]) for r in s.execute(text("EXPLAIN QUERY PLAN " + sql)))
             assert "SCAN structures" not in plan.replace("SCAN structures USING", "")
     if reg.dialect == "sqlite":  # PostgreSQL's choice on a few rows says little about 10 M
-        assert "SCAN compositions" not in plan
-        assert "ix_compositions_element_set_id_n_atoms" in plan
+        # through the element-set index (searched, or on a few rows read whole)
+        comps = [line for line in plan.splitlines() if "compositions" in line]
+        assert comps and all("ix_compositions_element_set_id_n_atoms" in c for c in comps), plan
         assert "ix_labels_ok_level_composition" in plan
     else:
         assert "on labels" in plan and "Index" in plan

@@ -90,6 +90,7 @@ _MERGE_EQ = {"id", "nperiodic_dimensions", "_nnp_source", "_nnp_dataset", "_nnp_
              *COMPOSITION}
 _MERGE_HAS = {"elements", "_nnp_levels", "_nnp_dataset", "_nnp_run"}
 GROUP = 32  # operands per AND/OR list before it is cut into parenthesised groups
+SET_IDS = 1000  # element sets bound as an id list at most (beyond: a sub-query)
 
 
 class _Group(Grouping):
@@ -235,10 +236,13 @@ def _masks(zs) -> tuple[int, int]:
     return (sum(1 << (z - 1) for z in zs if z < 64), sum(1 << (z - 64) for z in zs if z >= 64))
 
 
-def _elements(mode: str, zs):
+def _elements(mode: str, zs, session=None):
     """The composition's elements include one of (mode "" / ANY), all of (ALL) or only
     (ONLY) the atomic numbers ``zs``: a bitwise test on the element sets, whose compositions
-    the index ``(element_set_id, n_atoms)`` then yields."""
+    the index ``(element_set_id, n_atoms)`` then yields. With a session the matching sets
+    are looked up now and bound as ids (up to :data:`SET_IDS`), so the planner estimates
+    their compositions from its statistics rather than guessing a bitwise test's
+    selectivity."""
     E = element_sets.c
     lo, hi = _masks(zs)
     if mode == "ALL":
@@ -252,7 +256,12 @@ def _elements(mode: str, zs):
         cond = _wide(or_, [E.mask_lo.bitwise_and(1 << (z - 1)) == 1 << (z - 1) if z < 64 else
                            E.mask_hi.bitwise_and(1 << (z - 64)) == 1 << (z - 64)
                            for z in sorted(set(zs))])
-    return C.element_set_id.in_(select(E.id).where(cond).correlate(None))
+    sets = select(E.id).where(cond).correlate(None)
+    if session is not None:
+        ids = session.scalars(sets.order_by(E.id).limit(SET_IDS + 1)).all()
+        if len(ids) <= SET_IDS:
+            return _one_of(C.element_set_id, ids)
+    return C.element_set_id.in_(sets)
 
 
 def _ratios(values, negate=False):
@@ -324,7 +333,7 @@ class Compiler:
         if isinstance(node, ast.Has) and node.field == "elements_ratios":
             return self._set(node.mode, list(node.values), _ratios)
         if isinstance(node, ast.Has):
-            return _elements(node.mode, [symbol_to_z(v) for v in node.values])
+            return _elements(node.mode, [symbol_to_z(v) for v in node.values], self.session)
         if isinstance(node, ast.Known):
             expr = C.nelements > 0 if node.field in _LISTS else \
                 COMPOSITION[node.field].isnot(None)
@@ -333,10 +342,9 @@ class Compiler:
             return _fuzzy(COMPOSITION[node.field], node.op, node.value)
         return _compare(COMPOSITION[node.field], node.op, node.value)  # ast.Cmp
 
-    @staticmethod
-    def _composition_in(field: str, values: list):
+    def _composition_in(self, field: str, values: list):
         if field == "elements":
-            return _elements("ANY", [symbol_to_z(v) for v in values])
+            return _elements("ANY", [symbol_to_z(v) for v in values], self.session)
         return _one_of(COMPOSITION[field], values)
 
     # ------------------------------------------------------------- boolean structure
