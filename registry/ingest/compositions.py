@@ -207,14 +207,27 @@ def _element_sets(conn, zs, counts: np.ndarray, pg: bool) -> list[int]:
     keys = sorted(set(zip(lo.tolist(), hi.tolist(), strict=True)))
     n = {k: int(c) for k, c in zip(zip(lo.tolist(), hi.tolist(), strict=True),
                                    (np.asarray(counts) > 0).sum(axis=1).tolist(), strict=True)}
-    klo, khi = [k[0] for k in keys], [k[1] for k in keys]
-    if pg:
-        conn.execute(_PG_SETS, {"lo": klo, "hi": khi, "n": [n[k] for k in keys]})
-        found = conn.execute(_PG_SETS_LOOK_UP, {"lo": klo, "hi": khi}).all()
-    else:
-        conn.exec_driver_sql(_SQLITE_SETS, [(a, b, n[(a, b)]) for a, b in keys])
-        found = conn.execute(_SQLITE_SETS_LOOK_UP, {"m": json.dumps(keys)}).all()
-    ids = {(a, b): i for a, b, i in found}
+
+    def look_up(wanted) -> dict:
+        if pg:
+            rows = conn.execute(_PG_SETS_LOOK_UP, {"lo": [k[0] for k in wanted],
+                                                   "hi": [k[1] for k in wanted]}).all()
+        else:
+            rows = conn.execute(_SQLITE_SETS_LOOK_UP, {"m": json.dumps(wanted)}).all()
+        return {(a, b): i for a, b, i in rows}
+
+    ids = look_up(keys)
+    # only the missing ones are inserted: on PostgreSQL a conflicting insert still takes
+    # a value of the id sequence
+    missing = [k for k in keys if k not in ids]
+    if missing:
+        if pg:
+            conn.execute(_PG_SETS, {"lo": [k[0] for k in missing],
+                                    "hi": [k[1] for k in missing],
+                                    "n": [n[k] for k in missing]})
+        else:
+            conn.exec_driver_sql(_SQLITE_SETS, [(a, b, n[(a, b)]) for a, b in missing])
+        ids.update(look_up(missing))
     return [ids[k] for k in zip(lo.tolist(), hi.tolist(), strict=True)]
 _PG_ELEMENTS = text("INSERT INTO composition_elements (z, composition_id, count) SELECT * FROM "
                     "unnest(CAST(:z AS int2[]), CAST(:c AS int8[]), CAST(:k AS int4[]))")

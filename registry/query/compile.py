@@ -239,7 +239,7 @@ def _masks(zs) -> tuple[int, int]:
 def _elements(mode: str, zs, session=None):
     """The composition's elements include one of (mode "" / ANY), all of (ALL) or only
     (ONLY) the atomic numbers ``zs``: a bitwise test on the element sets, whose compositions
-    the index ``(element_set_id, n_atoms)`` then yields. With a session the matching sets
+    the index ``(element_set_id, n_atoms, id)`` then yields. With a session the matching sets
     are looked up now and bound as ids (up to :data:`SET_IDS`), so the planner estimates
     their compositions from its statistics rather than guessing a bitwise test's
     selectivity."""

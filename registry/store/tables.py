@@ -126,9 +126,10 @@ compositions = Table(
     # The composition's set of elements (migration 0008; no foreign key, as for
     # structures.composition_id). The index serves element filters: matching element sets
     # are found in the small element_sets table, then their compositions (of a size range)
-    # by range scans, without visiting the compositions of other element sets.
+    # by range scans of the index alone (it holds the id), without visiting the
+    # compositions of other element sets.
     _col("element_set_id", BigID),
-    Index(None, "element_set_id", "n_atoms"),
+    Index(None, "element_set_id", "n_atoms", "id"),
 )
 
 # A distinct set of elements (a chemical system such as C-H-N-O), one row per set. The set
