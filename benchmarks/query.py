@@ -70,11 +70,13 @@ def synthetic(n: int, seed: int) -> FrameBatch:
                       sources=["synthetic"] * n)
 
 
-def load(reg, n: int, chunk: int = 100_000) -> float:
+def load(reg, n: int, chunk: int = 100_000, start: int = 0) -> float:
+    """Add ``n`` generated structures to a database holding ``start``; each chunk's seed
+    follows its position, so extending a database adds new molecules, not repeats."""
     t0 = time.perf_counter()
-    for k, lo in enumerate(range(0, n, chunk)):
-        m = min(chunk, n - lo)
-        reg.ingest_batch(synthetic(m, seed=k), batch_size=25_000)
+    for lo in range(start, start + n, chunk):
+        m = min(chunk, start + n - lo)
+        reg.ingest_batch(synthetic(m, seed=lo // chunk), batch_size=25_000)
         print(f"  loaded {lo + m:,} structures ({time.perf_counter() - t0:.0f} s)",
               flush=True)
     return time.perf_counter() - t0
@@ -116,7 +118,7 @@ def bench_registry(url: str, n: int, fresh: bool, filt: str, repeat: int) -> dic
         have = reg.count()
         if have < n:
             print(f"loading {n - have:,} structures into {reg.dialect} ...", flush=True)
-            secs = load(reg, n - have)
+            secs = load(reg, n - have, start=have)
             print(f"  ingest: {secs:.0f} s ({(n - have) / secs:,.0f} structures/s)")
         steady_state(reg)  # statistics + visibility map (index-only scans skip the heap)
         out = {"structures": reg.count(), "matches": reg.count(filt),
