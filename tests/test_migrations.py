@@ -273,3 +273,40 @@ def test_0007_active_learning_tables_up_down_up(empty_db_url):
     upgrade(empty_db_url)
     assert al <= set(inspect(engine).get_table_names())
     engine.dispose()
+
+
+def test_0008_fills_in_existing_rows(db_url):
+    """Down to 0007 and up again: element sets and label compositions are rebuilt from the
+    rows, equal to what the writers stored (heavy elements included)."""
+    from ase import Atoms
+    from sqlalchemy import select
+
+    from registry.core import Registry
+    from registry.store.tables import compositions, element_sets, labels
+
+    mols = [Atoms(f, positions=[[0.9 * i, 0.1 * i, 0] for i in range(len(Atoms(f)))])
+            for f in ("CH4", "UO2", "GdH3", "H2O", "C2N2U")]
+    for i, m in enumerate(mols):
+        m.info["energy"] = -float(i + 1)
+
+    def snapshot(engine):
+        C, E, L = compositions.c, element_sets.c, labels.c
+        with engine.connect() as c:
+            comp = {r[0]: tuple(r[1:]) for r in c.execute(
+                select(C.formula_hill, E.mask_lo, E.mask_hi, E.nelements)
+                .join(element_sets, E.id == C.element_set_id))}
+            lab = sorted(c.execute(select(L.id, C.formula_hill).join(
+                compositions, C.id == L.composition_id)).all())
+        return comp, lab
+
+    with Registry(db_url) as reg:
+        reg.ingest(mols, level="a")
+        reg.ingest(mols[1:3], level="b")
+        before = snapshot(reg.engine)
+    downgrade(db_url, "0007")
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    after = snapshot(engine)
+    engine.dispose()
+    assert before == after
+    assert before[0]["O2U"] == (1 << 7, 1 << 28, 2) and len(before[1]) == 7
