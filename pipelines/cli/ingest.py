@@ -39,6 +39,11 @@ def ingest(
     batch_size: int = typer.Option(20000, min=1, help="Structures per transaction; files "
                                                       "are read and checked in chunks of as "
                                                       "many frames (memory holds one)."),
+    parallel: int = typer.Option(1, "--parallel", min=1,
+                                 help="Read the files as shards on this many Dask workers "
+                                      "(or the NNP_DASK_SCHEDULER cluster), then write them "
+                                      "by concurrent transactions; one run lists every "
+                                      "shard. 1: one process."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
     """Ingest FILES as one run: all files are read and checked first, then written in batches.
@@ -62,16 +67,42 @@ def ingest(
         try:
             with progress:
                 task_files = progress.tasks[0].id
-                summary = reg.ingest_files(
-                    [str(f) for f in files], level, units=units, energy_key=energy_key,
-                    forces_key=forces_key, dipole_key=dipole_key, charges_key=charges_key,
-                    stress_key=stress_key, skip_missing=skip_missing, source=source,
-                    batch_size=batch_size, on_file=update, on_progress=writing)
+                if parallel > 1 and len(files) > 1:
+                    summary = _ingest_shards(reg, files, level, parallel, batch_size, update,
+                                             writing, energy_key=energy_key,
+                                             forces_key=forces_key, dipole_key=dipole_key,
+                                             charges_key=charges_key, stress_key=stress_key,
+                                             units=units, skip_missing=skip_missing,
+                                             source=source)
+                else:
+                    summary = reg.ingest_files(
+                        [str(f) for f in files], level, units=units, energy_key=energy_key,
+                        forces_key=forces_key, dipole_key=dipole_key,
+                        charges_key=charges_key, stress_key=stress_key,
+                        skip_missing=skip_missing, source=source, batch_size=batch_size,
+                        on_file=update, on_progress=writing)
         except KeyboardInterrupt:
             raise Interrupted(_kept(reg, last_run, committed, batch_size)) from None
     if as_json:
         return print_json(summary.to_dict())
     _print_summary(summary, level)
+
+
+def _ingest_shards(reg, files, level, parallel: int, batch_size: int, on_file, on_progress,
+                   **keys):
+    """``--parallel``: the files as shards on a Dask cluster (pipelines.parallel_ingest)."""
+    from pipelines.parallel_ingest import ingest_shards
+    from registry.io.readers import ReadOptions
+
+    units, skip_missing, source = keys.pop("units"), keys.pop("skip_missing"), keys.pop("source")
+    opts = ReadOptions(level, units, keys["energy_key"], keys["forces_key"], keys["dipole_key"],
+                       keys["charges_key"], keys["stress_key"], skip_missing, source)
+    params = {"files": [str(f) for f in files], "level": level, "units": units, **opts.keys(),
+              "skip_missing": skip_missing, "source": source, "batch_size": batch_size,
+              "parallel": parallel}
+    return ingest_shards(reg, [str(f) for f in files], opts, parallel=parallel,
+                         batch_size=batch_size, params=params, on_file=on_file,
+                         on_progress=on_progress)
 
 
 def _kept(reg, last_run: int, committed: dict, batch_size: int) -> str:

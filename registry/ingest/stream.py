@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,7 +34,7 @@ from ..errors import BadInput
 from ..io.readers import ReadOptions, each_chunk, open_file
 from ..store.artifacts import sha256_file
 from ..store.levels import canonical_name, ensure_level
-from ..store.runs import run
+from ..store.runs import RunHandle, run
 from .api import IngestSummary, Progress, gc_paused, write_parts
 from .compositions import PendingCompositions, merge_compositions, plan_compositions
 from .prepare import Plan, PreparedBatch, label_digests, prepare_part
@@ -235,12 +236,29 @@ def _part(spill: _Spill, plan: _Plan, k: int, ids: dict[str, int], blob) -> Prep
     return prepare_part(batch, p, 0, len(keep), blob)
 
 
-def ingest_files_streaming(reg, paths: Sequence[str | os.PathLike], opts: ReadOptions, *,
-                           batch_size: int = 20000, on_file: Progress | None = None,
-                           on_progress: Progress | None = None,
-                           params: dict | None = None) -> IngestSummary:
-    """Read, check and hash every file (pass 1), then write (pass 2); one ingest run whose
-    inputs list each file with its sha256, size, format and the reader that read it."""
+@dataclass
+class ReadFiles:
+    """Pass 1 of some files: their validated, hashed chunks spilled to disk, ready to write
+    (:func:`write_files`) or to drop (:meth:`close`)."""
+
+    spill: _Spill
+    p1: _Pass1
+    inputs: list[dict]  # one run input per file: path, sha256, size, format, frames, reader
+    reports: list
+    t0: float
+
+    @property
+    def hashes(self) -> np.ndarray:
+        """(N,) S32 structure digests of every frame read, in file order."""
+        return np.concatenate(self.p1.hashes) if self.p1.hashes else np.zeros(0, "S32")
+
+    def close(self) -> None:
+        self.spill.close()
+
+
+def read_files(paths: Sequence[str | os.PathLike], opts: ReadOptions, *,
+               batch_size: int = 20000, on_file: Progress | None = None) -> ReadFiles:
+    """Pass 1: read, check and hash every file (errors: BadInput, nothing kept)."""
     t0 = time.perf_counter()
     energy_factor(opts.units)  # unknown units: an error before reading anything
     if not paths:
@@ -286,13 +304,36 @@ def ingest_files_streaming(reg, paths: Sequence[str | os.PathLike], opts: ReadOp
                 if report.fallback:
                     item["fallback"] = report.fallback
                 inputs.append(item)
-            return _write(reg, spill, p1, inputs, reports, on_progress, params, t0)
-    finally:
+    except BaseException:
         spill.close()
+        raise
+    return ReadFiles(spill, p1, inputs, reports, t0)
+
+
+def ingest_files_streaming(reg, paths: Sequence[str | os.PathLike], opts: ReadOptions, *,
+                           batch_size: int = 20000, on_file: Progress | None = None,
+                           on_progress: Progress | None = None,
+                           params: dict | None = None) -> IngestSummary:
+    """Read, check and hash every file (pass 1), then write (pass 2); one ingest run whose
+    inputs list each file with its sha256, size, format and the reader that read it."""
+    read = read_files(paths, opts, batch_size=batch_size, on_file=on_file)
+    try:
+        return write_files(reg, read, on_progress=on_progress, params=params)
+    finally:
+        read.close()
+
+
+def write_files(reg, read: ReadFiles, *, on_progress: Progress | None = None,
+                params: dict | None = None, handle: RunHandle | None = None) -> IngestSummary:
+    """Pass 2 of :func:`read_files`: as a new ingest run (``params``), or as part of the
+    running run ``handle``, which collects its inputs (files, levels); its owner records
+    them and the result when the run finishes."""
+    return _write(reg, read.spill, read.p1, read.inputs, read.reports, on_progress, params,
+                  read.t0, handle)
 
 
 def _write(reg, spill: _Spill, p1: _Pass1, inputs: list[dict], reports, on_progress,
-           params, t0: float) -> IngestSummary:
+           params, t0: float, part_of: RunHandle | None = None) -> IngestSummary:
     """Judge the whole input, create its compositions, then pass 2: write the chunks."""
     # the compositions are created on another connection while the input is judged, and
     # committed only if it is good
@@ -307,7 +348,8 @@ def _write(reg, spill: _Spill, p1: _Pass1, inputs: list[dict], reports, on_progr
     chunks = [k for k in range(len(plan.bounds) - 1)  # (a chunk of repeats writes nothing)
               if plan.first[plan.bounds[k]:plan.bounds[k + 1]].any()]
     total = int(plan.first.sum())
-    with run(reg, "ingest", params) as handle:
+    with (nullcontext(part_of) if part_of is not None
+          else run(reg, "ingest", params)) as handle:
         for item in inputs:
             handle.consumed(**item)
         for lv, lid in level_ids.items():

@@ -223,10 +223,11 @@ def _write_postgres_merge(cur, pb: PreparedBatch, level_ids: dict[str, int], run
             FROM nnp_stage_s ORDER BY hash
             ON CONFLICT (hash) DO NOTHING""",
         {"run": run_id, "now": now})
+    # the rows this statement inserted (not "rows of this run": the shards of a parallel
+    # ingest write as one run, concurrently)
+    out.structures_new = cur.rowcount
     cur.execute("INSERT INTO nnp_map SELECT st.idx, s.id, s.run_id FROM nnp_stage_s st "
                 "JOIN structures s ON s.hash = st.hash")
-    out.structures_new = cur.execute(
-        "SELECT count(*) FROM nnp_map WHERE run_id = %s", (run_id,)).fetchone()[0]
     out.structures_existing = len(pb) - out.structures_new
     if pb.labels:
         with cur.copy("COPY nnp_stage_l FROM STDIN (FORMAT BINARY)") as cp:
