@@ -25,7 +25,6 @@ Printed per size and as the 10 M / 1 M ratio:
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import query  # noqa: E402
+from ingest import median_seconds as median  # noqa: E402
 from query import HIGH, LOW, PG_DEFAULT, synthetic  # noqa: E402
 
 from registry.chem.frames import FrameBatch, LabelColumns  # noqa: E402
@@ -100,17 +100,6 @@ def ingest_rate(reg, seed: int) -> float:
     secs = time.perf_counter() - t0
     assert out.structures_new == CHUNK, out
     return CHUNK / secs
-
-
-def median(fn, repeat: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def sizes(reg) -> dict[str, int]:
