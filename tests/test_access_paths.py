@@ -120,3 +120,19 @@ def test_element_sets_hold_each_chemical_system_once(reg):
     assert sets[uo2] == 2
     lo, hi = element_masks([1, 8, 92], np.array([[2, 1, 0], [0, 2, 1]]))
     assert lo.tolist() == [1 | 1 << 7, 1 << 7] and hi.tolist() == [0, 1 << 28]
+
+
+@pytest.mark.parametrize(("text", "test"), CASES[:8], ids=[c[0] for c in CASES[:8]])
+def test_element_sets_as_a_sub_query(reg, text, test, monkeypatch):
+    """Without a session (and with more matching sets than are bound as ids) the element
+    sets are a sub-query: same answers."""
+    from registry.query import compile as compile_mod
+    from registry.query import structure_filter
+
+    want = _expected(reg, test)
+    S = structures.c
+    with reg.engine.connect() as c:
+        got = c.execute(select(S.id).where(structure_filter(text)).order_by(S.id)).scalars()
+        assert list(got) == want
+    monkeypatch.setattr(compile_mod, "SET_IDS", 0)
+    assert reg.query_ids(text) == want
