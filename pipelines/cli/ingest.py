@@ -82,6 +82,11 @@ def ingest(
                         skip_missing=skip_missing, source=source, batch_size=batch_size,
                         on_file=update, on_progress=writing)
         except KeyboardInterrupt:
+            if parallel > 1 and len(files) > 1:  # the progress counted shards
+                raise Interrupted(
+                    f"{committed['batches']} of {len(files)} shards fully written; a shard "
+                    "being written may have committed some of its batches (the ingest run, "
+                    "marked interrupted, has the written shards' counts)") from None
             raise Interrupted(_kept(reg, last_run, committed, batch_size)) from None
     if as_json:
         return print_json(summary.to_dict())
