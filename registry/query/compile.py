@@ -4,11 +4,14 @@ Every value becomes a bound parameter. Conditions on the composition (elements, 
 ``nelements``, formulas) are evaluated over ``compositions``, one row per distinct formula:
 each maximal composition-only part of the filter (and all such conditions of an AND, merged)
 becomes one ``composition_id IN (SELECT id FROM compositions WHERE ...)``, where element
-conditions are ``EXISTS`` (or count) sub-queries on ``composition_elements`` (key
-``(z, composition_id)``; they always name ``z``, the leading key column). Level conditions
-are ``EXISTS`` sub-queries on ``labels`` (partial unique index ``(level_id, structure_id)
-WHERE status = 'ok'``). Sub-queries are correlated to ``structures`` only, so the clause also
-works in queries that join labels or dataset members themselves.
+conditions are bitwise tests on ``element_sets`` (``element_set_id IN ...``; the matching
+sets bound as ids when a session is open) and element ratios ``EXISTS`` sub-queries on
+``composition_elements``. A level (``_nnp_levels HAS``) in an AND with composition conditions
+meets them in ``labels`` (index ``(level_id, composition_id, structure_id)``); other level
+conditions are ``EXISTS`` sub-queries on ``labels`` (partial unique index ``(level_id,
+structure_id) WHERE status = 'ok'``), and label values at ``level`` select ids from the
+level's labels. Sub-queries are correlated to ``structures`` only, so the clause also works
+in queries that join labels or dataset members themselves.
 
 Wide and deep filters stay within what both backends accept (sizes: :mod:`.ast`): OR'd
 equalities on one field become one ``IN`` list; long AND/OR lists are cut into parenthesised
