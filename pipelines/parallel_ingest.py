@@ -37,7 +37,7 @@ def _read_shard(token: str, path: str, opts, batch_size: int) -> dict:
 
     read = read_files([path], opts, batch_size=batch_size)
     _READS[token] = read
-    return {"token": token, "worker": get_worker().address, "frames": len(read.hashes)}
+    return {"token": token, "worker": get_worker().address}
 
 
 def _write_shard(token: str, url: str, run_id: int) -> tuple[dict, list[dict]]:
@@ -133,5 +133,4 @@ def ingest_shards(reg, paths: Sequence[str], opts, *, parallel: int, batch_size:
 
 def _record(handle, summary: IngestSummary, t0: float) -> None:
     summary.seconds = round(time.perf_counter() - t0, 4)
-    handle.result = {k: v for k, v in summary.to_dict().items() if k != "conflicts"}
-    handle.result["conflicts_sample"] = summary.conflicts[:20]
+    handle.result = summary.run_result()

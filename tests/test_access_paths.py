@@ -6,7 +6,7 @@ import pytest
 from ase import Atoms
 from sqlalchemy import select
 
-from registry.ingest.compositions import element_masks
+from registry.chem.elements import element_masks
 from registry.query import as_filter
 from registry.query.compile import Compiler
 from registry.store.tables import compositions, element_sets, labels, structures

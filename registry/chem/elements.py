@@ -41,6 +41,27 @@ def symbol_to_z(symbol: str) -> int:
     return z
 
 
+def element_mask(zs) -> tuple[int, int]:
+    """The element-set bit masks of the atomic numbers ``zs`` (``element_sets.mask_lo``,
+    ``mask_hi``): bit z-1 of the first for Z 1-63, bit z-64 of the second for Z 64-126."""
+    zs = set(zs)
+    return (sum(1 << (z - 1) for z in zs if z < 64), sum(1 << (z - 64) for z in zs if z >= 64))
+
+
+def element_masks(zs, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`element_mask` of the elements present in each row of ``counts`` (columns:
+    atomic numbers ``zs``), as two int64 arrays."""
+    import numpy as np
+
+    zs = np.asarray(zs, dtype=np.int64)
+    present = np.asarray(counts) > 0
+    bits = np.where(zs < 64, np.left_shift(1, np.maximum(zs - 1, 0)),
+                    np.left_shift(1, np.maximum(zs - 64, 0))).astype(np.int64)
+    lo = (present[:, zs < 64] * bits[zs < 64]).sum(axis=1, dtype=np.int64)
+    hi = (present[:, zs >= 64] * bits[zs >= 64]).sum(axis=1, dtype=np.int64)
+    return lo, hi
+
+
 def compact_composition(numbers: np.ndarray, offsets: np.ndarray):
     """(zs, counts): the sorted atomic numbers present and a (B, len(zs)) int32 count matrix."""
     import numpy as np

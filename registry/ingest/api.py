@@ -50,6 +50,12 @@ class IngestSummary(WriteCounts):
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def run_result(self) -> dict:
+        """The ingest run's recorded result: the counts and the first 20 conflicts."""
+        out = {k: v for k, v in self.to_dict().items() if k != "conflicts"}
+        out["conflicts_sample"] = self.conflicts[:20]
+        return out
+
 
 _gc_lock = threading.Lock()
 _gc_pausers = 0
@@ -138,9 +144,7 @@ def ingest_batch(reg, batch: FrameBatch, *, batch_size: int = 20000,
             finally:  # what was committed is recorded, also when the ingest fails
                 summary.add(totals)
                 summary.seconds = round(time.perf_counter() - t0, 4)
-                handle.result = {k: v for k, v in summary.to_dict().items()
-                                 if k != "conflicts"}
-                handle.result["conflicts_sample"] = totals.conflicts[:20]
+                handle.result = summary.run_result()
     return summary
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import text
 
-from ..chem.elements import compact_composition, formulas_batch
+from ..chem.elements import compact_composition, element_masks, formulas_batch
 
 
 @dataclass
@@ -187,18 +187,6 @@ _SQLITE_SETS_LOOK_UP = text(
     "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:m))")
 
 
-def element_masks(zs, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(lo, hi) bit masks of the elements present in each row of ``counts`` (columns: atomic
-    numbers ``zs``): bit z-1 of lo for Z 1-63, bit z-64 of hi for Z 64-126."""
-    zs = np.asarray(zs, dtype=np.int64)
-    present = np.asarray(counts) > 0
-    bits = np.where(zs < 64, np.left_shift(1, np.maximum(zs - 1, 0)),
-                    np.left_shift(1, np.maximum(zs - 64, 0))).astype(np.int64)
-    lo = (present[:, zs < 64] * bits[zs < 64]).sum(axis=1, dtype=np.int64)
-    hi = (present[:, zs >= 64] * bits[zs >= 64]).sum(axis=1, dtype=np.int64)
-    return lo, hi
-
-
 def _element_sets(conn, zs, counts: np.ndarray, pg: bool) -> list[int]:
     """Ids of the element sets of the compositions ``counts`` (rows), created if missing
     (in mask order, like compositions in formula order, so concurrent ingests never wait on
@@ -240,5 +228,4 @@ def _look_up(conn, hills: list[str], pg: bool) -> dict[str, int]:
     return dict(conn.execute(_SQLITE_LOOK_UP, {"h": json.dumps(hills)}).all())
 
 
-__all__ = ["Compositions", "PendingCompositions", "element_masks", "merge_compositions",
-           "plan_compositions"]
+__all__ = ["Compositions", "PendingCompositions", "merge_compositions", "plan_compositions"]

@@ -247,11 +247,6 @@ class ReadFiles:
     reports: list
     t0: float
 
-    @property
-    def hashes(self) -> np.ndarray:
-        """(N,) S32 structure digests of every frame read, in file order."""
-        return np.concatenate(self.p1.hashes) if self.p1.hashes else np.zeros(0, "S32")
-
     def close(self) -> None:
         self.spill.close()
 
@@ -364,6 +359,5 @@ def _write(reg, spill: _Spill, p1: _Pass1, inputs: list[dict], reports, on_progr
         finally:  # what was committed is recorded, also when the ingest fails
             summary.add(totals)
             summary.seconds = round(time.perf_counter() - t0, 4)
-            handle.result = {k: v for k, v in summary.to_dict().items() if k != "conflicts"}
-            handle.result["conflicts_sample"] = totals.conflicts[:20]
+            handle.result = summary.run_result()
     return summary

@@ -25,16 +25,23 @@ def _limit(limit: int | None) -> int | None:
     return None if limit is None else check_int(limit, "limit", lo=0)
 
 
+def _compiled(s, filter, level):
+    """(clause over structures, id select on labels or None) for ``filter`` in connection
+    ``s``: the id select when the filter is one level + composition meeting."""
+    comp = Compiler(level=level, session=s)
+    where = comp.root(as_filter(filter))
+    return where, comp.id_select
+
+
 def query_ids(reg, filter: str | Cond | None = None, *, level: str | None = None,
               limit: int | None = None) -> list[int]:
     """Ids of the structures matching ``filter`` (OPTIMADE text or :data:`Q`), by id."""
     limit = _limit(limit)
     S = structures.c
     with reg.connect() as s:
-        comp = Compiler(level=level, session=s)
-        where = comp.root(as_filter(filter))
-        if comp.id_select is not None:  # answered from an index of labels alone
-            ids = comp.id_select.subquery()
+        where, id_select = _compiled(s, filter, level)
+        if id_select is not None:  # answered from an index of labels alone
+            ids = id_select.subquery()
             q = select(ids.c.id).order_by(ids.c.id)
         else:
             q = select(S.id).where(where).order_by(S.id)
@@ -74,8 +81,7 @@ def query(reg, filter: str | Cond | None = None, *, level: str | None = None,
 def count(reg, filter: str | Cond | None = None, *, level: str | None = None) -> int:
     """Number of structures matching ``filter``."""
     with reg.connect() as s:
-        comp = Compiler(level=level, session=s)
-        where = comp.root(as_filter(filter))
-        if comp.id_select is not None:  # answered from an index of labels alone
-            return s.scalar(select(func.count()).select_from(comp.id_select.subquery()))
+        where, id_select = _compiled(s, filter, level)
+        if id_select is not None:  # answered from an index of labels alone
+            return s.scalar(select(func.count()).select_from(id_select.subquery()))
         return s.scalar(select(func.count()).select_from(structures).where(where))

@@ -44,7 +44,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import Grouping
 from sqlalchemy.sql.functions import FunctionElement
 
-from ..chem.elements import symbol_to_z
+from ..chem.elements import element_mask, symbol_to_z
 from ..errors import BadInput
 from ..store.levels import canonical_name, level_row
 from ..store.lookups import dataset_version
@@ -233,10 +233,11 @@ _LO_BITS = (1 << 63) - 1  # bits of mask_lo (Z 1-63; the sign bit is never set)
 _HI_BITS = (1 << 55) - 1  # bits of mask_hi (Z 64-118)
 
 
-def _masks(zs) -> tuple[int, int]:
-    """The element-set bit masks (``element_sets.mask_lo``, ``mask_hi``) of atomic numbers."""
-    zs = set(zs)
-    return (sum(1 << (z - 1) for z in zs if z < 64), sum(1 << (z - 64) for z in zs if z >= 64))
+def _has_all(lo: int, hi: int):
+    """The element set holds every element of the masks (``lo``, ``hi``)."""
+    E = element_sets.c
+    return and_(*[col.bitwise_and(m) == m for col, m in ((E.mask_lo, lo), (E.mask_hi, hi))
+                  if m])
 
 
 def _elements(mode: str, zs, session=None):
@@ -247,18 +248,15 @@ def _elements(mode: str, zs, session=None):
     their compositions from its statistics rather than guessing a bitwise test's
     selectivity."""
     E = element_sets.c
-    lo, hi = _masks(zs)
+    lo, hi = element_mask(zs)
     if mode == "ALL":
-        cond = and_(*[m_col.bitwise_and(m) == m for m_col, m in ((E.mask_lo, lo),
-                                                                  (E.mask_hi, hi)) if m])
+        cond = _has_all(lo, hi)
     elif mode == "ONLY":
         cond = and_(E.mask_lo.bitwise_and(_LO_BITS ^ lo) == 0,
                     E.mask_hi.bitwise_and(_HI_BITS ^ hi) == 0)
     else:  # one test per element: the planner estimates "(mask & bit) = bit" as selective,
         # where "mask & bits <> 0" would look like nearly every row and win a full scan
-        cond = _wide(or_, [E.mask_lo.bitwise_and(1 << (z - 1)) == 1 << (z - 1) if z < 64 else
-                           E.mask_hi.bitwise_and(1 << (z - 64)) == 1 << (z - 64)
-                           for z in sorted(set(zs))])
+        cond = _wide(or_, [_has_all(*element_mask([z])) for z in sorted(set(zs))])
     sets = select(E.id).where(cond).correlate(None)
     if session is not None:
         ids = session.scalars(sets.order_by(E.id).limit(SET_IDS + 1)).all()
