@@ -87,22 +87,22 @@ def timed(fn, repeat: int) -> float:
     return median_seconds(fn, repeat)
 
 
-def pg_database(admin_url: str, reuse: bool) -> tuple[str, bool]:
-    """URL of the benchmark database; True if it was (re)created empty."""
+def pg_database(admin_url: str, reuse: bool, name: str = DB_NAME) -> tuple[str, bool]:
+    """URL of the benchmark database ``name``; True if it was (re)created empty."""
     import psycopg
     from sqlalchemy.engine import make_url
 
     u = make_url(admin_url)
     info = (f"host={u.host or '127.0.0.1'} port={u.port or 5432} user={u.username} "
             f"password={u.password or ''} dbname={u.database or 'postgres'}")
-    url = u.set(database=DB_NAME, drivername="postgresql+psycopg").render_as_string(False)
+    url = u.set(database=name, drivername="postgresql+psycopg").render_as_string(False)
     with psycopg.connect(info, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                              (DB_NAME,)).fetchone()
+                              (name,)).fetchone()
         if exists and reuse:
             return url, False
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')  # fixed name
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # a name from this script
+        conn.execute(f'CREATE DATABASE "{name}"')
     return url, True
 
 

@@ -35,9 +35,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import query  # noqa: E402
 from ingest import median_seconds as median  # noqa: E402
-from query import HIGH, LOW, PG_DEFAULT, synthetic  # noqa: E402
+from query import HIGH, LOW, PG_DEFAULT, pg_database, synthetic  # noqa: E402
 
 from registry.chem.frames import FrameBatch, LabelColumns  # noqa: E402
 
@@ -72,11 +71,6 @@ def rare_batch(n: int = 2000, seed: int = 7) -> FrameBatch:
                       cells=np.zeros((n, 3, 3)), pbc=np.zeros((n, 3), dtype=bool),
                       charge=np.zeros(n, dtype=np.int64), multiplicity=np.ones(n, dtype=np.int64),
                       labels={LOW: low, RARE_LEVEL: rare}, sources=["synthetic-se"] * n)
-
-
-def database(admin_url: str, name: str, reuse: bool) -> tuple[str, bool]:
-    query.DB_NAME = name
-    return query.pg_database(admin_url, reuse)
 
 
 def load(reg, n: int) -> None:
@@ -137,7 +131,7 @@ def run_size(admin_url: str, n: int, reuse: bool, repeat: int, do_curation: bool
     from registry.core import Registry
     from registry.store.engine import upgrade
 
-    url, fresh = database(admin_url, f"nnp_scale_{n}", reuse)
+    url, fresh = pg_database(admin_url, reuse, f"nnp_scale_{n}")
     upgrade(url)
     out: dict = {"n": n}
     with Registry(url) as reg:
@@ -172,7 +166,7 @@ def empty_store_rate(admin_url: str, seed: int) -> float:
     from registry.core import Registry
     from registry.store.engine import upgrade
 
-    url, _ = database(admin_url, "nnp_scale_empty", reuse=False)
+    url, _ = pg_database(admin_url, False, "nnp_scale_empty")
     upgrade(url)
     with Registry(url) as reg:
         return ingest_rate(reg, seed)
