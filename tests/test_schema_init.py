@@ -115,3 +115,29 @@ def test_concurrent_first_opens_take_turns(empty_db_url, tmp_path):
     finally:
         engine.dispose()
     assert set(metadata.tables) <= tables_of(empty_db_url)
+
+
+def test_wal_switch_waits_for_a_lock_held_by_another_process(tmp_path):
+    """Switching a file to WAL while another connection holds its lock answers "database is
+    locked" at once (no busy handler); the connect hook retries until the lock is gone."""
+    import sqlite3
+    import threading
+
+    from registry.store.engine import _wal
+
+    path = str(tmp_path / "new.db")
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    opener = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        opener.execute("PRAGMA journal_mode=WAL")  # what the hook met before retrying
+    release = threading.Timer(0.3, holder.execute, ("COMMIT",))
+    release.start()
+    t0 = time.monotonic()
+    _wal(opener.cursor())
+    release.join()
+    assert time.monotonic() - t0 >= 0.2
+    assert opener.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    opener.close()
+    holder.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+import time
 from importlib import resources
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -23,13 +24,30 @@ def _sqlite_pragmas(dbapi_conn, _record):
     # rows of packed arrays (fewer page writes and checkpoints at ingest; docs/decisions/0007).
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=60000")
     cur.execute("PRAGMA page_size=32768")
-    cur.execute("PRAGMA journal_mode=WAL")
+    _wal(cur)
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=60000")
     cur.execute(f"PRAGMA cache_size={SQLITE_CACHE}")
     cur.close()
+
+
+def _wal(cur, wait: float = 60.0) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while another process holds the lock: switching a
+    new file to WAL can answer "database is locked" at once, without the busy handler (seen
+    when several processes open a new file together), so the busy timeout does not cover it."""
+    deadline = time.monotonic() + wait
+    pause = 0.002
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
 
 def _sqlite_begin(conn):
