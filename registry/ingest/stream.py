@@ -286,23 +286,25 @@ def read_files(paths: Sequence[str | os.PathLike], opts: ReadOptions, *,
                 if on_file:
                     on_file(i + 1, len(paths))
             spill.flush()
-            inputs = []
-            for report, sha in zip(reports, shas, strict=True):
-                try:
-                    digest, size = sha.result()
-                except OSError as exc:
-                    raise BadInput(f"{report.path}: cannot read it: "
-                                   f"{exc.strerror or exc}") from None
-                item = {"entity_type": "file", "ref": report.path, "sha256": digest,
-                        "size": size, "format": report.format, "frames": report.frames,
-                        "frames_skipped": report.skipped, "reader": report.reader}
-                if report.fallback:
-                    item["fallback"] = report.fallback
-                inputs.append(item)
+            inputs = [file_input(r, sha) for r, sha in zip(reports, shas, strict=True)]
     except BaseException:
         spill.close()
         raise
     return ReadFiles(spill, p1, inputs, reports, t0)
+
+
+def file_input(report, sha) -> dict:
+    """The run input recording one file (``sha``: the future of its :func:`sha256_file`)."""
+    try:
+        digest, size = sha.result()
+    except OSError as exc:
+        raise BadInput(f"{report.path}: cannot read it: {exc.strerror or exc}") from None
+    item = {"entity_type": "file", "ref": report.path, "sha256": digest, "size": size,
+            "format": report.format, "frames": report.frames,
+            "frames_skipped": report.skipped, "reader": report.reader}
+    if report.fallback:
+        item["fallback"] = report.fallback
+    return item
 
 
 def ingest_files_streaming(reg, paths: Sequence[str | os.PathLike], opts: ReadOptions, *,
