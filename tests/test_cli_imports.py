@@ -83,3 +83,24 @@ def test_quick_commands_import_neither_orm_nor_files_nor_compute(workspace):
         mods = loaded(argv, env)
         bad = heavy(mods, COMPUTE | FILES_AND_ORM)
         assert not bad, (argv, bad)
+
+
+def test_ingest_imports_neither_other_stages_nor_ase(workspace, tmp_path):
+    """`nnp ingest` of an HDF5 file in eV loads the ingest stage and its reader only: not the
+    Registry facade (curation, queries, models, training data), not ASE, not the compute
+    stack."""
+    import h5py
+
+    path = tmp_path / "one.h5"
+    with h5py.File(path, "w") as fh:
+        grp = fh.create_group("mol0")
+        grp["species"] = np.array([b"C", b"H", b"H", b"H", b"H"])
+        grp["coordinates"] = np.random.default_rng(0).normal(size=(3, 5, 3))
+        grp["energies"] = np.array([-1.0, -1.1, -1.2])
+    env = {k: v for k, v in workspace.items() if k.startswith("NNP_")}
+    mods = loaded(["ingest", str(path), "--level", "pbe", "--json"], env)
+    bad = heavy(mods, COMPUTE | {"ase", "registry.core", "registry.curation",
+                                 "registry.query", "registry.models",
+                                 "registry.training_data"})
+    assert not bad, bad
+    assert "registry.ingest.stream" in mods and "h5py" in mods

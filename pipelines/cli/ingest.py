@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from ._app import Interrupted, app, console, err_console, open_registry, print_json, progress_bar
+from ._app import Interrupted, app, console, err_console, open_store, print_json, progress_bar
 
 
 @app.command("ingest")
@@ -61,8 +61,12 @@ def ingest(
         committed["total"] = total
         progress.update(task_files, description="writing", completed=done, total=total)
 
-    with open_registry() as reg:
-        last_run = max((r["id"] for r in reg.list_runs(limit=1)), default=0)
+    from registry.ingest.files import ingest_files
+    from registry.store.runs import list_runs
+
+    # a Store, not the Registry facade: an ingest does not import the other stages
+    with open_store() as reg:
+        last_run = max((r["id"] for r in list_runs(reg, limit=1)), default=0)
         progress, update = progress_bar("reading")
         try:
             with progress:
@@ -75,8 +79,8 @@ def ingest(
                                              units=units, skip_missing=skip_missing,
                                              source=source)
                 else:
-                    summary = reg.ingest_files(
-                        [str(f) for f in files], level, units=units, energy_key=energy_key,
+                    summary = ingest_files(
+                        reg, [str(f) for f in files], level, units=units, energy_key=energy_key,
                         forces_key=forces_key, dipole_key=dipole_key,
                         charges_key=charges_key, stress_key=stress_key,
                         skip_missing=skip_missing, source=source, batch_size=batch_size,
@@ -120,10 +124,12 @@ def _kept(reg, last_run: int, committed: dict, batch_size: int) -> str:
     n, total = committed["batches"], committed["total"]
     run_id = None
     try:
-        for r in reg.list_runs(kind="ingest", limit=5):
+        from registry.store.runs import get_run, list_runs
+
+        for r in list_runs(reg, kind="ingest", limit=5):
             if r["id"] <= last_run:
                 break
-            full = reg.get_run(r["id"])
+            full = get_run(reg, r["id"])
             env = full.get("environment") or {}
             if env.get("pid") == os.getpid() and env.get("hostname") == socket.gethostname():
                 run_id, result = r["id"], full.get("result") or {}
