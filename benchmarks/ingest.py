@@ -9,7 +9,9 @@
 ``--files``: an ANI-style HDF5 file (``--groups`` molecule groups x 100 conformers of 5-30
 H/C/N/O atoms, energies + forces) is ingested by ``nnp ingest`` in a subprocess (wall time,
 start-up and imports included) and, alternating with it, the same frames already in memory
-by ``Registry.ingest_batch``: the ratio of the two rates is the figure. A QM9-like extxyz
+by ``Registry.ingest_batch``: the ratio of the two rates is the figure. Each of those timed
+ingests starts after ``os.sync()``, so the disk is not still writing the previous one's
+database. A QM9-like extxyz
 file (``--xyz-n`` molecules of 3-29 atoms, 16 properties per frame, Mulliken-like charges) is
 timed through ``nnp ingest`` against ``ase.io.read(path, ":")`` alone (a subprocess; import
 excluded). Peak RSS of ``nnp ingest`` (the child's ``ru_maxrss``) is reported for HDF5 files
@@ -401,6 +403,7 @@ def cli_ingest(be: str, pg_url: str, tmp: str, argv: list[str]):
     """``nnp ingest ARGV`` into a fresh database of backend ``be``: (wall s, peak RSS bytes,
     CPU s, summary), the database dropped afterwards."""
     url = fresh(be, pg_url, tmp)
+    os.sync()  # no write-back of an earlier run's files competes with this one
     try:
         return measured_cli(url, ["ingest", *argv])
     finally:
@@ -423,6 +426,7 @@ def files_benchmark(args) -> int:
         for _ in range(args.repeat):
             for be in backends:
                 url = fresh(be, args.pg_url, tmp)
+                os.sync()  # as before each `nnp ingest` (cli_ingest)
                 try:
                     cpu = cpu_seconds()
                     dt, summary = time_registry(url, batch, args.batch_size)
