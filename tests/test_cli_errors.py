@@ -14,8 +14,8 @@ import pytest
 from helpers import counts, labelled_molecules
 
 from pipelines.cli.docgen import command_paths
-from registry.core import Registry
 from registry.errors import BadInput
+from registry.ingest import files
 
 
 def run(nnp, capsys, *args):
@@ -139,7 +139,7 @@ def test_ctrl_c_in_ingest_keeps_committed_batches_and_exits_130(registry, nnp, c
     frames = [a for k in range(3) for a in labelled_molecules(seed=k)]  # 15 structures
     ase.io.write(tmp_path / "many.xyz", frames, format="extxyz")
     batch, n_batches = 4, math.ceil(len(frames) / 4)
-    ingest_files = Registry.ingest_files
+    ingest_files = files.ingest_files  # what `nnp ingest` calls
 
     def ctrl_c_after_first_batch(reg, *args, on_progress=None, **kwargs):
         def progress(done, total):
@@ -148,7 +148,7 @@ def test_ctrl_c_in_ingest_keeps_committed_batches_and_exits_130(registry, nnp, c
 
         return ingest_files(reg, *args, on_progress=progress, **kwargs)
 
-    monkeypatch.setattr(Registry, "ingest_files", ctrl_c_after_first_batch)
+    monkeypatch.setattr(files, "ingest_files", ctrl_c_after_first_batch)
     code, out, err = run(nnp, capsys, "ingest", tmp_path / "many.xyz", "--level", "pbe",
                          "--batch-size", batch)
     assert code == 130
@@ -160,7 +160,7 @@ def test_ctrl_c_in_ingest_keeps_committed_batches_and_exits_130(registry, nnp, c
     assert f"interrupted: {kept} of {n_batches} batches committed" in err
     assert "re-run to complete" in err
     assert runs_of(nnp, capsys, "ingest")[0]["status"] == "interrupted"
-    monkeypatch.setattr(Registry, "ingest_files", ingest_files)  # re-run: completes
+    monkeypatch.setattr(files, "ingest_files", ingest_files)  # re-run: completes
     code, out, err = run(nnp, capsys, "ingest", tmp_path / "many.xyz", "--level", "pbe",
                          "--batch-size", batch)
     assert code == 0 and counts(registry) == (15, 15)
@@ -172,7 +172,7 @@ def test_ctrl_c_before_ingest_writes_says_so(registry, nnp, capsys, monkeypatch,
     def ctrl_c(reg, *args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Registry, "ingest_files", ctrl_c)
+    monkeypatch.setattr(files, "ingest_files", ctrl_c)
     code, out, err = run(nnp, capsys, "ingest", tmp_path / "a.xyz", "--level", "pbe")
     assert code == 130 and "interrupted: stopped before writing anything" in err
     assert counts(registry) == (0, 0)
