@@ -1,7 +1,8 @@
 """Science check: query-by-committee vs random selection from the same candidate pool.
 
     python benchmarks/al_science.py [--repeats 5] [--iterations 9] [--per-iteration 10]
-        [--ensemble 4] [--workdir DIR] [--png docs/img/al-science.png] [--report-only]
+        [--ensemble 4] [--epochs 320] [--workdir DIR] [--png docs/img/al-science.png]
+        [--report-only]
 
 Aluminium with EMT (docs/active-learning.md#science-check). Every campaign is the real loop
 (``pipelines.active_learning.campaign.start`` with ``sampler="pool"``): committee trained
@@ -212,7 +213,9 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=9)
     ap.add_argument("--per-iteration", type=int, default=10)
     ap.add_argument("--ensemble", type=int, default=4)
-    ap.add_argument("--epochs", type=int, default=80)
+    ap.add_argument("--epochs", type=int, default=320,
+                    help="Committee training epochs (half of them when warm-started). QBC "
+                         "needs committees trained this long: docs/active-learning.md.")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/nnp-al-science"))
     ap.add_argument("--png", type=Path, default=ROOT / "docs/img/al-science.png")
     ap.add_argument("--pools", default="redundant,balanced")
