@@ -3,7 +3,7 @@ transactions, as one ingest run.
 
 Two phases, so that bad input still writes nothing:
 
-1. every shard is read, checked and hashed on a worker (:func:`registry.ingest.stream.read_files`),
+1. every shard is read, checked and hashed on a worker (:func:`registry.ingest.pass1.read_files`),
    its chunks spilled on that worker's disk and kept in the worker process;
 2. only if every shard passed, each shard is written by the worker that read it (pinned
    there, where its spill is), in its own transactions, concurrently with the others. The
@@ -33,7 +33,7 @@ _READS: dict = {}  # per worker process: token -> ReadFiles awaiting its write
 def _read_shard(token: str, path: str, opts, batch_size: int) -> dict:
     from distributed import get_worker
 
-    from registry.ingest.stream import read_files
+    from registry.ingest.pass1 import read_files
 
     read = read_files([path], opts, batch_size=batch_size)
     _READS[token] = read

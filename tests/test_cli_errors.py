@@ -139,16 +139,16 @@ def test_ctrl_c_in_ingest_keeps_committed_batches_and_exits_130(registry, nnp, c
     frames = [a for k in range(3) for a in labelled_molecules(seed=k)]  # 15 structures
     ase.io.write(tmp_path / "many.xyz", frames, format="extxyz")
     batch, n_batches = 4, math.ceil(len(frames) / 4)
-    ingest_files = files.ingest_files  # what `nnp ingest` calls
+    ingest_files = files.ingest_files_into  # what `nnp ingest` calls
 
-    def ctrl_c_after_first_batch(reg, *args, on_progress=None, **kwargs):
+    def ctrl_c_after_first_batch(open_store, *args, on_progress=None, **kwargs):
         def progress(done, total):
             on_progress(done, total)
             raise KeyboardInterrupt
 
-        return ingest_files(reg, *args, on_progress=progress, **kwargs)
+        return ingest_files(open_store, *args, on_progress=progress, **kwargs)
 
-    monkeypatch.setattr(files, "ingest_files", ctrl_c_after_first_batch)
+    monkeypatch.setattr(files, "ingest_files_into", ctrl_c_after_first_batch)
     code, out, err = run(nnp, capsys, "ingest", tmp_path / "many.xyz", "--level", "pbe",
                          "--batch-size", batch)
     assert code == 130
@@ -160,7 +160,7 @@ def test_ctrl_c_in_ingest_keeps_committed_batches_and_exits_130(registry, nnp, c
     assert f"interrupted: {kept} of {n_batches} batches committed" in err
     assert "re-run to complete" in err
     assert runs_of(nnp, capsys, "ingest")[0]["status"] == "interrupted"
-    monkeypatch.setattr(files, "ingest_files", ingest_files)  # re-run: completes
+    monkeypatch.setattr(files, "ingest_files_into", ingest_files)  # re-run: completes
     code, out, err = run(nnp, capsys, "ingest", tmp_path / "many.xyz", "--level", "pbe",
                          "--batch-size", batch)
     assert code == 0 and counts(registry) == (15, 15)
@@ -169,10 +169,11 @@ def test_ctrl_c_in_ingest_keeps_committed_batches_and_exits_130(registry, nnp, c
 def test_ctrl_c_before_ingest_writes_says_so(registry, nnp, capsys, monkeypatch, tmp_path):
     ase.io.write(tmp_path / "a.xyz", labelled_molecules(), format="extxyz")
 
-    def ctrl_c(reg, *args, **kwargs):
+    def ctrl_c(open_store, *args, **kwargs):
+        open_store()
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(files, "ingest_files", ctrl_c)
+    monkeypatch.setattr(files, "ingest_files_into", ctrl_c)
     code, out, err = run(nnp, capsys, "ingest", tmp_path / "a.xyz", "--level", "pbe")
     assert code == 130 and "interrupted: stopped before writing anything" in err
     assert counts(registry) == (0, 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+from contextlib import ExitStack
 from pathlib import Path
 
 import typer
@@ -61,27 +62,36 @@ def ingest(
         committed["total"] = total
         progress.update(task_files, description="writing", completed=done, total=total)
 
-    from registry.ingest.files import ingest_files
-    from registry.store.runs import list_runs
+    from registry.ingest.files import ingest_files_into
 
-    # a Store, not the Registry facade: an ingest does not import the other stages
-    with open_store() as reg:
-        last_run = max((r["id"] for r in list_runs(reg, limit=1)), default=0)
+    opened: dict = {}
+
+    def open_it():
+        # a Store, not the Registry facade: an ingest does not import the other stages
+        reg = opened["reg"] = stack.enter_context(open_store())
+        from registry.store.runs import list_runs
+
+        opened["last_run"] = max((r["id"] for r in list_runs(reg, limit=1)), default=0)
+        return reg
+
+    # The store is opened (SQLAlchemy imported, the schema checked) while the reader
+    # processes of a large HDF5 file run.
+    with ExitStack() as stack:
         progress, update = progress_bar("reading")
         try:
             with progress:
                 task_files = progress.tasks[0].id
                 if parallel > 1 and len(files) > 1:
-                    summary = _ingest_shards(reg, files, level, parallel, batch_size, update,
-                                             writing, energy_key=energy_key,
+                    summary = _ingest_shards(open_it(), files, level, parallel, batch_size,
+                                             update, writing, energy_key=energy_key,
                                              forces_key=forces_key, dipole_key=dipole_key,
                                              charges_key=charges_key, stress_key=stress_key,
                                              units=units, skip_missing=skip_missing,
                                              source=source)
                 else:
-                    summary = ingest_files(
-                        reg, [str(f) for f in files], level, units=units, energy_key=energy_key,
-                        forces_key=forces_key, dipole_key=dipole_key,
+                    summary = ingest_files_into(
+                        open_it, [str(f) for f in files], level, units=units,
+                        energy_key=energy_key, forces_key=forces_key, dipole_key=dipole_key,
                         charges_key=charges_key, stress_key=stress_key,
                         skip_missing=skip_missing, source=source, batch_size=batch_size,
                         on_file=update, on_progress=writing)
@@ -91,7 +101,8 @@ def ingest(
                     f"{committed['batches']} of {len(files)} shards fully written; a shard "
                     "being written may have committed some of its batches (the ingest run, "
                     "marked interrupted, has the written shards' counts)") from None
-            raise Interrupted(_kept(reg, last_run, committed, batch_size)) from None
+            raise Interrupted(_kept(opened.get("reg"), opened.get("last_run", 0), committed,
+                                    batch_size)) from None
     if as_json:
         return print_json(summary.to_dict())
     _print_summary(summary, level)
@@ -124,6 +135,8 @@ def _kept(reg, last_run: int, committed: dict, batch_size: int) -> str:
     n, total = committed["batches"], committed["total"]
     run_id = None
     try:
+        if reg is None:  # interrupted before the store was open
+            raise LookupError
         from registry.store.runs import get_run, list_runs
 
         for r in list_runs(reg, kind="ingest", limit=5):

@@ -11,13 +11,10 @@ GIL).
 
 from __future__ import annotations
 
-import gc
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
 
@@ -28,6 +25,7 @@ from ..store.levels import canonical_name, ensure_level
 from ..store.runs import RunHandle, run
 from ..store.schema import utcnow
 from .compositions import PendingCompositions
+from .gcpause import gc_paused
 from .prepare import PreparedBatch, input_compositions, plan_batch, prepare_part
 from .writers import WRITERS, WriteCounts
 
@@ -55,32 +53,6 @@ class IngestSummary(WriteCounts):
         out = {k: v for k, v in self.to_dict().items() if k != "conflicts"}
         out["conflicts_sample"] = self.conflicts[:20]
         return out
-
-
-_gc_lock = threading.Lock()
-_gc_pausers = 0
-_gc_was_enabled = False
-
-
-@contextmanager
-def gc_paused():
-    """Pause the cyclic garbage collector while batches are prepared and written: the rows
-    are millions of short-lived acyclic objects, and each full collection would also walk
-    every object of the input. Nested and
-    concurrent uses share one pause; the last one out restores the collector's state."""
-    global _gc_pausers, _gc_was_enabled
-    with _gc_lock:
-        if _gc_pausers == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_pausers += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pausers -= 1
-            if _gc_pausers == 0 and _gc_was_enabled:
-                gc.enable()
 
 
 def ingest(reg, frames, level: str | None = None, *, units: str = "eV",

@@ -45,6 +45,20 @@ def iter_ani_h5(path: str, opts, size: int, report) -> Iterator[FrameBatch]:
     high-level ``Group``/``Dataset`` objects cost more than the read itself for groups of a
     few hundred conformers). ``report.frames`` / ``report.skipped`` count what was read.
     """
+    for _, batch in iter_ani_h5_chunks(path, opts, size, report):
+        if batch is not None:
+            yield batch
+
+
+def iter_ani_h5_chunks(path: str, opts, size: int, report,
+                       share: tuple[int, int] | None = None
+                       ) -> Iterator[tuple[int, FrameBatch | None]]:
+    """``(chunk index, batch)`` of the file's chunks: runs of whole molecule groups that end
+    once they hold ``size`` conformers of the file (skipped ones included), so the
+    boundaries follow from the datasets' shapes alone. ``share=(w, n)``: only the chunks
+    ``k`` with ``k % n == w`` are read (the other groups' shapes only), for ``n`` processes
+    reading one file; each of those chunks is yielded, as ``None`` when all its frames were
+    skipped, and "no frames at all" is then the caller's check."""
     try:
         fh = h5py.File(path, "r")
     except OSError as exc:
@@ -53,7 +67,7 @@ def iter_ani_h5(path: str, opts, size: int, report) -> Iterator[FrameBatch]:
     with fh:
         _small_metadata_cache(fh)
         try:
-            yield from _chunks(fh, path, opts, size, report)
+            yield from _chunks(fh, path, opts, size, report, share)
         except OSError as exc:
             raise BadInput(f"{path}: cannot read HDF5 ({exc}); the file may be truncated or "
                            f"corrupt") from None
@@ -195,7 +209,19 @@ def _numbers(gid, name, key, c, path) -> np.ndarray:
     return arr.astype({"f": np.float64, "i": np.int64, "u": np.uint64}[arr.dtype.kind])
 
 
-def _chunks(fh, path: str, opts, size: int, report) -> Iterator[FrameBatch]:
+def _conformers(gid) -> int:
+    """A group's conformer count from its coordinates' shape alone (0 when unreadable: the
+    process reading that group reports why)."""
+    try:
+        shape = h5d.open(gid, b"coordinates").shape
+    except (KeyError, OSError, RuntimeError, ValueError):
+        return 0
+    return int(shape[0]) if len(shape) == 3 else 0
+
+
+def _chunks(fh, path: str, opts, size: int, report,
+            share: tuple[int, int] | None = None
+            ) -> Iterator[tuple[int, FrameBatch | None]]:
     level = opts.level
     factor = energy_factor(opts.units) if level else 1.0
     ekey = opts.energy_key or "energies"
@@ -203,65 +229,90 @@ def _chunks(fh, path: str, opts, size: int, report) -> Iterator[FrameBatch]:
                 "charges": opts.charges_key, "stress": opts.stress_key}
     keys = {q: k or companion_key(ekey, q) or _DEFAULT[q] for q, k in explicit.items()}
     parts, pending, frame, found = [], 0, 0, False
+    chunk, in_chunk = 0, 0  # chunk index, conformers of the file in it so far
     for name, gid, members in _groups(fh):
         found = True
-        coords = np.asarray(_read(gid, "coordinates", name, path, as_float=True),
-                            dtype=np.float64)
-        if coords.ndim != 3 or coords.shape[2] != 3:
-            raise BadInput(f"{path} group {name}: coordinates have shape {coords.shape}, "
-                           f"expected (conformers, atoms, 3)")
-        c, n = coords.shape[:2]
-        names = [f"{path} frame {frame + i} ({name}[{i}])" for i in range(c)]
+        if share is not None and chunk % share[1] != share[0]:
+            c = _conformers(gid)  # another process reads this group
+        else:
+            c, part = _group(gid, name, members, path, frame, level, factor, ekey, explicit,
+                             keys, opts, report)
+            if part is not None:
+                parts += part
+                pending += sum(len(p["pos"]) for p in part)
         frame += c
-        part = {"z": _species(gid, name, members, path, c, n), "pos": coords, "names": names,
-                "cells": _dataset(gid, name, "cells", (c, 3, 3), path, "cells")
-                if "cells" in members else np.zeros((c, 3, 3)),
-                "pbc": np.asarray(_read(gid, "pbc", name, path), dtype=bool) if "pbc" in members
-                else np.zeros((c, 3), dtype=bool),
-                # Kept as read (float or int): FrameBatch.validate refuses, naming the frame,
-                # a value that is not a whole number instead of truncating it.
-                "charge": _numbers(gid, name, "total_charge", c, path)
-                if "total_charge" in members else np.zeros(c, dtype=np.int64),
-                "mult": _numbers(gid, name, "multiplicity", c, path)
-                if "multiplicity" in members else np.ones(c, dtype=np.int64)}
-        if len(part["pbc"]) != c:
-            raise BadInput(f"{path} group {name}: pbc has {len(part['pbc'])} rows, "
-                           f"expected {c}")
-        keep = np.ones(c, dtype=bool)
-        if level:
-            missing = [ekey] if ekey not in members else []
-            missing += [k for q, k in explicit.items() if k and k not in members]
-            if missing:
-                if not opts.skip_missing:
-                    raise BadInput(f"{path} group {name}: missing "
-                                   f"{', '.join(repr(m) for m in missing)} for level "
-                                   f"{level!r} (use --skip-missing to skip such groups)")
-                report.skipped += c
-                continue
-            part["energy"] = _dataset(gid, name, ekey, (c,), path, "energy") * factor
-            if opts.skip_missing:  # NaN energy: no label at this level for that conformer
-                keep = ~np.isnan(part["energy"])
-            for q, key in keys.items():
-                if key in members:
-                    shape = tuple(n if s == -1 else s for s in _LABEL_SHAPES[q])
-                    arr = _dataset(gid, name, key, (c, *shape), path, q)
-                    part[q] = arr * factor if q in ("forces", "stress") else arr
-        report.skipped += int((~keep).sum())
-        if keep.any():
-            parts += _split_absent(_select(part, keep) if not keep.all() else part)
-            pending += int(keep.sum())
-        if pending >= size:
-            yield _batch_of(parts, level, opts, path)
-            report.frames += pending
-            parts, pending = [], 0
-    if parts:
-        yield _batch_of(parts, level, opts, path)
+        in_chunk += c
+        if in_chunk >= size:
+            if parts or share is not None and chunk % share[1] == share[0]:
+                yield chunk, _batch_of(parts, level, opts, path) if parts else None
+                report.frames += pending
+            parts, pending, in_chunk = [], 0, 0
+            chunk += 1
+    if parts or share is not None and in_chunk and chunk % share[1] == share[0]:
+        yield chunk, _batch_of(parts, level, opts, path) if parts else None
         report.frames += pending
     if not found:
-        raise BadInput(f"{path}: no ANI molecule groups (groups with 'coordinates' and "
-                       f"'species') in the file")
-    if not report.frames:
-        raise BadInput(f"{path}: no frames to ingest ({report.skipped} skipped)")
+        raise BadInput(no_groups_message(path))
+    if share is None and not report.frames:
+        raise BadInput(no_frames_message(path, report.skipped))
+
+
+def no_groups_message(path: str) -> str:
+    return (f"{path}: no ANI molecule groups (groups with 'coordinates' and 'species') in "
+            f"the file")
+
+
+def no_frames_message(path: str, skipped: int) -> str:
+    return f"{path}: no frames to ingest ({skipped} skipped)"
+
+
+def _group(gid, name, members, path, frame, level, factor, ekey, explicit, keys, opts,
+           report) -> tuple[int, list[dict] | None]:
+    """(conformers, parts) of one molecule group; parts None when all are skipped."""
+    coords = np.asarray(_read(gid, "coordinates", name, path, as_float=True),
+                        dtype=np.float64)
+    if coords.ndim != 3 or coords.shape[2] != 3:
+        raise BadInput(f"{path} group {name}: coordinates have shape {coords.shape}, "
+                       f"expected (conformers, atoms, 3)")
+    c, n = coords.shape[:2]
+    names = [f"{path} frame {frame + i} ({name}[{i}])" for i in range(c)]
+    part = {"z": _species(gid, name, members, path, c, n), "pos": coords, "names": names,
+            "cells": _dataset(gid, name, "cells", (c, 3, 3), path, "cells")
+            if "cells" in members else np.zeros((c, 3, 3)),
+            "pbc": np.asarray(_read(gid, "pbc", name, path), dtype=bool) if "pbc" in members
+            else np.zeros((c, 3), dtype=bool),
+            # Kept as read (float or int): FrameBatch.validate refuses, naming the frame,
+            # a value that is not a whole number instead of truncating it.
+            "charge": _numbers(gid, name, "total_charge", c, path)
+            if "total_charge" in members else np.zeros(c, dtype=np.int64),
+            "mult": _numbers(gid, name, "multiplicity", c, path)
+            if "multiplicity" in members else np.ones(c, dtype=np.int64)}
+    if len(part["pbc"]) != c:
+        raise BadInput(f"{path} group {name}: pbc has {len(part['pbc'])} rows, "
+                       f"expected {c}")
+    keep = np.ones(c, dtype=bool)
+    if level:
+        missing = [ekey] if ekey not in members else []
+        missing += [k for q, k in explicit.items() if k and k not in members]
+        if missing:
+            if not opts.skip_missing:
+                raise BadInput(f"{path} group {name}: missing "
+                               f"{', '.join(repr(m) for m in missing)} for level "
+                               f"{level!r} (use --skip-missing to skip such groups)")
+            report.skipped += c
+            return c, None
+        part["energy"] = _dataset(gid, name, ekey, (c,), path, "energy") * factor
+        if opts.skip_missing:  # NaN energy: no label at this level for that conformer
+            keep = ~np.isnan(part["energy"])
+        for q, key in keys.items():
+            if key in members:
+                shape = tuple(n if s == -1 else s for s in _LABEL_SHAPES[q])
+                arr = _dataset(gid, name, key, (c, *shape), path, q)
+                part[q] = arr * factor if q in ("forces", "stress") else arr
+    report.skipped += int((~keep).sum())
+    if not keep.any():
+        return c, None
+    return c, _split_absent(_select(part, keep) if not keep.all() else part)
 
 
 def _batch_of(parts: list[dict], level, opts, path: str) -> FrameBatch:

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import BadInput, Conflict, NotFound
+from .names import level_form
 from .provenance import current_user
 from .refs import check_int, check_text, int_range, shown
 from .tables import levels_of_theory, reference_energies
@@ -27,7 +28,7 @@ def canonical_name(name: str) -> str:
     """Lower-case, trimmed level name, e.g. ``wB97X/6-31G*`` -> ``wb97x/6-31g*``."""
     if not isinstance(name, str):
         raise BadInput(f"a level-of-theory name must be text, got {type(name).__name__}")
-    canon = " ".join(name.strip().lower().split())
+    canon = level_form(name)
     if not canon or not _NAME.match(canon):
         raise BadInput(f"invalid level-of-theory name {shown(name)}")
     return check_text(canon, "level-of-theory name", levels_of_theory.c.name)
