@@ -220,8 +220,11 @@ class Readers:
                     results.append(conn.recv())
                 except EOFError:
                     proc.join()
-                    raise RuntimeError(f"{report.path}: a reader process died (exit code "
-                                       f"{proc.exitcode})") from None
+                    code = proc.exitcode or 0
+                    how = (f"was killed by {signal.Signals(-code).name}" if code < 0
+                           else f"exited with status {code}")
+                    raise RuntimeError(f"{report.path}: a reader process {how} (out of "
+                                       f"memory?); nothing was written") from None
         finally:
             self.stop()
         failed = [r for r in results if r[0] != "ok"]
