@@ -179,3 +179,18 @@ def test_cli_opens_a_new_database_while_processes_read(empty_db_url, nnp, capsys
     assert json.loads(out)["structures_new"] == n
     assert "created the registry schema" in err
     assert not mp.active_children()
+
+
+def _die(conn, *args):
+    import os
+
+    os._exit(3)
+
+
+def test_a_dead_reader_is_named_and_nothing_is_written(registry, monkeypatch, tmp_path):
+    path = write_h5(tmp_path / "ani.h5")
+    monkeypatch.setattr(pass1, "_share", _die)  # the forked children run the patched code
+    with pytest.raises(RuntimeError, match="a reader process exited with status 3"):
+        ingest(registry, path, monkeypatch, 2)
+    assert counts(registry) == (0, 0) and registry.list_runs() == []
+    assert not mp.active_children()
