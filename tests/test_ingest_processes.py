@@ -194,3 +194,17 @@ def test_a_dead_reader_is_named_and_nothing_is_written(registry, monkeypatch, tm
         ingest(registry, path, monkeypatch, 2)
     assert counts(registry) == (0, 0) and registry.list_runs() == []
     assert not mp.active_children()
+
+
+def _full_disk(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+
+def test_a_reader_error_is_named_and_nothing_is_written(registry, monkeypatch, tmp_path):
+    path = write_h5(tmp_path / "ani.h5")
+    monkeypatch.setattr(pass1.Spill, "put", _full_disk)  # as the forked children see it
+    with pytest.raises(RuntimeError, match=r"a reader process failed: OSError: \[Errno 28\] "
+                                           r"No space left on device; nothing was written"):
+        ingest(registry, path, monkeypatch, 2)
+    assert counts(registry) == (0, 0) and registry.list_runs() == []
+    assert not mp.active_children()

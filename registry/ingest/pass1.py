@@ -229,10 +229,13 @@ class Readers:
             self.stop()
         failed = [r for r in results if r[0] != "ok"]
         if failed:
-            kind, _, message = min(failed, key=lambda r: (r[1], r[0] != "bad"))
+            kind, _, message, *tb = min(failed, key=lambda r: (r[1], r[0] != "bad"))
             if kind == "bad":
                 raise BadInput(message)
-            raise RuntimeError(f"{report.path}: a reader process failed:\n{message}")
+            exc = RuntimeError(f"{report.path}: a reader process failed: {message}; nothing "
+                               f"was written")
+            exc.add_note(f"the reader's traceback:\n{tb[0]}")
+            raise exc
         if self.opts.level:  # the store's checks on the name the readers spelled
             from ..store.levels import canonical_name
 
@@ -257,8 +260,9 @@ class Readers:
 def _share(conn, path: str, opts: ReadOptions, size: int, share: tuple[int, int],
            directory: str, mark: int) -> None:
     """A reader process: check, hash and spill the chunks ``k % n == w`` of the file; send
-    ``("ok", [(k, Pass1 entry or None)], frames, skipped)`` or ``(kind, k, message)`` for
-    the first error (``kind`` "bad" for bad input), ``k`` the chunk it was met in."""
+    ``("ok", [(k, Pass1 entry or None)], frames, skipped)`` or ``(kind, k, message[,
+    traceback])`` for the first error (``kind`` "bad" for bad input, else "error"), ``k`` the
+    chunk it was met in."""
     from ..io.hdf5 import iter_ani_h5_chunks
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # on Ctrl-C the parent stops its readers
@@ -280,8 +284,8 @@ def _share(conn, path: str, opts: ReadOptions, size: int, share: tuple[int, int]
         reply = ("ok", chunks, report.frames, report.skipped)
     except BadInput as exc:
         reply = ("bad", k, str(exc))
-    except BaseException:  # noqa: BLE001  (reported to the parent, which raises it)
-        reply = ("error", k, traceback.format_exc())
+    except BaseException as exc:  # noqa: BLE001  (reported to the parent, which raises it)
+        reply = ("error", k, f"{type(exc).__name__}: {exc}", traceback.format_exc())
     finally:
         spill.close()
     try:
