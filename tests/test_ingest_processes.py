@@ -53,7 +53,8 @@ def pass_one(path, monkeypatch, readers, size, **kw):
     """Everything pass 2 uses of pass 1: per chunk the spilled arrays, frame names and
     hashes, and the kept hashes, levels and compositions; the file's run input."""
     monkeypatch.setenv(pass1.ENV, str(readers))
-    read = pass1.read_files([path], ReadOptions("wB97X", **kw), batch_size=size)
+    paths = path if isinstance(path, list) else [path]
+    read = pass1.read_files(paths, ReadOptions("wB97X", **kw), batch_size=size)
     try:
         chunks = []
         for k in range(read.spill.count):
@@ -64,10 +65,10 @@ def pass_one(path, monkeypatch, readers, size, **kw):
                       for lv, c in batch.labels.items()}
             chunks.append((arrays, labels, batch.sources, read.spill.names(k), hexes, order))
         kept = (read.p1.hashes, read.p1.present, read.p1.comps)
-        item = {k: v for k, v in read.inputs[0].items()}
+        items = read.inputs
     finally:
         read.close()
-    return chunks, kept, item
+    return chunks, kept, items
 
 
 def assert_equal(a, b):
@@ -92,10 +93,19 @@ def test_processes_read_what_one_process_reads(monkeypatch, tmp_path, readers, s
     path = write_h5(tmp_path / "ani.h5", nan_group=2)
     one = pass_one(path, monkeypatch, 1, size, skip_missing=True)
     many = pass_one(path, monkeypatch, readers, size, skip_missing=True)
-    assert one[2]["frames_skipped"] == 5 and many[2]["reader"] == "h5py"
+    assert one[2][0]["frames_skipped"] == 5 and many[2][0]["reader"] == "h5py"
     assert len(one[0]) == {4: 4, 9: 3, 1000: 1}[size]  # at 4: one chunk all skipped
     assert_equal(many, one)
     assert not mp.active_children()
+
+
+def test_processes_read_a_file_after_others(monkeypatch, tmp_path):
+    first = write_h5(tmp_path / "first.h5", seed=1)
+    second = write_h5(tmp_path / "second.h5", nan_group=2, seed=2)
+    one = pass_one([first, second], monkeypatch, 1, 4, skip_missing=True)
+    many = pass_one([first, second], monkeypatch, 2, 4, skip_missing=True)
+    assert len(one[0]) == 9 and [i["frames"] for i in one[2]] == [30, 25]
+    assert_equal(many, one)
 
 
 def test_processes_count_skips_and_duplicates_across_chunks(registry, monkeypatch, tmp_path):
