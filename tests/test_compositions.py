@@ -6,7 +6,8 @@ import numpy as np
 from sqlalchemy import func, select
 
 from registry.chem.elements import formulas
-from registry.ingest.compositions import PendingCompositions, _distinct_rows, plan_compositions
+from registry.ingest.composition_plan import _distinct_rows
+from registry.ingest.compositions import PendingCompositions, plan_compositions
 from registry.store.schema import Composition, CompositionElement, Structure
 
 

@@ -12,10 +12,9 @@ import numpy as np
 from sqlalchemy import text
 
 from ..chem.elements import element_masks
-from .composition_plan import Compositions, _distinct_rows, merge_compositions, plan_compositions
+from .composition_plan import Compositions, merge_compositions, plan_compositions
 
-__all__ = ["Compositions", "PendingCompositions", "_distinct_rows", "merge_compositions",
-           "plan_compositions"]
+__all__ = ["Compositions", "PendingCompositions", "merge_compositions", "plan_compositions"]
 
 
 def _ensure(conn, comps: Compositions) -> np.ndarray:
