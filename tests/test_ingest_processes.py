@@ -218,3 +218,24 @@ def test_a_reader_error_is_named_and_nothing_is_written(registry, monkeypatch, t
         ingest(registry, path, monkeypatch, 2)
     assert counts(registry) == (0, 0) and registry.list_runs() == []
     assert not mp.active_children()
+
+
+def test_a_spilled_chunk_of_several_sources_comes_back_whole(tmp_path):
+    from registry.chem.frames import FrameBatch
+    from registry.ingest.spill import Spill
+
+    batch = FrameBatch(numbers=np.array([1, 1, 8]), positions=np.arange(9.0).reshape(3, 3),
+                       offsets=np.array([0, 2, 3]), cells=np.zeros((2, 3, 3)),
+                       pbc=np.zeros((2, 3), dtype=bool), charge=np.zeros(2, dtype=np.int64),
+                       multiplicity=np.ones(2, dtype=np.int64), sources=["b.xyz", "a.xyz"],
+                       frame_names=["b.xyz frame 0", "a.xyz frame 0"])
+    spill = Spill()
+    try:
+        spill.put(batch, np.array([b"1" * 64, b"2" * 64]), np.array([0, 1, 2]))
+        assert spill.count == 1
+        back, hexes, order = spill.get(0)
+        assert back.sources == ["b.xyz", "a.xyz"] and hexes.tolist() == [b"1" * 64, b"2" * 64]
+        assert np.array_equal(back.positions, batch.positions)
+        assert spill.names(0) == ["b.xyz frame 0", "a.xyz frame 0"]
+    finally:
+        spill.close()

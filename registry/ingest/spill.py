@@ -51,8 +51,8 @@ class Spill:
                            "fields": fields, "masks": list(c.masks)})
         sources = sorted({s for s in b.sources}, key=str) if b.sources else None
         if sources and len(sources) > 1:
-            index = {s: i for i, s in enumerate(sources)}
-            arrays["source_index"] = np.array([index[s] for s in b.sources], dtype=np.int32)
+            number = {s: i for i, s in enumerate(sources)}
+            arrays["source_index"] = np.array([number[s] for s in b.sources], dtype=np.int32)
         head = json.dumps({"arrays": list(arrays), "levels": levels, "sources": sources,
                            "infos": b.infos}).encode()
         while self._pending:  # at most one chunk waits to be written: memory stays bounded
