@@ -135,11 +135,10 @@ def _kept(reg, last_run: int, committed: dict, batch_size: int) -> str:
     n, total = committed["batches"], committed["total"]
     run_id = None
     try:
-        if reg is None:  # interrupted before the store was open
-            raise LookupError
         from registry.store.runs import get_run, list_runs
 
-        for r in list_runs(reg, kind="ingest", limit=5):
+        # (no store yet: interrupted before it was opened, so nothing was written)
+        for r in list_runs(reg, kind="ingest", limit=5) if reg is not None else ():
             if r["id"] <= last_run:
                 break
             full = get_run(reg, r["id"])

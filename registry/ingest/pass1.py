@@ -74,11 +74,6 @@ def read_files(paths: Sequence[str | os.PathLike], opts: ReadOptions, *,
     paths = [str(p) for p in paths]
     reports = [open_file(p) for p in paths]
     spill, p1 = Spill(), Pass1()
-    pending = [while_reading] if while_reading else []
-
-    def call_back() -> None:
-        if pending:
-            pending.pop()()
 
     def consume(batch: FrameBatch) -> None:
         # the store's checks on level names (imported once the store may be open)
@@ -92,20 +87,20 @@ def read_files(paths: Sequence[str | os.PathLike], opts: ReadOptions, *,
         with ThreadPoolExecutor(1, thread_name_prefix="nnp-sha256") as sha_pool, gc_paused():
             for i, report in enumerate(reports):
                 procs = reader_processes(report)
-                if procs > 1:  # started before the hashing thread: fork with fewer threads
-                    readers = Readers(report, opts, batch_size, spill, procs)
-                    if i == 0:
-                        shas = [sha_pool.submit(sha256_file, p) for p in paths]
+                # forked before the hashing thread starts: the children copy fewer threads
+                readers = Readers(report, opts, batch_size, spill, procs) if procs > 1 else None
+                if i == 0:
                     try:
-                        call_back()
+                        shas = [sha_pool.submit(sha256_file, p) for p in paths]
+                        if while_reading:
+                            while_reading()
                     except BaseException:
-                        readers.stop()
+                        if readers:
+                            readers.stop()
                         raise
+                if readers:
                     readers.collect(spill, p1)
                 else:
-                    if i == 0:
-                        shas = [sha_pool.submit(sha256_file, p) for p in paths]
-                    call_back()
                     mark = spill.count
 
                     def restart(mark=mark):
