@@ -28,10 +28,16 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = make_engine(config.get_main_option("sqlalchemy.url"))
     with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
-            render_as_batch=connection.dialect.name == "sqlite",
+            render_as_batch=sqlite,
+            # SQLite's DDL is transactional (the engine issues BEGIN IMMEDIATE itself), but
+            # Alembic assumes otherwise and would commit after each revision, letting another
+            # process that opens the same new file run a revision between two of ours. One
+            # transaction holds the write lock from reading the revision to the last step.
+            transactional_ddl=True,
         )
         with context.begin_transaction():
             context.run_migrations()

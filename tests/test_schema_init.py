@@ -117,6 +117,45 @@ def test_concurrent_first_opens_take_turns(empty_db_url, tmp_path):
     assert set(metadata.tables) <= tables_of(empty_db_url)
 
 
+def test_upgrade_from_nothing_is_one_transaction(empty_db_url):
+    """Reading the revision and applying every revision happen in one transaction, so a
+    second process opening the same new database cannot run a revision between two of ours
+    (on SQLite, Alembic would otherwise commit after each revision)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    begins, commits, writes = [], [], []
+
+    def on_begin(conn):
+        begins.append(conn)
+
+    def on_commit(conn):
+        commits.append(len(begins))
+
+    def on_statement(conn, cursor, statement, *args):
+        if statement.lstrip().split()[0].upper() in {"CREATE", "ALTER", "DROP", "INSERT",
+                                                     "UPDATE"}:
+            writes.append(len(begins))
+
+    listeners = [("begin", on_begin), ("commit", on_commit),
+                 ("before_cursor_execute", on_statement)]
+    for name, fn in listeners:
+        event.listen(Engine, name, fn)
+    try:
+        upgrade(empty_db_url)
+    finally:
+        for name, fn in listeners:
+            event.remove(Engine, name, fn)
+    # every write, the version row included, in the one transaction that commits
+    assert len(writes) > 20 and len(set(writes)) == 1
+    assert commits == writes[:1]
+    engine = make_engine(empty_db_url)
+    try:
+        assert current_revision(engine) == SCHEMA_REVISION
+    finally:
+        engine.dispose()
+
+
 def test_wal_switch_waits_for_a_lock_held_by_another_process(tmp_path):
     """Switching a file to WAL while another connection holds its lock answers "database is
     locked" at once (no busy handler); the connect hook retries until the lock is gone."""
