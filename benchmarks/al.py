@@ -139,7 +139,7 @@ def campaign_overhead() -> list[dict]:
                                "batch_size": 8})
     with Registry(url) as reg, \
             LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                         dashboard_address=None) as cluster, Client(cluster) as client:
+                         dashboard_address=":0") as cluster, Client(cluster) as client:
         reg.ingest(data, "emt")
         reg.create_dataset_version("al0", levels=["emt"], group_by="none")
         out = start(reg, "bench", "al0", "emt", seeds, s, client=client)

@@ -243,7 +243,7 @@ def main() -> None:
         return
     with Registry(url) as reg, \
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                         dashboard_address=None) as cluster, Client(cluster) as client:
+                         dashboard_address=":0") as cluster, Client(cluster) as client:
         for r in range(args.repeats):
             files = setup(reg, client, r, work)
             for name in args.pools.split(","):

@@ -212,7 +212,7 @@ def main() -> None:
 
     t = time.perf_counter()
     cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR)
+                           dashboard_address=":0", silence_logs=logging.ERROR)
     client = Client(cluster)
     started = time.perf_counter() - t
     t = time.perf_counter()

@@ -20,7 +20,9 @@ def dask_client(n_workers: int | None = None):
             yield client
         return
     n = n_workers or max(1, min(os.cpu_count() or 1, 4))
+    # The scheduler serves HTTP whatever the dashboard setting (None means the default
+    # :8787); any free port lets two pipelines run at once without a port clash.
     with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:
         yield client

@@ -10,8 +10,10 @@ again (the migrations themselves are tested from an empty database).
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
+import sys
 import uuid
 import warnings
 
@@ -161,7 +163,7 @@ def client():
     from dask.distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as c:
+                      dashboard_address=":0") as cluster, Client(cluster) as c:
         yield c
 
 
@@ -171,3 +173,37 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NNP_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("NNP_DASK_SCHEDULER", raising=False)
 
+
+
+# --- the fuzz tally (tests/fuzz/support.py counts cases and how they ended) ---------------
+# Under pytest-xdist each worker counts its own cases: it hands them over in workeroutput,
+# and the controller, which runs no tests, adds them up for the summary.
+_FUZZ_FROM_WORKERS: collections.Counter = collections.Counter()
+
+
+def _fuzz_tally() -> collections.Counter:
+    support = sys.modules.get("fuzz.support")
+    return support.TALLY if support is not None else collections.Counter()
+
+
+def pytest_sessionfinish(session):
+    out = getattr(session.config, "workeroutput", None)
+    if out is not None:
+        out["nnp_fuzz_tally"] = [[k, o, n] for (k, o), n in _fuzz_tally().items()]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    for kind, outcome, n in getattr(node, "workeroutput", {}).get("nnp_fuzz_tally", []):
+        _FUZZ_FROM_WORKERS[kind, outcome] += n
+
+
+def pytest_terminal_summary(terminalreporter):
+    tally = _fuzz_tally() + _FUZZ_FROM_WORKERS
+    if not tally:
+        return
+    terminalreporter.section("fuzz cases")
+    for kind in sorted({k for k, _ in tally}):
+        outcomes = {o: n for (k, o), n in tally.items() if k == kind}
+        detail = ", ".join(f"{o} {n}" for o, n in sorted(outcomes.items()))
+        terminalreporter.write_line(f"{kind}: {sum(outcomes.values())} ({detail})")

@@ -208,7 +208,7 @@ labeling.get_labeler = lambda spec, **kw: Slow(real(spec))
 from dask.distributed import Client, LocalCluster
 from pipelines.active_learning.campaign import resume
 with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                  dashboard_address=None) as cluster, Client(cluster) as client:
+                  dashboard_address=":0") as cluster, Client(cluster) as client:
     resume(os.environ["NNP_DATABASE_URL"], "al-k", client=client)
 """
 
