@@ -3,7 +3,7 @@
 PostgreSQL comes from NNP_TEST_POSTGRES_URL (default postgres:postgres@127.0.0.1:5432);
 each test gets a throwaway database. Without a server the PostgreSQL cases skip loudly,
 except under CI=true, where they fail. A test that asks for the head schema (``db_url``,
-``registry``) gets a copy of one database upgraded once per session: a copied SQLite file,
+``registry``) gets a copy of one database upgraded once per test run: a copied SQLite file,
 or a PostgreSQL database created from it as a template, instead of running every migration
 again (the migrations themselves are tested from an empty database).
 """
@@ -88,21 +88,15 @@ def schema_templates(tmp_path_factory):
                 upgrade(f"sqlite:///{path}")  # its engine is disposed: the WAL is folded in
                 made[backend] = str(path)
             else:
-                made[backend] = make_url(upgrade_new_pg_database()).database
+                url = new_pg_database()
+                upgrade(url)  # its engine is disposed: nothing is connected to the template
+                made[backend] = make_url(url).database
         return made[backend]
 
     yield get
     if "postgresql" in made:
         drop_pg_database(make_url(PG_URL).set(database=made["postgresql"])
                          .render_as_string(hide_password=False))
-
-
-def upgrade_new_pg_database() -> str:
-    from registry.store.engine import upgrade
-
-    url = new_pg_database()
-    upgrade(url)
-    return url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -172,7 +166,6 @@ def cache(tmp_path, monkeypatch):
     """A fresh materialize cache, and the local cluster rather than NNP_DASK_SCHEDULER."""
     monkeypatch.setenv("NNP_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("NNP_DASK_SCHEDULER", raising=False)
-
 
 
 # --- the fuzz tally (tests/fuzz/support.py counts cases and how they ended) ---------------
