@@ -9,11 +9,12 @@ CCSD(T)/cc-pVDZ potential trained on ~60 CCSD(T) energies:
    first layer frozen);
 4. **Δ + transfer**: pretrain on ωB97X − GFN2, fine-tune on CCSD(T) − GFN2.
 
-Data: GFN2-xTB Langevin MD (600 K) of H2O, NH3 and CH4 (G2 geometries), every frame labelled
-at GFN2-xTB (energies + forces); the frames of some trajectories at ωB97X/6-31G* (PySCF,
-energies + analytic forces), the frames of *other* trajectories at CCSD(T)/cc-pVDZ (PySCF,
-energies), so no CCSD(T) geometry is seen in pretraining. (Larger molecules cost 2-6× more
-ωB97X time per frame; on the shared 2-core machine the set was kept to the three smallest.)
+Data: GFN2-xTB Langevin MD (600 K) of H2O, NH3 and CH4 by default (G2 geometries), every
+frame labelled at GFN2-xTB (energies + forces); the frames of some trajectories at
+ωB97X/6-31G* (PySCF, energies + analytic forces), the frames of *other* trajectories at
+CCSD(T)/cc-pVDZ (PySCF, energies), so no CCSD(T) geometry is seen in pretraining.
+``--molecules`` takes other ``ase.build.molecule`` names (docs/training.md also measures
+seven; larger molecules cost 2-6× more ωB97X time per frame).
 Labels are computed on Dask (one task per trajectory) and cached as extxyz under ``--cache``
 (default ``$NNP_CACHE/multifidelity``), keyed by every setting that changes them.
 
@@ -50,8 +51,7 @@ import numpy as np
 
 EV_KCAL = 23.060548  # kcal/mol per eV
 LOW, DFT, CC = "gfn2-xtb", "pyscf:wb97x/6-31g*", "pyscf:ccsd(t)/cc-pvdz"
-DFT_MOLECULES = ("H2O", "NH3", "CH4")
-CC_MOLECULES = ("H2O", "NH3", "CH4")
+MOLECULES = ("H2O", "NH3", "CH4")
 # info keys of the cached frames' energies (forces: forces_*), per role
 KEYS = {"low": "energy_gfn2", "dft": "energy_dft", "cc": "energy_cc"}
 RECIPES = ("scratch", "delta", "transfer", "delta+transfer")
@@ -76,6 +76,9 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--temperature", type=float, default=600.0)
     p.add_argument("--frames-per-trajectory", type=int, default=5)
+    p.add_argument("--molecules", default=",".join(MOLECULES),
+                   help="comma-separated ase.build.molecule names, each in both roles (the "
+                        "order fixes the MD seeds, so an appended molecule keeps the cache)")
     p.add_argument("--dft-trajectories", type=int, default=14, help="per molecule")
     p.add_argument("--cc-trajectories", type=int, default=8, help="per molecule")
     p.add_argument("--interval", type=int, default=40, help="MD steps (0.5 fs) per frame")
@@ -139,9 +142,10 @@ def plan(args) -> tuple[dict, list[dict]]:
                 "interval": args.interval, "low": LOW, "dft": dft, "cc": cc,
                 "tblite": metadata.version("tblite"), "pyscf": metadata.version("pyscf"),
                 "ase": metadata.version("ase"), "algorithm": 1}
+    molecules = [m.strip() for m in args.molecules.split(",") if m.strip()]
     jobs = []
-    for role, molecules, n, high in (("dft", DFT_MOLECULES, args.dft_trajectories, dft),
-                                     ("cc", CC_MOLECULES, args.cc_trajectories, cc)):
+    for role, n, high in (("dft", args.dft_trajectories, dft),
+                          ("cc", args.cc_trajectories, cc)):
         for m, formula in enumerate(molecules):
             for i in range(n):
                 # distinct, reproducible MD seeds for every (role, molecule, trajectory)
