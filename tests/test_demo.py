@@ -6,7 +6,7 @@ from rich.console import Console
 
 os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
-from pipelines.demo import DATASET, MODEL, DemoConfig, run_demo
+from pipelines.demo import DATASET, LEVEL, MODEL, SECOND, DemoConfig, run_demo
 
 
 def test_demo_end_to_end(registry, tmp_path, monkeypatch):
@@ -17,10 +17,10 @@ def test_demo_end_to_end(registry, tmp_path, monkeypatch):
     console = Console(file=open(tmp_path / "log.txt", "w"), width=120)  # noqa: SIM115
     first = run_demo(cfg, console)
     n = 10 * 4  # molecules x frames
-    assert first["ingest"]["emt"]["structures_new"] == n
-    assert first["ingest"]["emt"]["labels_new"] == n
-    assert first["ingest"]["gfn2-xtb"]["labels_new"] == n // cfg.high_every
-    assert first["ingest"]["gfn2-xtb"]["structures_new"] == 0
+    assert first["ingest"][LEVEL]["structures_new"] == n
+    assert first["ingest"][LEVEL]["labels_new"] == n
+    assert first["ingest"][SECOND]["labels_new"] == n // cfg.second_every
+    assert first["ingest"][SECOND]["structures_new"] == 0
     assert first["stats"]["structures"] == n
     assert (cfg.out_dir / "demo.extxyz").stat().st_size > 0
     assert first["dataset"]["n_structures"] == n
@@ -80,8 +80,8 @@ def test_demo_end_to_end(registry, tmp_path, monkeypatch):
                                                          for it in shown]
 
     second = run_demo(cfg, console)  # same seed: same MD, nothing new in the store
-    assert second["ingest"]["emt"]["structures_new"] == 0
-    assert second["ingest"]["emt"]["labels_existing"] == n
+    assert second["ingest"][LEVEL]["structures_new"] == 0
+    assert second["ingest"][LEVEL]["labels_existing"] == n
     assert second["dataset"]["hash"] == first["dataset"]["hash"]
     assert second["model"]["ref"] == f"{MODEL}:2"
     # the finished campaign is reported, not run again; the map is reused

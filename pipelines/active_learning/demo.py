@@ -1,8 +1,8 @@
 """A two-iteration campaign for ``nnp demo``: :func:`run_demo_campaign`.
 
-Starts from the demo's EMT dataset version of small molecules, samples MD of a few of them
-with the committee at two temperatures, labels the most uncertain frames with EMT and
-retrains (warm start) once; writes the campaign's plot and returns its status.
+Starts from the demo's dataset version of small molecules, samples MD of a few of them with
+the committee at two temperatures, labels the most uncertain frames at the dataset's level
+(``labeler``) and retrains (warm start) once; writes the campaign's plot and returns its status.
 """
 
 from __future__ import annotations
@@ -10,19 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 
 SEEDS = ("CH3OH", "C2H6", "CH3CN")
-# A small committee: two iterations take well under a minute on two cores.
-CONFIG = {"hidden": [32, 16], "radial_shifts": 8, "angular_shifts": 4, "angular_sections": 4,
-          "batch_size": 32, "lr": 1e-2}
 
 
 def run_demo_campaign(reg_url, dataset_ref: str, *, name: str = "demo-al",
-                      labeler: str = "emt", out_dir=Path(".nnp/demo"), client=None,
+                      labeler: str = "gfn2-xtb", out_dir=Path(".nnp/demo"), client=None,
                       console=None, iterations: int = 2, ensemble: int = 2,
-                      epochs: int = 40, per_iteration: int = 12, seed: int = 7) -> dict:
+                      epochs: int = 40, per_iteration: int = 12, seed: int = 7,
+                      train_config: dict | None = None) -> dict:
     """Run (or, when it exists unfinished, resume) campaign ``name`` from ``dataset_ref``
     (a version labeled at ``labeler``'s level, covering H, C, N, O); returns its status
     with ``png`` (the plot's path). ``reg_url``: a URL or an open registry; ``client``: a
-    Dask client (default: a local cluster); ``console``: a rich console for progress."""
+    Dask client (default: a local cluster); ``console``: a rich console for progress;
+    ``train_config``: the committee's training keys (``nnp demo`` passes its small network)."""
     import ase.io
     from ase.build import molecule
 
@@ -40,7 +39,7 @@ def run_demo_campaign(reg_url, dataset_ref: str, *, name: str = "demo-al",
                         interval=10, timestep_fs=0.5, threshold=0.005,
                         per_iteration=per_iteration, iterations=iterations, epochs=epochs,
                         warm_epochs=max(10, epochs // 2), patience=max(10, epochs // 4),
-                        train_config=dict(CONFIG), seed=seed)
+                        train_config=dict(train_config or {}), seed=seed)
     on_event = _printer(console) if console is not None else None
     with registry_of(reg_url) as reg:
         if not campaign_exists(reg, name):
