@@ -18,6 +18,7 @@ from ..errors import BadInput, Conflict, NotFound
 from ..store.levels import level_rows
 from ..store.lookups import dataset_version
 from ..store.refs import LATEST, Ref, check_alias, check_name, check_text
+from ..store.rows import driver_rows
 from ..store.runs import run
 from ..store.schema import (
     Composition,
@@ -102,13 +103,7 @@ def select_members(reg, *, levels: list[str], filter: str | None = None,
             q = q.join(lab, cond)
         if clause is not None:
             q = q.where(clause)
-        # Straight from the driver's cursor (the columns are ints and strings that need no
-        # type processing): a Row per member is a large share of selecting 10^6 of them.
-        result = s.connection().execute(q.order_by(Structure.hash))
-        try:
-            rows = result.cursor.fetchall()
-        finally:
-            result.close()
+        rows = driver_rows(s.connection(), q.order_by(Structure.hash))  # ints and strings
     k = len(lvs)
     cols = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(3 + 2 * k)]
     return {"levels": [lv.name for lv in lvs], "level_ids": [lv.id for lv in lvs],

@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import and_, func, select
 
 from ..store.refs import check_int
+from ..store.rows import driver_rows
 from ..store.tables import compositions, labels, structures
 from ..times import utc
 from . import as_filter, structure_filter  # the package entry points (parse lazily)
@@ -45,13 +46,8 @@ def query_ids(reg, filter: str | Cond | None = None, *, level: str | None = None
             q = select(ids.c.id).order_by(ids.c.id)
         else:
             q = select(S.id).where(where).order_by(S.id)
-        # The ids come straight from the driver's cursor: wrapping each in a Row is a large
-        # share of the call for answers of 10^4 ids and more (ids need no type processing).
-        result = s.execute(q.limit(limit) if limit is not None else q)
-        try:
-            return [row[0] for row in result.cursor.fetchall()]
-        finally:
-            result.close()
+        rows = driver_rows(s, q.limit(limit) if limit is not None else q)
+        return [row[0] for row in rows]
 
 
 def query(reg, filter: str | Cond | None = None, *, level: str | None = None,
