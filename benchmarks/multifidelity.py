@@ -84,6 +84,10 @@ def parse_args(argv=None):
     p.add_argument("--interval", type=int, default=40, help="MD steps (0.5 fs) per frame")
     p.add_argument("--cc-split", default="0.5,0.1,0.4",
                    help="train,val,test of the CCSD(T) versions (0.5 of 120 = 60 labels)")
+    p.add_argument("--cc-stratify", choices=("formula", "none"), default="formula",
+                   help="split each molecule's CCSD(T) trajectories on its own, so that every "
+                        "molecule has training labels on every seed (none: one grouped split "
+                        "over all trajectories)")
     p.add_argument("--ensemble", type=int, default=2)
     p.add_argument("--pretrain-epochs", type=int, default=200)
     p.add_argument("--finetune-epochs", type=int, default=500)
@@ -237,9 +241,9 @@ def nnp(*args) -> dict:
     return json.loads(buf.getvalue())
 
 
-def dataset(name, levels, *, split, seed, delta=None, note=None) -> str:
+def dataset(name, levels, *, split, seed, delta=None, note=None, stratify="none") -> str:
     args = ["dataset", "create", name, *sum((["--level", lv] for lv in levels), []),
-            "--split", split, "--group-by", "source", "--seed", seed]
+            "--split", split, "--group-by", "source", "--stratify-by", stratify, "--seed", seed]
     if delta:
         args += ["--delta", delta]
     if note:
@@ -378,9 +382,10 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         rows = []
         for seed in range(args.seeds):
-            plain = dataset("mf-cc", [cc], split=args.cc_split, seed=seed)
+            plain = dataset("mf-cc", [cc], split=args.cc_split, seed=seed,
+                            stratify=args.cc_stratify)
             delta = dataset("mf-cc-delta", [cc, low], split=args.cc_split, seed=seed,
-                            delta=f"{cc}-{low}")
+                            delta=f"{cc}-{low}", stratify=args.cc_stratify)
             if not same_splits(reg, plain, delta):
                 raise RuntimeError(f"{plain} and {delta} split their structures differently")
             unseen = untrained_compositions(reg, plain)

@@ -3,6 +3,7 @@ energies, bad input (both backends)."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
@@ -101,6 +102,92 @@ def test_split_function():
     assert parse_fractions("0.9,0.1") == (0.9, 0.1, 0.0)
     with pytest.raises(BadInput, match="sum to 1.1"):
         parse_fractions("0.8,0.2,0.1")
+
+
+def test_split_function_strata():
+    """Each stratum is split on its own; a group spanning strata goes with its majority."""
+    keys = [f"{i:04d}" for i in range(120)]
+    strata = ["A" if i < 80 else "B" for i in range(120)]
+    groups = [f"g{i // 10}" for i in range(120)]  # 8 groups of A, 4 of B
+    s = assign_splits(keys, groups, (0.5, 0.25, 0.25), seed=2, strata=strata)
+    assert np.array_equal(s, assign_splits(keys, groups, (0.5, 0.25, 0.25), seed=2,
+                                           strata=strata))
+    a, b = s[:80], s[80:]
+    assert np.bincount(a, minlength=3).tolist() == [40, 20, 20]
+    assert np.bincount(b, minlength=3).tolist() == [20, 10, 10]
+    mixed = ["A"] * 6 + ["B"] * 4 + strata[10:]  # group g0 is mostly A
+    m = assign_splits(keys, groups, (0.5, 0.25, 0.25), seed=2, strata=mixed)
+    assert len(set(m[:10].tolist())) == 1
+    assert np.bincount(m[:80], minlength=3).tolist() == [40, 20, 20]
+    with pytest.raises(ValueError, match="differ in length"):
+        assign_splits(keys, groups, (1, 0, 0), seed=0, strata=strata[:5])
+
+
+def test_stratified_grouped_split_trains_every_formula(registry):
+    """Grouped by trajectory (source), a plain split leaves a molecule out of training for
+    some seeds; stratified by formula, every molecule is trained for every seed, and an
+    extension splits its new trajectories the same way."""
+    names = ("H2O", "CH4", "NH3")
+    for traj in range(4):
+        for name in names:
+            frames = []
+            for k in range(3):
+                frames += labelled_molecules([name], seed=100 * traj + 10 * k + len(name))
+            registry.ingest(frames, LOW, source=f"{name}-{traj}")
+
+    def trained_and_groups(v):
+        from registry.store.schema import Composition, Structure
+
+        with registry.session() as s:
+            rows = s.execute(select(DatasetMember.split, Composition.formula_reduced,
+                                    Structure.source)
+                             .join(Structure, Structure.id == DatasetMember.structure_id)
+                             .join(Composition, Composition.id == Structure.composition_id)
+                             .where(DatasetMember.version_id == v["id"])).all()
+        per_source: dict[str, set] = {}
+        for sp, _, src in rows:
+            per_source.setdefault(src, set()).add(sp)
+        assert all(len(v) == 1 for v in per_source.values())  # a trajectory is never cut
+        return {f for sp, f, _ in rows if sp == 0}
+
+    kw = dict(levels=[LOW], split="0.5,0.1,0.4", group_by="source")
+    plain = [trained_and_groups(registry.create_dataset_version("p", seed=k, **kw))
+             for k in range(12)]
+    assert any(len(t) < 3 for t in plain)  # the failure stratifying prevents
+    for k in range(12):
+        v = registry.create_dataset_version("st", seed=k, stratify_by="formula", **kw)
+        assert trained_and_groups(v) == {"H2O", "CH4", "H3N"}
+        assert v["params"]["stratify_by"] == "formula"
+        assert v["split_counts"] == {"train": 18, "valid": 9, "test": 9}
+    again = registry.create_dataset_version("st", seed=11, stratify_by="formula", **kw)
+    assert again["hash"] == v["hash"]
+
+    from registry.curation.extend import extend_dataset_version
+    from registry.store.schema import Label
+
+    with registry.session() as s:
+        old = set(s.scalars(select(Label.id)))
+    for traj in range(4):
+        for name in ("C2H6", "C2H2"):
+            registry.ingest(labelled_molecules([name] * 3, seed=900 + traj), LOW,
+                            source=f"{name}-{traj}")
+    with registry.session() as s:
+        new = sorted(set(s.scalars(select(Label.id))) - old)
+    ext = extend_dataset_version(registry, v["ref"], "st-al", new)
+    assert ext["params"]["stratify_by"] == "formula" and ext["added"] == 24
+    assert trained_and_groups(ext) == {"H2O", "CH4", "H3N", "CH3", "CH"}
+    with registry.session() as s:
+        from registry.store.schema import Composition, Structure
+
+        per = s.execute(select(Composition.formula_reduced, DatasetMember.split, func.count())
+                        .join(Structure, Structure.id == DatasetMember.structure_id)
+                        .join(Composition, Composition.id == Structure.composition_id)
+                        .where(DatasetMember.version_id == ext["id"],
+                               Composition.formula_reduced.in_(["CH3", "CH"]))
+                        .group_by(Composition.formula_reduced, DatasetMember.split)).all()
+    # each new formula split on its own: 2 trajectories train, 1 valid, 1 test
+    assert sorted(per) == [("CH", 0, 6), ("CH", 1, 3), ("CH", 2, 3),
+                           ("CH3", 0, 6), ("CH3", 1, 3), ("CH3", 2, 3)]
 
 
 def test_concurrent_creates_number_versions(registry):
@@ -211,6 +298,9 @@ BAD = [
     (dict(levels=[LOW], split="0.8,0.1"), BadInput, "sum to 0.9, not 1"),
     (dict(levels=[LOW], filter='elements HAS "U"'), BadInput, "no structure matches"),
     (dict(levels=[LOW], group_by="colour"), BadInput, "--group-by"),
+    (dict(levels=[LOW], group_by="source", stratify_by="colour"), BadInput, "--stratify-by"),
+    (dict(levels=[LOW], stratify_by="formula"), BadInput,
+     "--stratify-by formula with --group-by formula"),
 ]
 
 
@@ -252,6 +342,14 @@ def test_cli(registry, nnp, capsys):
     assert nnp("dataset", "create", "cli", "--level", LOW, "--split", "0.5,0.6") == 2
     assert "sum to 1.1" in capsys.readouterr().err
     assert nnp("dataset", "diff", "cli:1", "cli@latest") == 0
+    capsys.readouterr()
+    assert nnp("dataset", "create", "cli", "--level", LOW, "--group-by", "none",
+               "--stratify-by", "formula", "--split", "0.5,0.5", "--json") == 0
+    made = json.loads(capsys.readouterr().out)
+    assert made["params"]["stratify_by"] == "formula"
+    assert made["split_counts"] == {"train": 5, "valid": 5, "test": 0}  # 2 of each formula
+    assert nnp("dataset", "create", "cli", "--level", LOW, "--stratify-by", "formula") == 2
+    assert "--stratify-by formula with --group-by formula" in capsys.readouterr().err
     assert nnp("levels", "reference-energies", LOW, "--set", "H=-13.6,O=-2040") == 0
     assert "-13.6" in capsys.readouterr().out
     assert nnp("levels", "reference-energies", LOW, "--set", "Xx=1") == 2

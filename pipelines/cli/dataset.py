@@ -21,6 +21,9 @@ def create(
     split: str = typer.Option("0.8,0.1,0.1", help="train,valid,test fractions (sum 1)."),
     group_by: str = typer.Option("formula", help="formula | source | none: a group stays in "
                                                  "one split."),
+    stratify_by: str = typer.Option("none", help="none | formula: split each formula's groups "
+                                                 "separately (with --group-by source or none), "
+                                                 "so every formula is in training."),
     seed: int = typer.Option(0, min=0, help="Seed of the split (an integer >= 0)."),
     note: str = typer.Option(None, help="Free text."),
     delta: str = typer.Option(None, help="HIGH-LOW: train on the difference of two levels."),
@@ -32,7 +35,8 @@ def create(
     with open_registry() as reg:
         v = reg.create_dataset_version(name, levels=level, filter=filter, split=split,
                                        group_by=group_by, seed=seed, note=note, delta=delta,
-                                       exclude_duplicates=exclude_duplicates)
+                                       exclude_duplicates=exclude_duplicates,
+                                       stratify_by=stratify_by)
     if as_json:
         return print_json(v)
     sc = v["split_counts"]

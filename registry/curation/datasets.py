@@ -33,7 +33,14 @@ from ..store.schema import (
 )
 from .dataset_hash import dataset_hash
 from .dedup import check_tolerance, near_duplicates
-from .splits import GROUP_BY, SPLIT_NAMES, assign_splits, check_seed, parse_fractions
+from .splits import (
+    GROUP_BY,
+    SPLIT_NAMES,
+    assign_splits,
+    check_seed,
+    check_stratify,
+    parse_fractions,
+)
 
 _RETRIES = 5
 
@@ -76,10 +83,12 @@ def _aliases_of(s, version_id: int) -> list[str]:
 
 
 def select_members(reg, *, levels: list[str], filter: str | None = None,
-                   group_by: str = "formula", delta: dict | None = None) -> dict:
+                   group_by: str = "formula", delta: dict | None = None,
+                   stratify_by: str | None = None) -> dict:
     """Structures matching ``filter`` with an ``ok`` label at every level (no writes).
 
-    Returns columns: structure ids/hashes, group keys and per-level label ids/hashes.
+    Returns columns: structure ids/hashes, group keys, strata (the formula when
+    ``stratify_by`` is ``"formula"``, else None) and per-level label ids/hashes.
     """
     with reg.session() as s:
         lvs = level_rows(s, levels)
@@ -90,10 +99,11 @@ def select_members(reg, *, levels: list[str], filter: str | None = None,
             clause = structure_filter(filter, level=lvs[0].name, session=s)
         group_col = {"formula": Composition.formula_reduced, "source": Structure.source,
                      "none": Structure.hash}[group_by]
+        stratum = [Composition.formula_reduced] if stratify_by == "formula" else []
         labs = [aliased(Label) for _ in lvs]
-        q = select(Structure.id, Structure.hash, group_col,
+        q = select(Structure.id, Structure.hash, group_col, *stratum,
                    *[lab.id for lab in labs], *[lab.hash for lab in labs])
-        if group_by == "formula":
+        if "formula" in (group_by, stratify_by):
             q = q.join(Composition, Composition.id == Structure.composition_id)
         for lab, lv in zip(labs, lvs, strict=True):
             cond = and_(lab.structure_id == Structure.id, lab.level_id == lv.id,
@@ -104,24 +114,28 @@ def select_members(reg, *, levels: list[str], filter: str | None = None,
         if clause is not None:
             q = q.where(clause)
         rows = driver_rows(s.connection(), q.order_by(Structure.hash))  # ints and strings
-    k = len(lvs)
-    cols = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(3 + 2 * k)]
+    k, j = len(lvs), 3 + len(stratum)
+    cols = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(j + 2 * k)]
     return {"levels": [lv.name for lv in lvs], "level_ids": [lv.id for lv in lvs],
             "structure_ids": cols[0], "hashes": cols[1],
             "groups": [g if g is not None else "" for g in cols[2]],
-            "label_ids": cols[3:3 + k], "label_hashes": cols[3 + k:3 + 2 * k]}
+            "strata": cols[3] if stratum else None,
+            "label_ids": cols[j:j + k], "label_hashes": cols[j + k:j + 2 * k]}
 
 
 def create_dataset_version(reg, name: str, *, levels: list[str] | str,
                            filter: str | None = None, split="0.8,0.1,0.1",
                            group_by: str = "formula", seed: int = 0,
                            note: str | None = None, delta: str | None = None,
-                           exclude_duplicates: float | None = None) -> dict:
+                           exclude_duplicates: float | None = None,
+                           stratify_by: str | None = None) -> dict:
     """Make version N+1 of dataset ``name`` (created on first use); ``latest`` moves to it.
 
     Several ``levels`` keep only structures labeled ``ok`` at all of them; ``delta``
     ``"HIGH-LOW"`` makes the target the difference. ``exclude_duplicates`` (a tolerance
-    in Å) keeps one structure per near-duplicate cluster. Bad input writes nothing.
+    in Å) keeps one structure per near-duplicate cluster. ``stratify_by="formula"`` splits
+    each formula's groups separately (with ``group_by`` source or none), so every formula
+    with more than one group has training members. Bad input writes nothing.
     """
     check_name(name, "dataset name")
     check_text(note, "note")
@@ -137,6 +151,7 @@ def create_dataset_version(reg, name: str, *, levels: list[str] | str,
         exclude_duplicates = check_tolerance(exclude_duplicates, "--exclude-duplicates")
     if group_by not in GROUP_BY:
         raise BadInput(f"--group-by {group_by!r}: expected one of {', '.join(GROUP_BY)}")
+    stratify_by = check_stratify(stratify_by, group_by)
     with reg.session() as s:
         lvs = level_rows(s, levels)
         lvs = sorted({lv.id: lv for lv in lvs}.values(),
@@ -147,7 +162,8 @@ def create_dataset_version(reg, name: str, *, levels: list[str] | str,
         raise BadInput(f"--delta needs exactly its two levels, got {names}")
     if dspec:  # target level first
         names = [dspec["high"], dspec["low"]]
-    sel = select_members(reg, levels=names, filter=filter, group_by=group_by, delta=dspec)
+    sel = select_members(reg, levels=names, filter=filter, group_by=group_by, delta=dspec,
+                         stratify_by=stratify_by)
     excluded = 0
     if exclude_duplicates is not None:
         sel, excluded = _drop_near_duplicates(reg, sel, exclude_duplicates)
@@ -155,11 +171,12 @@ def create_dataset_version(reg, name: str, *, levels: list[str] | str,
     if n == 0:
         raise BadInput(f"no structure matches filter {filter!r} with an ok label at "
                        f"{' and '.join(names)}; nothing created")
-    splits = assign_splits(sel["hashes"], sel["groups"], fractions, seed)
+    splits = assign_splits(sel["hashes"], sel["groups"], fractions, seed, sel["strata"])
     triples = [(h, lh[i], int(splits[i])) for lh in sel["label_hashes"]
                for i, h in enumerate(sel["hashes"])]
     digest = dataset_hash(triples, names, dspec)
-    params = {"split": list(fractions), "group_by": group_by, "seed": seed, "delta": dspec,
+    params = {"split": list(fractions), "group_by": group_by, "stratify_by": stratify_by,
+              "seed": seed, "delta": dspec,
               "exclude_duplicates": exclude_duplicates, "excluded_duplicates": excluded}
     with run(reg, "dataset_create", {"name": name, "filter": filter, "levels": names,
                                      **params}) as handle:
@@ -247,6 +264,7 @@ def _drop_near_duplicates(reg, sel: dict, tolerance: float) -> tuple[dict, int]:
     out = {k: v for k, v in sel.items() if k in ("levels", "level_ids")}
     for k in ("structure_ids", "hashes", "groups"):
         out[k] = [sel[k][i] for i in keep]
+    out["strata"] = None if sel["strata"] is None else [sel["strata"][i] for i in keep]
     for k in ("label_ids", "label_hashes"):
         out[k] = [[col[i] for i in keep] for col in sel[k]]
     return out, len(sel["structure_ids"]) - len(keep)

@@ -5,7 +5,8 @@ version in the split it had, plus the structures of some new ``ok`` labels at th
 level (active learning adds each iteration's labels this way). Old members never move; a new
 member joins the split of its group (the base's ``group_by``: formula or source) when the
 base has that group, so a group is never cut across splits; the rest are split with the
-base's fractions and seed, by the same rule as :func:`.splits.assign_splits`.
+base's fractions, seed and strata (``stratify_by``), by the same rule as
+:func:`.splits.assign_splits`.
 
 Content equal to a version the dataset already has returns that version and writes nothing,
 so re-running an interrupted extension does not make a duplicate.
@@ -39,8 +40,8 @@ def _group_column(group_by: str):
             "none": Structure.hash}[group_by]
 
 
-def _rows(s, query, group_by: str):
-    if group_by == "formula":
+def _rows(s, query, group_by: str, stratify_by: str | None = None):
+    if "formula" in (group_by, stratify_by):
         query = query.join(Composition, Composition.id == Structure.composition_id)
     return s.execute(query).all()
 
@@ -72,15 +73,17 @@ def extend_dataset_version(reg, base_ref, name: str, label_ids, *, note: str | N
         level = level_rows(s, dv.levels)[0]
         group_by = bparams.get("group_by") or "formula"
         group = _group_column(group_by)
+        stratify_by = bparams.get("stratify_by")
+        stratum = [Composition.formula_reduced] if stratify_by == "formula" else []
         old = _rows(s, select(DatasetMember.structure_id, DatasetMember.label_id,
                               DatasetMember.split, Structure.hash, Label.hash, group)
                     .join(Structure, Structure.id == DatasetMember.structure_id)
                     .join(Label, Label.id == DatasetMember.label_id)
                     .where(DatasetMember.version_id == dv.id), group_by)
         new = _rows(s, select(Label.structure_id, Label.id, Label.level_id, Label.status,
-                              Structure.hash, Label.hash, group)
+                              Structure.hash, Label.hash, group, *stratum)
                     .join(Structure, Structure.id == Label.structure_id)
-                    .where(Label.id.in_(wanted)), group_by)
+                    .where(Label.id.in_(wanted)), group_by, stratify_by)
     found = {r[1] for r in new}
     missing = [i for i in wanted if i not in found]
     if missing:
@@ -107,7 +110,8 @@ def extend_dataset_version(reg, base_ref, name: str, label_ids, *, note: str | N
     fresh = np.flatnonzero(splits < 0)
     if len(fresh):
         splits[fresh] = assign_splits([new[i][4] for i in fresh],
-                                      [new_groups[i] for i in fresh], fractions, seed)
+                                      [new_groups[i] for i in fresh], fractions, seed,
+                                      [new[i][7] for i in fresh] if stratum else None)
     triples = [(r[3], r[4], int(r[2])) for r in old] + \
         [(r[4], r[5], int(sp)) for r, sp in zip(new, splits, strict=True)]
     digest = dataset_hash(triples, [level.name], None)
