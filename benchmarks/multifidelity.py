@@ -26,7 +26,9 @@ Dask cluster. The score is each version's test energy MAE as ``nnp train`` repor
 Δ model on its Δ version that is the total-energy MAE: the base cancels); on the first seed
 ``nnp evaluate`` also scores every model on the plain CCSD(T) version's test split as totals
 (a Δ model's GFN2 base added by its calculator), which must agree. Each seed is a new split
-and a new training seed.
+and a new training seed. Each recipe's starting point is scored too: its parent model (or the
+GFN2 base, or nothing) with per-element shifts fitted to the CCSD(T) training split, so the
+table shows what pretraining gives before fine-tuning and what fine-tuning adds.
 
     nice -n 10 python benchmarks/multifidelity.py --out mf-out [--seeds 4] [--quick]
 
@@ -295,6 +297,50 @@ def composition_mean_mae(reg, ref: str) -> float:
     return float(np.mean([abs(energy[i] - means[comp[i]]) for i in test]))
 
 
+def starting_points(reg, plain: str, delta: str, parents: dict, recipes, cache: dict) -> dict:
+    """Test MAE (eV) of each recipe before any CCSD(T) training: the parent model (transfer
+    recipes), the GFN2-xTB base (Δ) or nothing (scratch), plus per-element shifts fitted by
+    least squares to the CCSD(T) training split, as the fine-tuning starts from.
+    ``cache`` keeps the parents' predictions by structure id across seeds."""
+    from ase import Atoms
+
+    from pipelines.training.calculator import NNPCalculator
+
+    m = reg.materialize(plain)
+    base = {int(s): float(le[1]) for bk in reg.materialize(delta).buckets
+            for s, le in zip(bk["structure_id"], bk["level_energy"], strict=True)}
+    rows = [(int(s), z[:n], x[:n], float(e), int(sp)) for bk in m.buckets
+            for s, n, z, x, e, sp in zip(bk["structure_id"], bk["n_atoms"], bk["numbers"],
+                                         bk["positions"], bk["energy"], bk["split"],
+                                         strict=True)]
+    zs = sorted({int(v) for r in rows for v in r[1]})
+    counts = np.array([[np.sum(r[1] == z) for z in zs] for r in rows], float)
+    energy, split = np.array([r[3] for r in rows]), np.array([r[4] for r in rows])
+    parent_of = {"transfer": parents.get("plain"), "delta+transfer": parents.get("delta")}
+    out = {}
+    for recipe in recipes:
+        if recipe == "scratch":
+            pred = np.zeros(len(rows))
+        elif recipe == "delta":
+            pred = np.array([base[r[0]] for r in rows])
+        else:
+            ref = parent_of[recipe]
+            if ref not in cache:
+                cache[ref] = {"calc": NNPCalculator.from_registry(ref, reg, dtype="float64")}
+            known = cache[ref]
+            for sid, z, x, _, _ in rows:
+                if sid not in known:
+                    atoms = Atoms(numbers=z, positions=x)
+                    atoms.calc = known["calc"]
+                    known[sid] = atoms.get_potential_energy()
+            pred = np.array([known[r[0]] for r in rows])
+        resid = energy - pred
+        train, test = split == 0, split == 2
+        shifts, *_ = np.linalg.lstsq(counts[train], resid[train], rcond=None)
+        out[recipe] = float(np.abs(resid[test] - counts[test] @ shifts).mean())
+    return out
+
+
 def untrained_compositions(reg, ref: str) -> list[str]:
     """Compositions in the test split of ``ref`` that its training split lacks."""
     m = reg.materialize(ref)
@@ -380,7 +426,7 @@ def main(argv=None) -> int:
         timings["pretrain_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        rows = []
+        rows, predicted = [], {}
         for seed in range(args.seeds):
             plain = dataset("mf-cc", [cc], split=args.cc_split, seed=seed,
                             stratify=args.cc_stratify)
@@ -400,6 +446,10 @@ def main(argv=None) -> int:
                          "test_mae_kcal": base})
             console.print(f"seed {seed}        baseline: train mean per composition, test MAE "
                           f"{base:.2f} kcal/mol")
+            starts = starting_points(reg, plain, delta, parents, recipes, predicted)
+            console.print(f"seed {seed}  starting points (shifts refit, no training): "
+                          + ", ".join(f"{r} {v * EV_KCAL:.2f}" for r, v in starts.items())
+                          + " kcal/mol")
             for recipe in recipes:
                 ref, parent = runs[recipe]
                 t1 = time.perf_counter()
@@ -413,6 +463,7 @@ def main(argv=None) -> int:
                 row = {"seed": seed, "recipe": recipe, "model": model["model"],
                        "dataset": ref, "n_train": _n(reg, ref, "train"), "n_test": test["n"],
                        "test_mae_kcal": test["energy_mae_ev"] * EV_KCAL,
+                       "start_mae_kcal": starts[recipe] * EV_KCAL,
                        "test_rmse_kcal": test["energy_rmse_ev"] * EV_KCAL,
                        "epochs_run": [m["epochs"] for m in model["members"]],
                        "best_epoch": [m["best_epoch"] for m in model["members"]],
@@ -450,15 +501,18 @@ def report(rows: list[dict], out: Path, console, level: str, extra: dict) -> dic
     shown = [r for r in ("baseline", *RECIPES) if any(x["recipe"] == r for x in rows)]
     summary = {r: _stats([x["test_mae_kcal"] for x in rows if x["recipe"] == r])
                for r in shown}
+    starts = {r: _stats([x["start_mae_kcal"] for x in rows if x["recipe"] == r])
+              for r in shown if any("start_mae_kcal" in x for x in rows if x["recipe"] == r)}
     table = Table(title=f"{level} test energy MAE (kcal/mol), mean ± std over seeds")
-    for col in ("recipe", "MAE", "seeds", "prototype"):
+    for col in ("recipe", "MAE", "before training", "seeds", "prototype"):
         table.add_column(col, justify="right" if col != "recipe" else "left")
     for r in shown:
         s = summary[r]
-        table.add_row(r, f"{s['mean']:.2f} ± {s['std']:.2f}", str(s["n"]),
+        start = f"{starts[r]['mean']:.2f} ± {starts[r]['std']:.2f}" if r in starts else "-"
+        table.add_row(r, f"{s['mean']:.2f} ± {s['std']:.2f}", start, str(s["n"]),
                       str(PROTOTYPE.get(r, "-")))
     console.print(table)
-    result = {**extra, "rows": rows, "summary": summary}
+    result = {**extra, "rows": rows, "summary": summary, "starting_points": starts}
     (out / "multifidelity.json").write_text(json.dumps(result, indent=1))
     n_train = np.mean([r["n_train"] for r in rows if "n_train" in r])
     _bar_chart(summary, out / "multifidelity.png", level, n_train)
