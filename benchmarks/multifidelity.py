@@ -97,6 +97,9 @@ def parse_args(argv=None):
     p.add_argument("--finetune-config", type=Path, default=None,
                    help="nnp train --config FILE for the four CCSD(T) recipes alike (JSON or "
                         f"YAML training keys); default {FINETUNE}, written to --out")
+    p.add_argument("--freeze", default=FREEZE,
+                   help="nnp train --freeze pattern of the two transfer recipes ('' or none: "
+                        "every parameter trains)")
     p.add_argument("--recipes", default=",".join(RECIPES),
                    help=f"comma-separated subset of {', '.join(RECIPES)}")
     p.add_argument("--report-only", action="store_true",
@@ -261,7 +264,9 @@ def train(dataset_ref, name, *, seed, epochs, args, parent=None, config=None) ->
     if config:
         cmd += ["--config", config]
     if parent:
-        cmd += ["--from", parent, "--freeze", FREEZE]
+        cmd += ["--from", parent]
+        if args.freeze and args.freeze != "none":
+            cmd += ["--freeze", args.freeze]
     return nnp(*cmd)
 
 
