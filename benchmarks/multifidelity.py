@@ -150,7 +150,9 @@ def plan(args) -> tuple[dict, list[dict]]:
     settings = {"temperature": args.temperature, "frames": args.frames_per_trajectory,
                 "interval": args.interval, "low": LOW, "dft": dft, "cc": cc,
                 "tblite": metadata.version("tblite"), "pyscf": metadata.version("pyscf"),
-                "ase": metadata.version("ase"), "algorithm": 1}
+                # algorithm 2: GFN2-xTB forces are the calculator's (1 stored FixCom's
+                # mass-weighted projection of them)
+                "ase": metadata.version("ase"), "algorithm": 2}
     molecules = [m.strip() for m in args.molecules.split(",") if m.strip()]
     jobs = []
     for role, n, high in (("dft", args.dft_trajectories, dft),

@@ -42,6 +42,30 @@ def test_gfn2_xtb_water_energy_forces_and_level():
     assert lab.level["program_version"] and lab.properties == ("energy", "forces")
 
 
+def test_labels_are_true_forces_whatever_the_frames_constraints():
+    """A frame that carries ASE constraints (a fixed atom, FixCom from MD) is labelled with
+    the calculator's forces, not the constrained ones; md_sample stores the same."""
+    from ase.constraints import FixAtoms, FixCom
+
+    from pipelines.simulation.md import md_sample
+
+    methanol = molecule("CH3OH")
+    methanol.positions[1] += [0.05, 0.02, -0.04]
+    for spec in ("emt", "gfn2-xtb"):
+        lab = get_labeler(spec)
+        free = lab.label(methanol)["forces"]
+        for constraint in (FixAtoms(indices=[0]), FixCom()):
+            held = methanol.copy()
+            held.set_constraint(constraint)
+            assert np.allclose(lab.label(held)["forces"], free, atol=1e-9), (spec, constraint)
+    lab = get_labeler("emt")
+    for frame in md_sample("CH3OH", 3, 600.0, seed=4, level="emt", interval=4):
+        relabelled = lab.label(frame)
+        assert relabelled["energy"] == pytest.approx(frame.info["energy"], abs=1e-9)
+        assert np.allclose(frame.arrays["forces"], relabelled["forces"], atol=1e-9)
+        assert np.abs(frame.arrays["forces"].sum(axis=0)).max() < 1e-6  # no net force
+
+
 def test_pyscf_hf_h2_matches_the_textbook_value_and_finite_differences():
     lab = get_labeler("pyscf:HF/STO-3G")
     out = lab.label(h2())

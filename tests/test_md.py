@@ -92,6 +92,14 @@ def test_md_writes_frames_with_energy_std_and_records_the_run(registry, model, t
         assert f.info["energy_std"] > 0 and np.isfinite(f.get_potential_energy())
         assert f.get_forces().shape == (5, 3) and f.info["model"] == model
     assert frames[-1].info["time_fs"] == pytest.approx(10.0)
+    # the written forces are the model's at that geometry, not FixCom's projection of them
+    from pipelines.training.calculator import NNPCalculator
+
+    calc = NNPCalculator.from_registry(model, registry)
+    for f in frames[1:]:
+        fresh = f.copy()
+        fresh.calc = calc
+        assert np.allclose(f.get_forces(), fresh.get_forces(), atol=1e-5)
     assert res.mean_energy_std_ev > 0 and res.max_energy_std_ev >= res.mean_energy_std_ev
     assert not list(tmp_path.glob(".traj*"))  # the temporary file was renamed
     run = registry.get_run(res.run_id)

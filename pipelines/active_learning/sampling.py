@@ -86,10 +86,9 @@ def md_frames(atoms, calc, s: dict, temperature: float, seed: int):
     dyn = Langevin(atoms, s["timestep_fs"] * units.fs, temperature_K=temperature,
                    friction=s["friction_per_fs"] / units.fs, fixcm=False, rng=rng)
     frames, done = [], 0
-    forces = atoms.get_forces()
     for _ in dyn.irun(s["steps"]):
         step = dyn.nsteps
-        forces = atoms.get_forces()
+        forces = atoms.get_forces(apply_constraint=False)  # the model's, not FixCom's
         energy = float(atoms.get_potential_energy())
         reason = stop_reason(atoms, energy, forces, s["min_distance"], s["max_force"])
         if reason is not None:

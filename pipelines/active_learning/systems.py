@@ -75,7 +75,7 @@ def labelled_copy(a, temperature: float | None = None):
     c.info = {"energy": float(a.get_potential_energy())}
     if temperature is not None:
         c.info["md_temperature_k"] = float(temperature)
-    c.arrays["forces"] = a.get_forces().copy()
+    c.arrays["forces"] = a.get_forces(apply_constraint=False).copy()  # not FixCom's
     return c
 
 

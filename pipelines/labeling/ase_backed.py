@@ -29,7 +29,7 @@ class EMTLabeler(Labeler):
         check_elements(atoms, parameters, "EMT")
         a = atoms.copy()
         a.calc = self.calculator()
-        return a.get_potential_energy(), a.get_forces()
+        return a.get_potential_energy(), a.get_forces(apply_constraint=False)
 
 
 class XTBLabeler(Labeler):
@@ -60,7 +60,7 @@ class XTBLabeler(Labeler):
         a = atoms.copy()
         a.calc = self.calculator(charge=charge, multiplicity=mult)
         try:
-            return a.get_potential_energy(), a.get_forces()
+            return a.get_potential_energy(), a.get_forces(apply_constraint=False)
         except Exception as exc:  # noqa: BLE001  (tblite reports SCF failures as errors)
             text = str(exc).strip()
             if "converge" in text.lower():

@@ -343,7 +343,8 @@ class _Integrator:
 
         atoms, s = self.atoms, self.settings
         calc = atoms.calc
-        forces = atoms.get_forces()
+        # the model's forces: get_forces() would apply FixCom's mass-weighted projection
+        forces = atoms.get_forces(apply_constraint=False)
         energy = float(atoms.get_potential_energy())
         std = float(calc.results.get("energy_std", 0.0))
         frame = atoms.copy()

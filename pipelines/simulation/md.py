@@ -34,7 +34,8 @@ def md_sample(formula: str, n_frames: int, temperature_k: float, seed: int,
         frame.set_constraint()
         frame.info = {"energy": float(atoms.get_potential_energy()), "name": formula,
                       "md_temperature_k": temperature_k, "md_seed": seed}
-        frame.arrays["forces"] = atoms.get_forces().copy()
+        # the true forces: get_forces() would apply FixCom's mass-weighted projection
+        frame.arrays["forces"] = atoms.get_forces(apply_constraint=False).copy()
         frames.append(frame)
     return frames
 
