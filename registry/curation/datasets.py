@@ -82,6 +82,24 @@ def _aliases_of(s, version_id: int) -> list[str]:
                           .where(DatasetAlias.version_id == version_id)))
 
 
+def group_column(group_by: str):
+    """The column whose value is a member's split group (``group_by``: formula, source, none)."""
+    return {"formula": Composition.formula_reduced, "source": Structure.source,
+            "none": Structure.hash}[group_by]
+
+
+def stratum_columns(stratify_by: str | None) -> list:
+    """The column of a member's stratum, as a list (empty when not stratified)."""
+    return [Composition.formula_reduced] if stratify_by == "formula" else []
+
+
+def with_compositions(query, group_by: str, stratify_by: str | None = None):
+    """``query`` joined to its structures' compositions when the group or stratum needs it."""
+    if "formula" in (group_by, stratify_by):
+        return query.join(Composition, Composition.id == Structure.composition_id)
+    return query
+
+
 def select_members(reg, *, levels: list[str], filter: str | None = None,
                    group_by: str = "formula", delta: dict | None = None,
                    stratify_by: str | None = None) -> dict:
@@ -97,14 +115,11 @@ def select_members(reg, *, levels: list[str], filter: str | None = None,
             from ..query import structure_filter
 
             clause = structure_filter(filter, level=lvs[0].name, session=s)
-        group_col = {"formula": Composition.formula_reduced, "source": Structure.source,
-                     "none": Structure.hash}[group_by]
-        stratum = [Composition.formula_reduced] if stratify_by == "formula" else []
+        stratum = stratum_columns(stratify_by)
         labs = [aliased(Label) for _ in lvs]
-        q = select(Structure.id, Structure.hash, group_col, *stratum,
-                   *[lab.id for lab in labs], *[lab.hash for lab in labs])
-        if "formula" in (group_by, stratify_by):
-            q = q.join(Composition, Composition.id == Structure.composition_id)
+        q = with_compositions(select(Structure.id, Structure.hash, group_column(group_by),
+                                     *stratum, *[lab.id for lab in labs],
+                                     *[lab.hash for lab in labs]), group_by, stratify_by)
         for lab, lv in zip(labs, lvs, strict=True):
             cond = and_(lab.structure_id == Structure.id, lab.level_id == lv.id,
                         lab.status == "ok")

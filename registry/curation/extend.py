@@ -23,7 +23,6 @@ from ..store.lookups import dataset_version
 from ..store.refs import check_name, check_text
 from ..store.runs import run
 from ..store.schema import (
-    Composition,
     Dataset,
     DatasetMember,
     DatasetVersion,
@@ -31,19 +30,14 @@ from ..store.schema import (
     Structure,
 )
 from .dataset_hash import dataset_hash
-from .datasets import dataset_version_dict, write_version
+from .datasets import (
+    dataset_version_dict,
+    group_column,
+    stratum_columns,
+    with_compositions,
+    write_version,
+)
 from .splits import SPLIT_NAMES, assign_splits, check_seed, parse_fractions
-
-
-def _group_column(group_by: str):
-    return {"formula": Composition.formula_reduced, "source": Structure.source,
-            "none": Structure.hash}[group_by]
-
-
-def _rows(s, query, group_by: str, stratify_by: str | None = None):
-    if "formula" in (group_by, stratify_by):
-        query = query.join(Composition, Composition.id == Structure.composition_id)
-    return s.execute(query).all()
 
 
 def extend_dataset_version(reg, base_ref, name: str, label_ids, *, note: str | None = None,
@@ -72,18 +66,20 @@ def extend_dataset_version(reg, base_ref, name: str, label_ids, *, note: str | N
                            f"single-level version can be extended by new labels")
         level = level_rows(s, dv.levels)[0]
         group_by = bparams.get("group_by") or "formula"
-        group = _group_column(group_by)
+        group = group_column(group_by)
         stratify_by = bparams.get("stratify_by")
-        stratum = [Composition.formula_reduced] if stratify_by == "formula" else []
-        old = _rows(s, select(DatasetMember.structure_id, DatasetMember.label_id,
-                              DatasetMember.split, Structure.hash, Label.hash, group)
-                    .join(Structure, Structure.id == DatasetMember.structure_id)
-                    .join(Label, Label.id == DatasetMember.label_id)
-                    .where(DatasetMember.version_id == dv.id), group_by)
-        new = _rows(s, select(Label.structure_id, Label.id, Label.level_id, Label.status,
-                              Structure.hash, Label.hash, group, *stratum)
-                    .join(Structure, Structure.id == Label.structure_id)
-                    .where(Label.id.in_(wanted)), group_by, stratify_by)
+        stratum = stratum_columns(stratify_by)
+        old = s.execute(with_compositions(
+            select(DatasetMember.structure_id, DatasetMember.label_id, DatasetMember.split,
+                   Structure.hash, Label.hash, group)
+            .join(Structure, Structure.id == DatasetMember.structure_id)
+            .join(Label, Label.id == DatasetMember.label_id)
+            .where(DatasetMember.version_id == dv.id), group_by)).all()
+        new = s.execute(with_compositions(
+            select(Label.structure_id, Label.id, Label.level_id, Label.status,
+                   Structure.hash, Label.hash, group, *stratum)
+            .join(Structure, Structure.id == Label.structure_id)
+            .where(Label.id.in_(wanted)), group_by, stratify_by)).all()
     found = {r[1] for r in new}
     missing = [i for i in wanted if i not in found]
     if missing:

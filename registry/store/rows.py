@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def driver_rows(conn, statement) -> list[tuple]:
-    """Every row of ``statement`` on Core connection ``conn``, as the driver's tuples.
+    """Every row of ``statement`` on ``conn`` (a Connection or a Session), as the driver's tuples.
 
     For results of 10^4 rows and more, wrapping each in a SQLAlchemy ``Row`` is a large share
     of the call; only for columns that need no result processing (ints, floats, strings).
