@@ -1,7 +1,8 @@
 """Scale benchmark: the same filters, ingest and curation at 1 M and 10 M structures.
 
     python benchmarks/scale.py [--sizes 1000000,10000000] [--pg-url URL] [--reuse]
-        [--repeat 15] [--no-curation] [--no-ingest]
+        [--repeat 15] [--no-curation] [--no-ingest] [--ingest-batches 3]
+        [--ingest-sizes 10000000]
 
 Each size gets its own PostgreSQL database (``nnp_scale_<n>``), loaded with the registry's
 own ingest from the generator of ``benchmarks/query.py`` in chunks of 100,000 whose seeds
@@ -15,13 +16,17 @@ Printed per size and as the 10 M / 1 M ratio:
 
 * each filter of :data:`FILTERS`: ``Registry.count`` and ``Registry.query_ids``, median of
   ``--repeat`` after 3 warm-ups (after VACUUM ANALYZE, as autovacuum leaves a table);
-* ingest (last; the batches stay): ``--ingest-batches`` + 1 new 100,000-structure batches,
-  each into that database and then the same batch into an empty one (made before the first
-  batch, since creating and dropping databases forces a checkpoint; it holds only the run's
-  earlier batches). The first pair is reported apart: after a checkpoint (or a server
-  restart) the first change to each index page writes the whole page to the WAL and reads
-  it back from the OS. The ratio to the empty store is over the other pairs (structures
-  over seconds, summed), the steady state of a long ingest.
+* ingest (last; the batches stay; ``--ingest-sizes`` picks the sizes): ``--ingest-batches``
+  + 1 new 100,000-structure batches, each into that database, then into an empty database
+  of its own, then into a small store that holds only the run's earlier batches (all
+  copied from one migrated template before the first batch, since creating and dropping
+  databases forces a checkpoint; dropped after the last). The empty store also creates
+  every composition of the batch, which the large store mostly has; the small store
+  has most of them after its first batch, so its ratio isolates what grows with the
+  store. The first batch is reported apart: after a checkpoint (or a server restart) the
+  first change to each index page writes the whole page to the WAL and reads it back
+  from the OS. Ratios are over the other batches (structures over seconds, summed) and
+  over the last half: the steady state of a long ingest.
   The server's memory and checkpoint settings are printed beside it: they decide the figure
   (docs/scaling.md);
 * (unless ``--no-curation``) a dataset version of the first 1,000,000 structures (create and
@@ -166,31 +171,76 @@ def run_size(admin_url: str, n: int, reuse: bool, repeat: int, do_curation: bool
     return out
 
 
+def empty_stores(admin_url: str, k: int) -> list[str]:
+    """URLs of ``k`` empty, migrated databases (``nnp_scale_empty_<i>``), copies of one
+    migrated template: made before any timed batch, since creating a database forces a
+    checkpoint."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from registry.store.engine import upgrade
+
+    template, _ = pg_database(admin_url, False, "nnp_scale_empty")
+    upgrade(template)
+    u = make_url(admin_url)
+    urls = []
+    with psycopg.connect(u.set(drivername="postgresql").render_as_string(False),
+                         autocommit=True) as conn:
+        for i in range(k):
+            name = f"nnp_scale_empty_{i}"  # names from this script
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "nnp_scale_empty"')
+            urls.append(make_url(template).set(database=name).render_as_string(False))
+    return urls
+
+
+def drop_empty_stores(admin_url: str, k: int) -> None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(admin_url).set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(u, autocommit=True) as conn:
+        for i in range(k):
+            conn.execute(f'DROP DATABASE IF EXISTS "nnp_scale_empty_{i}" WITH (FORCE)')
+
+
 def ingest_pairs(reg, admin_url: str, batches: int) -> dict:
-    """Rates of ``batches`` + 1 new batches into ``reg`` and of the same batches into an
-    empty database; the first pair apart (see the module docstring)."""
+    """Rates of ``batches`` + 1 new batches into ``reg``, of each batch into an empty
+    database of its own, and into a small store that holds the run's earlier batches only;
+    the first batch apart (see the module docstring)."""
     from sqlalchemy import text
 
     from registry.core import Registry
-    from registry.store.engine import upgrade
 
-    url, _ = pg_database(admin_url, False, "nnp_scale_empty")
-    upgrade(url)
+    urls = empty_stores(admin_url, batches + 2)  # the last one is the small store
     with reg.engine.connect() as c:
         settings = {k: c.execute(text(f"SHOW {k}")).scalar() for k in SERVER_SETTINGS}
     print("  server: " + ", ".join(f"{k} {v}" for k, v in settings.items()), flush=True)
     first_seed = 10_000 + reg.count() // CHUNK
-    pairs = []
-    with Registry(url) as empty:
-        for k in range(batches + 1):
-            pairs.append((ingest_rate(reg, first_seed + k), ingest_rate(empty, first_seed + k)))
-            print(f"  ingest batch {k + 1}: {pairs[-1][0]:,.0f} structures/s, empty store "
-                  f"{pairs[-1][1]:,.0f} ({pairs[-1][0] / pairs[-1][1]:.2f})", flush=True)
-    steady = pairs[1:] or pairs
-    rate, empty_rate = (len(steady) / sum(1 / p[i] for p in steady) for i in (0, 1))
-    return {"server": settings, "ingest_pairs": pairs, "ingest_rate": rate,
-            "empty_rate": empty_rate, "ingest_ratio_to_empty": rate / empty_rate,
-            "first_ratio_to_empty": pairs[0][0] / pairs[0][1]}
+    rates = []  # (this store, empty store, small store) per batch
+    with Registry(urls[-1]) as small:
+        for k, url in enumerate(urls[:-1]):
+            with Registry(url) as empty:
+                rates.append((ingest_rate(reg, first_seed + k),
+                              ingest_rate(empty, first_seed + k),
+                              ingest_rate(small, first_seed + k)))
+            r = rates[-1]
+            print(f"  ingest batch {k + 1}: {r[0]:,.0f} structures/s; empty store {r[1]:,.0f}"
+                  f" ({r[0] / r[1]:.2f}); small store {r[2]:,.0f} ({r[0] / r[2]:.2f})",
+                  flush=True)
+    drop_empty_stores(admin_url, len(urls))  # after the timing: dropping forces a checkpoint
+
+    def rate(ps, i):  # structures over seconds, summed
+        return len(ps) / sum(1 / p[i] for p in ps)
+
+    steady, half = rates[1:] or rates, rates[len(rates) // 2:]
+    return {"server": settings, "ingest_rates": rates, "ingest_rate": rate(steady, 0),
+            "empty_rate": rate(steady, 1), "small_rate": rate(steady, 2),
+            "ingest_ratio_to_empty": rate(steady, 0) / rate(steady, 1),
+            "ingest_ratio_to_small": rate(steady, 0) / rate(steady, 2),
+            "first_ratio_to_empty": rates[0][0] / rates[0][1],
+            "last_half_ratio_to_empty": rate(half, 0) / rate(half, 1),
+            "last_half_ratio_to_small": rate(half, 0) / rate(half, 2)}
 
 
 def main(argv=None) -> None:
@@ -204,14 +254,18 @@ def main(argv=None) -> None:
                     help="skip the ingest-rate measurement (which adds its batches)")
     ap.add_argument("--ingest-batches", type=int, default=3,
                     help="timed batches after the first pair (each adds 100,000 structures)")
+    ap.add_argument("--ingest-sizes", default=None,
+                    help="sizes whose ingest rate is measured (default: all of --sizes)")
     args = ap.parse_args(argv)
     tempfile.tempdir = tempfile.mkdtemp(prefix="nnp-scale-")
 
+    sizes_ = [int(x) for x in args.sizes.split(",")]
+    ingest_at = {int(x) for x in (args.ingest_sizes or args.sizes).split(",")}
     results = []
-    for n in (int(x) for x in args.sizes.split(",")):
+    for n in sizes_:
         print(f"\n{n:,} structures", flush=True)
         results.append(run_size(args.pg_url, n, args.reuse, args.repeat,
-                                not args.no_curation, not args.no_ingest,
+                                not args.no_curation, not args.no_ingest and n in ingest_at,
                                 args.ingest_batches))
     print_table(results)
 
@@ -230,14 +284,14 @@ def print_table(results: list[dict]) -> None:
         row(f"{name} (matches)", [r[name]["matches"] for r in results], "{:,}".format, False)
         row("  count ms", [r[name]["count_s"] * 1e3 for r in results], "{:.1f}".format)
         row("  ids ms", [r[name]["ids_s"] * 1e3 for r in results], "{:.1f}".format)
-    if all("ingest_rate" in r for r in results):
-        row("ingest structures/s", [r["ingest_rate"] for r in results], "{:,.0f}".format)
-        row("  same batches, empty store", [r["empty_rate"] for r in results],
-            "{:,.0f}".format, False)
-        row("  ratio to the empty store", [r["ingest_ratio_to_empty"] for r in results],
-            "{:.2f}".format, False)
-        row("  first batch's ratio", [r["first_ratio_to_empty"] for r in results],
-            "{:.2f}".format, False)
+    timed = [r for r in results if "ingest_rate" in r]
+    for r in timed:  # an ingest row per measured size (sizes may be measured alone)
+        print(f"ingest at {r['structures']:,}: {r['ingest_rate']:,.0f} structures/s; empty "
+              f"store {r['empty_rate']:,.0f}, ratio {r['ingest_ratio_to_empty']:.2f} (first "
+              f"batch {r['first_ratio_to_empty']:.2f}, last half "
+              f"{r['last_half_ratio_to_empty']:.2f}); small store {r['small_rate']:,.0f}, "
+              f"ratio {r['ingest_ratio_to_small']:.2f} (last half "
+              f"{r['last_half_ratio_to_small']:.2f})")
     if all("curation" in r for r in results):
         for key in ("dataset_create_s", "materialize_s", "dedup_s"):
             row(key.replace("_s", " s"), [r["curation"][key] for r in results],
