@@ -167,7 +167,7 @@ def run_size(admin_url: str, n: int, reuse: bool, repeat: int, do_curation: bool
             return out
         # last, so the figures above are on exactly the loaded structures (the batches
         # stay: a later --reuse run works on more)
-        out.update(ingest_pairs(reg, admin_url, ingest_batches))
+        out.update(ingest_comparison(reg, admin_url, ingest_batches))
     return out
 
 
@@ -200,11 +200,11 @@ def drop_empty_stores(admin_url: str, k: int) -> None:
 
     u = make_url(admin_url).set(drivername="postgresql").render_as_string(False)
     with psycopg.connect(u, autocommit=True) as conn:
-        for i in range(k):
-            conn.execute(f'DROP DATABASE IF EXISTS "nnp_scale_empty_{i}" WITH (FORCE)')
+        for name in [f"nnp_scale_empty_{i}" for i in range(k)] + ["nnp_scale_empty"]:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def ingest_pairs(reg, admin_url: str, batches: int) -> dict:
+def ingest_comparison(reg, admin_url: str, batches: int) -> dict:
     """Rates of ``batches`` + 1 new batches into ``reg``, of each batch into an empty
     database of its own, and into a small store that holds the run's earlier batches only;
     the first batch apart (see the module docstring)."""
@@ -253,16 +253,16 @@ def main(argv=None) -> None:
     ap.add_argument("--no-ingest", action="store_true",
                     help="skip the ingest-rate measurement (which adds its batches)")
     ap.add_argument("--ingest-batches", type=int, default=3,
-                    help="timed batches after the first pair (each adds 100,000 structures)")
+                    help="timed batches after the first one (each adds 100,000 structures)")
     ap.add_argument("--ingest-sizes", default=None,
                     help="sizes whose ingest rate is measured (default: all of --sizes)")
     args = ap.parse_args(argv)
     tempfile.tempdir = tempfile.mkdtemp(prefix="nnp-scale-")
 
-    sizes_ = [int(x) for x in args.sizes.split(",")]
+    targets = [int(x) for x in args.sizes.split(",")]
     ingest_at = {int(x) for x in (args.ingest_sizes or args.sizes).split(",")}
     results = []
-    for n in sizes_:
+    for n in targets:
         print(f"\n{n:,} structures", flush=True)
         results.append(run_size(args.pg_url, n, args.reuse, args.repeat,
                                 not args.no_curation, not args.no_ingest and n in ingest_at,
