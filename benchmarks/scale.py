@@ -171,21 +171,28 @@ def run_size(admin_url: str, n: int, reuse: bool, repeat: int, do_curation: bool
     return out
 
 
+def admin_connection(admin_url: str):
+    """An autocommit psycopg connection to the server's admin database (CREATE / DROP
+    DATABASE cannot run in a transaction)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin_url).set(drivername="postgresql").render_as_string(False)
+    return psycopg.connect(url, autocommit=True)
+
+
 def empty_stores(admin_url: str, k: int) -> list[str]:
     """URLs of ``k`` empty, migrated databases (``nnp_scale_empty_<i>``), copies of one
     migrated template: made before any timed batch, since creating a database forces a
     checkpoint."""
-    import psycopg
     from sqlalchemy.engine import make_url
 
     from registry.store.engine import upgrade
 
     template, _ = pg_database(admin_url, False, "nnp_scale_empty")
     upgrade(template)
-    u = make_url(admin_url)
     urls = []
-    with psycopg.connect(u.set(drivername="postgresql").render_as_string(False),
-                         autocommit=True) as conn:
+    with admin_connection(admin_url) as conn:
         for i in range(k):
             name = f"nnp_scale_empty_{i}"  # names from this script
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -195,11 +202,7 @@ def empty_stores(admin_url: str, k: int) -> list[str]:
 
 
 def drop_empty_stores(admin_url: str, k: int) -> None:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    u = make_url(admin_url).set(drivername="postgresql").render_as_string(False)
-    with psycopg.connect(u, autocommit=True) as conn:
+    with admin_connection(admin_url) as conn:
         for name in [f"nnp_scale_empty_{i}" for i in range(k)] + ["nnp_scale_empty"]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
